@@ -1,0 +1,188 @@
+"""``forsetictl``: the command line (exit status: 0 done, 1 not found, 2 usage or
+config error, 3 the cluster answered with an error, 4 no answer in time)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import msgspec
+
+from .client import DEFAULT_ENDPOINT, Client, Event, ForsetiError, Timeout
+
+OK, NOT_FOUND, USAGE, CLUSTER_ERROR, NO_ANSWER = 0, 1, 2, 3, 4
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="forsetictl", description="Talk to a Forseti cluster.")
+    where = ap.add_mutually_exclusive_group()
+    where.add_argument("--config", help="forseti.toml: talk to the node it describes")
+    where.add_argument("--endpoint", help="a node's client endpoint, e.g. tcp://127.0.0.1:7072")
+    ap.add_argument("--json", action="store_true", help="print JSON objects, one per line")
+    ap.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("get", help="get-or-create; prints the location")
+    p.add_argument("group")
+    p.add_argument("key")
+    p.add_argument("args", nargs="*", metavar="ARG", help="extra start arguments")
+    p = sub.add_parser("find", help="the location, or exit status 1")
+    p.add_argument("group")
+    p.add_argument("key")
+    p = sub.add_parser("stop", help="terminate it; exit status 1 if absent")
+    p.add_argument("group")
+    p.add_argument("key")
+    p = sub.add_parser("ls", help="registered processes")
+    p.add_argument("group", nargs="?")
+    sub.add_parser("nodes", help="workers: name, state, processes, capacity")
+    sub.add_parser("calls", help="groups and how they start")
+    p = sub.add_parser("add-call", help="add a group at run time")
+    p.add_argument("group")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--entry", metavar="MOD:FUNC")
+    how.add_argument("--command", nargs=argparse.REMAINDER, metavar="ARGV", help="the rest of the line")
+    p.add_argument("--arg", action="append", default=[], dest="call_args", metavar="A")
+    p.add_argument("--ready", action="store_true", help="wait for forsetictl.ready() from the process")
+    p.add_argument("--start-timeout", type=float)
+    p.add_argument("--stop-timeout", type=float)
+    p.add_argument("--process-endpoint", dest="process_endpoint", metavar="TEMPLATE")
+    p = sub.add_parser("events", help="follow started/exited events until interrupted")
+    p.add_argument("group", nargs="?")
+    p.add_argument("--count", type=int, help="stop after this many events")
+    return ap
+
+
+def endpoint_of(args) -> str:
+    if args.endpoint:
+        return args.endpoint
+    if args.config:
+        from forsetid.config import load
+
+        return load(args.config).client_endpoint
+    if os.environ.get("FORSETI_ENDPOINT"):
+        return os.environ["FORSETI_ENDPOINT"]
+    if os.path.exists("forseti.toml"):
+        from forsetid.config import load
+
+        return load("forseti.toml").client_endpoint
+    return DEFAULT_ENDPOINT
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    out = Output(args.json)
+    try:
+        endpoint = endpoint_of(args)
+    except Exception as exc:  # ConfigError: file, key and problem are in the message
+        return out.error("config", str(exc), USAGE)
+    try:
+        with Client(endpoint, timeout=args.timeout) as client:
+            return run(client, args, out)
+    except Timeout as exc:
+        return out.error(exc.kind, str(exc), NO_ANSWER)
+    except ForsetiError as exc:
+        return out.error(exc.kind, str(exc), CLUSTER_ERROR)
+    except KeyboardInterrupt:
+        return OK
+    except BrokenPipeError:
+        return OK
+
+
+def run(client: Client, args, out: "Output") -> int:
+    cmd = args.command
+    if cmd == "get":
+        out.location(client.get(args.group, args.key, args.args))
+    elif cmd == "find":
+        loc = client.find(args.group, args.key)
+        if loc is None:
+            return out.error("not-found", f"no process for {args.group}/{args.key}", NOT_FOUND)
+        out.location(loc)
+    elif cmd == "stop":
+        if not client.stop(args.group, args.key):
+            return out.error("not-found", f"no process for {args.group}/{args.key}", NOT_FOUND)
+        out.line({"stopped": True, "group": args.group, "key": args.key}, f"stopped {args.group}/{args.key}")
+    elif cmd == "ls":
+        items = client.processes(args.group)
+        out.table(items, ["group", "key", "node", "pid", "endpoint", "started_at"])
+    elif cmd == "nodes":
+        out.table(client.nodes(), ["name", "state", "processes", "capacity"])
+    elif cmd == "calls":
+        calls = client.calls()
+        rows = [{"name": n, **msgspec.to_builtins(c)} for n, c in calls.items()]
+        if out.json:
+            for row in rows:
+                out.line(row, "")
+        else:
+            for row in rows:
+                how = row.get("entry") or " ".join(row.get("command", []))
+                extra = " ".join(f"{k}={row[k]}" for k in ("args", "ready", "endpoint") if k in row)
+                print(f"{row['name']}\t{how}\t{extra}".rstrip())
+    elif cmd == "add-call":
+        options = {k: v for k, v in (("start_timeout", args.start_timeout), ("stop_timeout", args.stop_timeout),
+                                      ("endpoint", args.process_endpoint)) if v is not None}  # fmt: skip
+        if args.command is not None and not args.command:
+            return out.error("usage", "--command needs the program and its arguments", USAGE)
+        client.add_call(args.group, entry=args.entry, command=args.command, args=args.call_args,
+                        ready=args.ready, **options)  # fmt: skip
+        out.line({"added": args.group}, f"added {args.group}")
+    elif cmd == "events":
+        seen = 0
+        with client.events(args.group) as stream:
+            for event in stream:
+                out.event(event)
+                seen += 1
+                if args.count is not None and seen >= args.count:
+                    break
+    return OK
+
+
+class Output:
+    def __init__(self, as_json: bool) -> None:
+        self.json = as_json
+
+    def line(self, obj: dict, text: str) -> None:
+        print(json.dumps(obj) if self.json else text, flush=True)
+
+    def location(self, loc) -> None:
+        obj = msgspec.to_builtins(loc)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(loc.started_at))
+        self.line(obj, f"{loc.group}/{loc.key} node={loc.node} pid={loc.pid} endpoint={loc.endpoint or '-'} started={when}")
+
+    def table(self, items: list, columns: list[str]) -> None:
+        rows = [msgspec.to_builtins(i) for i in items]
+        if self.json:
+            for row in rows:
+                print(json.dumps(row))
+            return
+        cells = [[c.upper() for c in columns]] + [[_cell(r.get(c)) for c in columns] for r in rows]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+        for row in cells:
+            print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+    def event(self, e: Event) -> None:
+        obj = {f: getattr(e, f) for f in ("seq", "kind", "group", "key", "node", "pid", "exit_code", "signal", "reason", "at")}
+        text = f"{e.seq} {e.kind} {e.group}/{e.key} node={e.node} pid={e.pid}"
+        if e.kind == "exited":
+            text += f" reason={e.reason}" + (f" signal={e.signal}" if e.signal else f" code={e.exit_code}")
+        self.line(obj, text)
+
+    def error(self, kind: str, message: str, status: int) -> int:
+        if self.json:
+            print(json.dumps({"error": kind, "message": message}), flush=True)
+        print(f"forsetictl: {message}", file=sys.stderr)
+        return status
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return time.strftime("%H:%M:%S", time.localtime(value))
+    return str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""The thin client: one DEALER socket, one request at a time, for one thread."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from typing import Iterator
+
+import msgspec
+import zmq
+
+from forsetid import protocol as p
+from forsetid.protocol import Location, NodeInfo
+
+
+class ForsetiError(Exception):
+    """The cluster answered with an error (or did not answer: see subclasses)."""
+
+    kind = "error"
+
+    def __init__(self, message: str, kind: str | None = None) -> None:
+        super().__init__(message)
+        if kind is not None:
+            self.kind = kind
+
+
+class SpawnError(ForsetiError):
+    """The process could not be started (the message says why)."""
+
+    kind = p.SPAWN_FAILED
+
+
+class UnknownGroup(ForsetiError):
+    kind = p.UNKNOWN_GROUP
+
+
+class NoWorker(ForsetiError):
+    """No worker is up with room for one more process."""
+
+    kind = p.NO_WORKER
+
+
+class Timeout(ForsetiError):
+    """No answer within the client's timeout."""
+
+    kind = "timeout"
+
+
+_ERRORS = {cls.kind: cls for cls in (SpawnError, UnknownGroup, NoWorker)}
+
+
+class Event(msgspec.Struct, frozen=True):
+    """A process started or exited somewhere in the cluster."""
+
+    seq: int
+    kind: str  # "started" | "exited"
+    group: str
+    key: str
+    node: str
+    pid: int
+    exit_code: int | None
+    signal: int | None
+    reason: str | None  # "exit" "stopped" "node-down" "conflict" "shutdown"; None when started
+    at: float
+    endpoint: str | None = None
+
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:7072"
+
+
+class Client:
+    """Talks to one node (a worker's ``node.listen``, or the leader). Not thread-safe:
+    give each thread its own Client."""
+
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 5.0, context: zmq.Context | None = None):
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._ctx = context or zmq.Context.instance()
+        self._ids = itertools.count(1)
+        self._sock: zmq.Socket | None = None
+        self._events_endpoint: str | None = None
+
+    @classmethod
+    def from_config(cls, path: str, timeout: float = 5.0) -> "Client":
+        from forsetid.config import load
+
+        return cls(load(path).client_endpoint, timeout=timeout)
+
+    # -- the API --
+
+    def get(self, group: str, key: str, args: list | None = None) -> Location:
+        """The process for (group, key), started on the least-loaded worker if none runs."""
+        return self._request(p.Get(group=group, key=key, args=list(args or ()))).location
+
+    def find(self, group: str, key: str) -> Location | None:
+        return self._request(p.Find(group=group, key=key)).location
+
+    def get_key(self, key: str, args: list | None = None) -> Location:
+        return self.get("default", key, args)
+
+    def search_key(self, key: str) -> Location | None:
+        return self.find("default", key)
+
+    def stop(self, group: str, key: str) -> bool:
+        """Terminate it (SIGTERM, then SIGKILL after stop_timeout); False if none ran."""
+        return self._request(p.Stop(group=group, key=key)).found
+
+    def processes(self, group: str | None = None) -> list[Location]:
+        return self._request(p.List(group=group)).items
+
+    def nodes(self) -> list[NodeInfo]:
+        return self._request(p.Nodes()).items
+
+    def calls(self) -> dict[str, p.Call]:
+        return self._request(p.Calls()).items
+
+    def add_call(self, name: str, entry: str | None = None, command: list[str] | None = None,
+                 args: list | None = None, **options) -> None:  # fmt: skip
+        """Add (or replace) a group at run time; options: ready, start_timeout,
+        stop_timeout, endpoint."""
+        try:
+            call = p.Call(entry=entry, command=command, args=list(args or ()), **options)
+        except (TypeError, ValueError) as exc:
+            raise ForsetiError(f"bad call '{name}': {exc}", "bad-call") from None
+        self._request(p.AddCall(name=name, call=call))
+
+    def info(self) -> p.InfoReply:
+        return self._request(p.Info())
+
+    def events(self, group: str | None = None) -> "EventStream":
+        """Follow started/exited events (of one group, or all). The stream is live when
+        this returns: nothing published afterwards is missed for want of a subscription."""
+        if self._events_endpoint is None:
+            self._events_endpoint = self.info().events
+        return EventStream(self._ctx, self._events_endpoint, group, self.timeout)
+
+    # -- plumbing --
+
+    def _request(self, msg: p.Msg):
+        if self._sock is None:
+            self._sock = self._ctx.socket(zmq.DEALER)
+            self._sock.setsockopt(zmq.LINGER, 0)
+            self._sock.connect(self.endpoint)
+        msg.id = next(self._ids)
+        self._sock.send(p.encode(msg))
+        deadline = time.monotonic() + self.timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._sock.poll(max(1, int(left * 1000))):
+                # Drop the socket: a late answer, or a request still queued for a
+                # peer that is not there, must not surface later.
+                self._sock.close()
+                self._sock = None
+                raise Timeout(f"no answer from {self.endpoint} within {self.timeout:g} s")
+            try:
+                reply = p.decode(self._sock.recv())
+            except p.BadMessage as exc:
+                raise ForsetiError(f"malformed reply from {self.endpoint}: {exc}", p.BAD_MESSAGE) from None
+            if reply.id == msg.id:
+                break
+        if isinstance(reply, p.Error):
+            raise _ERRORS.get(reply.kind, ForsetiError)(reply.message, reply.kind)
+        return reply
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class EventStream:
+    """An iterator of :class:`Event`; ``next_event(timeout)`` waits at most that long."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, group: str | None, timeout: float):
+        self.endpoint = endpoint
+        self._sock = ctx.socket(zmq.SUB)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.SUBSCRIBE, p.topic(group) if group else b"")
+        self._sock.connect(endpoint)
+        # The publisher answers every new subscription with a tick: wait for it.
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self._receive(deadline - time.monotonic())
+            if msg is None:
+                self.close()
+                raise Timeout(f"no events from {endpoint} within {timeout:g} s")
+            if isinstance(msg, p.Tick):
+                break
+
+    def _receive(self, timeout: float | None):
+        ms = None if timeout is None else max(0, int(timeout * 1000))
+        if not self._sock.poll(ms):
+            return None
+        return p.decode(self._sock.recv_multipart()[-1])
+
+    def next_event(self, timeout: float | None = None) -> Event | None:
+        """The next event, or None if none came within ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            msg = self._receive(None if deadline is None else deadline - time.monotonic())
+            if msg is None:
+                return None
+            if isinstance(msg, p.Event):
+                return _event(msg)
+
+    def __iter__(self) -> Iterator[Event]:
+        while True:
+            yield self.next_event()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> "EventStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _event(msg: p.Event) -> Event:
+    loc = msg.location
+    return Event(msg.seq, msg.kind, loc.group, loc.key, loc.node, loc.pid,
+                 msg.exit_code, msg.signal, msg.reason, msg.at, loc.endpoint)  # fmt: skip
+
+
+def ready(endpoint: str | None = None) -> bool:
+    """Tell the worker that this process has started (groups with ``ready = true``),
+    optionally with the endpoint it bound. False when not run by Forseti."""
+    fd = os.environ.pop("FORSETI_READY_FD", None)
+    if not fd:
+        return False
+    line = f"R {endpoint or ''}".replace("\n", " ") + "\n"
+    try:
+        os.write(int(fd), line.encode())
+        os.close(int(fd))
+    except OSError:
+        return False
+    return True

@@ -1,0 +1,98 @@
+"""forseti.toml, validated into typed objects (see README, "Configuration")."""
+
+from __future__ import annotations
+
+import re
+import socket
+import sys
+from typing import Annotated, Literal
+
+import msgspec
+
+from .protocol import Call
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+Role = Literal["leader", "worker", "both"]
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used: the message names the file, key and problem."""
+
+
+class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True):
+    name: str = "forseti"
+    leader: str = "tcp://127.0.0.1:7070"
+    events: str = "tcp://127.0.0.1:7071"
+    nodes: list[str] = []
+    max_retries: Annotated[int, msgspec.Meta(ge=0)] = 20
+    max_time: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    backend: Literal["memory"] = "memory"
+    heartbeat: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+
+
+class NodeConfig(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1)] = msgspec.field(default_factory=socket.gethostname)
+    role: Role = "both"
+    listen: str = "tcp://127.0.0.1:7072"
+    capacity: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+class Config(msgspec.Struct):
+    cluster: ClusterConfig
+    node: NodeConfig
+    calls: dict[str, Call]
+    path: str = "<defaults>"
+
+    @property
+    def client_endpoint(self) -> str:
+        """Where a client of this node connects: its cache, or the leader itself."""
+        return self.cluster.leader if self.node.role == "leader" else self.node.listen
+
+
+_GROUP_NAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+
+
+def load(path: str) -> Config:
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse(raw, path)
+
+
+def parse(raw: dict, path: str = "<config>") -> Config:
+    unknown = set(raw) - {"cluster", "node", "calls"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown section [{sorted(unknown)[0]}]; expected [cluster], [node] or [calls.NAME]")
+    cluster = _convert(raw.get("cluster", {}), ClusterConfig, path, "cluster")
+    node = _convert(raw.get("node", {}), NodeConfig, path, "node")
+    calls_raw = raw.get("calls", {})
+    if not isinstance(calls_raw, dict):
+        raise ConfigError(f"{path}: calls: expected tables [calls.NAME]")
+    calls = {}
+    for name, table in calls_raw.items():
+        if not _GROUP_NAME.match(name):
+            raise ConfigError(f"{path}: calls.{name}: a group name is 1-128 of A-Z a-z 0-9 _ . : @ -")
+        calls[name] = _convert(table, Call, path, f"calls.{name}")
+    return Config(cluster=cluster, node=node, calls=calls, path=path)
+
+
+def _convert(value, typ, path: str, where: str):
+    try:
+        return msgspec.convert(value, typ)
+    except msgspec.ValidationError as exc:
+        # msgspec says "... - at `$.x`"; say it with the TOML key path instead.
+        message = str(exc)
+        detail, sep, at = message.rpartition(" - at `$")
+        if sep:
+            message = f"{where}{at.rstrip('`')}: {detail}"
+        else:
+            message = f"{where}: {message}"
+        raise ConfigError(f"{path}: {message}") from None

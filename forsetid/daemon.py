@@ -1,0 +1,363 @@
+"""``forsetid``: the socket loop around the leader's and the worker's decisions.
+
+One thread, one ``zmq.Poller``. The leader part owns a ROUTER (workers and clients)
+and an XPUB (events); the worker part owns a DEALER to the leader, a SUB to its events,
+a ROUTER for local clients, the fork server's socket and the ready pipes of processes
+being started. In role "both" the worker reaches its leader over ``inproc://``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+
+import zmq
+
+from . import protocol as p
+from .config import Config, ConfigError, load
+from .leader import PUBLISH, Leader
+from .spawner import Spawner
+from .worker import Proc, Worker, substitute
+
+log = logging.getLogger("forsetid")
+
+BATCH = 256  # messages taken from one socket before looking at the others
+GRACE = 1.0  # seconds beyond the longest stop_timeout that a shutdown may take
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        role = config.node.role
+        self.is_leader = role in ("leader", "both")
+        self.is_worker = role in ("worker", "both")
+        # The fork server must be forked before ZeroMQ starts its threads.
+        preload = sorted({c.entry.partition(":")[0] for c in config.calls.values() if c.entry})
+        self.spawner = Spawner(preload) if self.is_worker else None
+        self.ctx = zmq.Context()
+        self.poller = zmq.Poller()
+        self.handlers: dict = {}  # socket or fd -> what to call when readable
+        self.ready_fds: dict[int, tuple[int, bytes]] = {}  # fd -> (token, bytes so far)
+        self.stopping = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        os.set_blocking(self._wake_r, False)
+        self._watch(self._wake_r, self._on_signal)
+        inproc = f"inproc://forseti-{uuid.uuid4().hex}"
+        cluster = config.cluster
+        if self.is_leader:
+            self.leader = Leader(config.calls, cluster.nodes)
+            self.router = self._socket(zmq.ROUTER, self._on_router)
+            self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            self._bind(self.router, cluster.leader, inproc + "-leader")
+            self.pub = self._socket(zmq.XPUB, self._on_subscribe)
+            self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)
+            self._bind(self.pub, cluster.events, inproc + "-events")
+            self.next_tick = time.monotonic() + cluster.heartbeat
+        if self.is_worker:
+            self.worker = Worker(config.node.name, config.node.capacity)
+            self.clients = self._socket(zmq.ROUTER, self._on_client)
+            self.clients.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            self._bind(self.clients, config.node.listen)
+            self.sub = self._socket(zmq.SUB, self._on_event)
+            self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+            self.dealer = self._socket(zmq.DEALER, self._on_leader)
+            local = self.is_leader
+            self.sub.connect(inproc + "-events" if local else cluster.events)
+            self.dealer.connect(inproc + "-leader" if local else cluster.leader)
+            self._watch(self.spawner.fileno(), self._on_spawner)
+            self._to_leader(self.worker.hello())
+
+    # -- set-up --
+
+    def _socket(self, kind: int, handler) -> zmq.Socket:
+        sock = self.ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 500)
+        sock.setsockopt(zmq.MAXMSGSIZE, p.MAX_MESSAGE)
+        self._watch(sock, handler)
+        return sock
+
+    def _bind(self, sock: zmq.Socket, *endpoints: str) -> None:
+        for endpoint in endpoints:
+            try:
+                sock.bind(endpoint)
+            except zmq.ZMQError as exc:
+                raise ConfigError(f"{self.config.path}: cannot bind {endpoint}: {exc}") from None
+
+    def _watch(self, sock_or_fd, handler) -> None:
+        self.handlers[sock_or_fd] = handler
+        self.poller.register(sock_or_fd, zmq.POLLIN)
+
+    def _unwatch(self, sock_or_fd) -> None:
+        self.handlers.pop(sock_or_fd, None)
+        self.poller.unregister(sock_or_fd)
+
+    # -- the loop --
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)
+        signal.set_wakeup_fd(self._wake_w)
+        log.info("%s up: role %s, pid %d", self.config.node.name, self.config.node.role, os.getpid())
+        deadline = None
+        try:
+            while True:
+                if self.is_worker and self.worker.refused:
+                    log.error("the leader refused this node: %s", self.worker.refused)
+                    return 2
+                if self.stopping:
+                    if deadline is None:
+                        deadline = self._begin_shutdown()
+                    if not self.is_worker or self.worker.idle or time.monotonic() > deadline:
+                        self._drain(0.05)  # let the last exit reports reach the leader
+                        return 0
+                self._poll_once(self._timeout())
+        finally:
+            self.close()
+
+    def _poll_once(self, timeout_ms: int) -> None:
+        for sock_or_fd, _ in self.poller.poll(timeout_ms):
+            handler = self.handlers.get(sock_or_fd)
+            if handler is not None:
+                handler(sock_or_fd)
+        now = time.monotonic()
+        if self.is_worker:
+            self._carry_out(self.worker.expire())
+        if self.is_leader and now >= self.next_tick:
+            self.next_tick = now + self.config.cluster.heartbeat
+            self._publish(b"", self.leader.tick())
+
+    def _drain(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self._poll_once(int(left * 1000) + 1)
+
+    def _timeout(self) -> int:
+        deadlines = [time.monotonic() + 1.0]
+        if self.is_leader:
+            deadlines.append(self.next_tick)
+        if self.is_worker and self.worker.next_deadline() is not None:
+            deadlines.append(self.worker.next_deadline())
+        return max(0, int((min(deadlines) - time.monotonic()) * 1000) + 1)
+
+    def _on_signal(self, fd: int) -> None:
+        try:
+            while os.read(fd, 512):
+                pass
+        except BlockingIOError:
+            pass
+        self.stopping = True
+
+    def _begin_shutdown(self) -> float:
+        log.info("shutting down")
+        if not self.is_worker:
+            return time.monotonic()
+        self._carry_out(self.worker.shutdown())
+        longest = max((pr.call.stop_timeout for pr in self.worker.procs.values()), default=0.0)
+        return time.monotonic() + longest + GRACE
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        if self.spawner is not None:
+            self.spawner.close()
+        for fd in list(self.ready_fds):
+            os.close(fd)
+        self.ctx.destroy(linger=500)
+
+    # -- leader sockets --
+
+    def _on_router(self, sock: zmq.Socket) -> None:
+        for peer, msg in self._receive(sock):
+            if isinstance(msg, p.Info):
+                self._send(sock, peer, self._info(msg))
+                continue
+            for dest, out in self.leader.handle(peer, msg):
+                if dest is PUBLISH:
+                    self._publish(p.topic(out.location.group), out)
+                else:
+                    self._send(sock, dest, out)
+
+    def _on_subscribe(self, sock: zmq.Socket) -> None:
+        # A new subscription gets a tick on its own topic at once: the subscriber then
+        # knows that it is live and where the sequence stands.
+        for _ in range(BATCH):
+            try:
+                frame = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if frame[:1] == b"\x01":
+                self._publish(frame[1:], self.leader.tick())
+
+    def _publish(self, topic: bytes, msg: p.Msg) -> None:
+        try:
+            self.pub.send_multipart([topic, p.encode(msg)], zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # no subscriber keeps up: the sequence gap tells it
+
+    # -- worker sockets --
+
+    def _on_client(self, sock: zmq.Socket) -> None:
+        for client, msg in self._receive(sock):
+            if isinstance(msg, p.Info):
+                self._send(sock, client, self._info(msg))
+            else:
+                self._carry_out(self.worker.on_client(client, msg))
+
+    def _on_leader(self, sock: zmq.Socket) -> None:
+        for _ in range(BATCH):
+            try:
+                frame = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = p.decode(frame)
+            except p.BadMessage as exc:
+                log.warning("bad message from the leader: %s", exc)
+                continue
+            self._carry_out(self.worker.on_leader(msg))
+
+    def _on_event(self, sock: zmq.Socket) -> None:
+        for _ in range(BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = p.decode(frames[-1])
+            except p.BadMessage as exc:
+                log.warning("bad event: %s", exc)
+                continue
+            if isinstance(msg, (p.Event, p.Tick)):
+                self.worker.on_event(msg)
+
+    def _on_spawner(self, fd: int) -> None:
+        for report in self.spawner.receive():
+            kind, ident, value = report
+            if kind == "spawned":
+                self._carry_out(self.worker.on_spawned(ident, value))
+            elif kind == "failed":
+                self._close_ready(ident)
+                self._carry_out(self.worker.on_spawn_failed(ident, value))
+            elif kind == "exited":
+                proc = self.worker.by_pid.get(ident)
+                if proc is not None:  # what it wrote before dying counts first
+                    self._close_ready(proc.token)
+                self._carry_out(self.worker.on_exit(ident, value))
+
+    def _on_ready(self, fd: int) -> None:
+        token, data = self.ready_fds[fd]
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        data += chunk
+        if chunk and b"\n" not in data and len(data) < 4096:
+            self.ready_fds[fd] = (token, data)
+            return
+        self._unwatch(fd)
+        del self.ready_fds[fd]
+        os.close(fd)
+        if data:
+            self._carry_out(self.worker.on_ready(token, data.split(b"\n", 1)[0].decode(errors="replace")))
+
+    def _close_ready(self, token: int) -> None:
+        for fd, (t, _) in list(self.ready_fds.items()):
+            if t == token:
+                os.set_blocking(fd, False)
+                self._on_ready(fd)  # reads what is there, then closes
+                if fd in self.ready_fds:
+                    self._unwatch(fd)
+                    del self.ready_fds[fd]
+                    os.close(fd)
+
+    # -- carrying out the worker's effects --
+
+    def _carry_out(self, effects: list) -> None:
+        for effect in effects:
+            kind = effect[0]
+            if kind == "leader":
+                self._to_leader(effect[1])
+            elif kind == "client":
+                self._send(self.clients, effect[1], effect[2])
+            elif kind == "spawn":
+                self._spawn(effect[1])
+            elif kind == "signal":
+                self.spawner.signal(effect[1], effect[2])
+
+    def _spawn(self, proc: Proc) -> None:
+        call, node = proc.call, self.config.node.name
+        command = None
+        if call.command is not None:
+            command = [substitute(a, proc.group, proc.key, node) for a in call.command]
+        args = [*call.args, *proc.args]
+        fd = self.spawner.spawn(proc.token, call.entry, command, args, self.worker.env(proc), proc.key)
+        self.ready_fds[fd] = (proc.token, b"")
+        self._watch(fd, self._on_ready)
+
+    def _to_leader(self, msg: p.Msg) -> None:
+        try:
+            self.dealer.send(p.encode(msg), zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("the leader is not reachable: %s dropped", type(msg).__name__)
+
+    # -- shared --
+
+    def _receive(self, sock: zmq.Socket):
+        """Decoded (peer, message) pairs from a ROUTER; bad input is answered here."""
+        for _ in range(BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            peer = frames[0]
+            if len(frames) != 2:
+                error = p.Error(kind=p.BAD_MESSAGE, message=f"expected 1 frame, got {len(frames) - 1}")
+                self._send(sock, peer, error)
+                continue
+            try:
+                yield peer, p.decode(frames[1])
+            except p.BadMessage as exc:
+                log.debug("bad message: %s", exc)
+                self._send(sock, peer, exc.reply)
+
+    def _send(self, sock: zmq.Socket, peer: bytes, msg: p.Msg) -> None:
+        try:
+            sock.send_multipart([peer, p.encode(msg)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # gone (EHOSTUNREACH) or not keeping up (EAGAIN)
+            log.debug("reply to a peer dropped: %s", exc)
+
+    def _info(self, msg: p.Info) -> p.InfoReply:
+        c = self.config
+        return p.InfoReply(id=msg.id, node=c.node.name, role=c.node.role, events=c.cluster.events)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="forsetid", description="The Forseti daemon.")
+    parser.add_argument("--config", required=True, help="path to forseti.toml")
+    parser.add_argument("--role", choices=["leader", "worker", "both"], help="overrides node.role")
+    parser.add_argument("--name", help="overrides node.name")
+    parser.add_argument("--log-level", default="INFO", type=str.upper,
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])  # fmt: skip
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
+    try:
+        config = load(args.config)
+        if args.role:
+            config.node.role = args.role
+        if args.name:
+            config.node.name = args.name
+        daemon = Daemon(config)
+    except ConfigError as exc:
+        print(f"forsetid: {exc}", file=sys.stderr)
+        return 2
+    return daemon.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""The leader's decisions, with no sockets inside (sans-I/O).
+
+``Leader.handle(peer, msg)`` takes one decoded message from a ROUTER peer (a client or
+a worker) and returns what to do: a list of ``(peer, reply)`` pairs, where a peer of
+``PUBLISH`` means "broadcast this event". Creation is serialised per key: the first
+``get`` of a new key sends one ``spawn`` to the chosen worker and every later ``get``
+of that key waits for its answer; different keys start in parallel.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from . import protocol as p
+from .placement import Placement
+from .store import MemoryStore, Store
+
+PUBLISH = None  # the "peer" of an event to broadcast
+
+Out = list[tuple[bytes | None, p.Msg]]
+
+
+@dataclass
+class Pending:
+    """A start under way: who waits for it."""
+
+    node: str
+    spawn_id: int
+    waiters: list[tuple[bytes, int]] = field(default_factory=list)
+
+
+class Leader:
+    def __init__(
+        self,
+        calls: dict[str, p.Call],
+        allowed_nodes: list[str] | None = None,
+        store: Store | None = None,
+        clock=time.time,
+    ) -> None:
+        self.calls = dict(calls)
+        self.store = store if store is not None else MemoryStore()
+        self.placement = Placement(allowed_nodes)
+        self.epoch = uuid.uuid4().hex[:12]
+        self.seq = 0
+        self.clock = clock
+        self.peer_of: dict[str, bytes] = {}  # worker name -> ROUTER identity
+        self.node_of: dict[bytes, str] = {}  # ROUTER identity -> worker name
+        self.incarnation: dict[str, str] = {}
+        self.pending: dict[tuple[str, str], Pending] = {}
+        self.spawns: dict[int, tuple[str, str]] = {}  # spawn id -> key
+        self.stopping: dict[tuple[str, str], list[tuple[bytes, int]]] = {}
+        self._next_id = 0
+
+    # -- entry point --
+
+    def handle(self, peer: bytes, msg: p.Msg) -> Out:
+        handler = self._handlers.get(type(msg))
+        if handler is None:
+            return [(peer, _error(msg, p.BAD_MESSAGE, f"the leader does not accept '{_tag(msg)}' messages"))]
+        return handler(self, peer, msg)
+
+    def tick(self) -> p.Tick:
+        return p.Tick(seq=self.seq, epoch=self.epoch)
+
+    # -- client requests --
+
+    def _get(self, peer: bytes, msg: p.Get) -> Out:
+        call = self.calls.get(msg.group)
+        if call is None:
+            return [(peer, self._unknown_group(msg, msg.group))]
+        k = (msg.group, msg.key)
+        loc = self.store.get(*k)
+        if loc is not None:
+            return [(peer, p.Found(id=msg.id, location=loc, seq=self.seq))]
+        pending = self.pending.get(k)
+        if pending is not None:
+            pending.waiters.append((peer, msg.id))
+            return []
+        node = self.placement.choose()
+        if node is None:
+            return [(peer, _error(msg, p.NO_WORKER, "no worker can take a new process: none is up, or all are at capacity"))]
+        spawn_id = self._new_id()
+        self.pending[k] = Pending(node, spawn_id, [(peer, msg.id)])
+        self.spawns[spawn_id] = k
+        self.placement.add(node, +1)
+        spawn = p.Spawn(id=spawn_id, group=msg.group, key=msg.key, args=msg.args, call=call)
+        return [(self.peer_of[node], spawn)]
+
+    def _find(self, peer: bytes, msg: p.Find) -> Out:
+        if msg.group not in self.calls:
+            return [(peer, self._unknown_group(msg, msg.group))]
+        return [(peer, p.Found(id=msg.id, location=self.store.get(msg.group, msg.key), seq=self.seq))]
+
+    def _stop(self, peer: bytes, msg: p.Stop) -> Out:
+        if msg.group not in self.calls:
+            return [(peer, self._unknown_group(msg, msg.group))]
+        k = (msg.group, msg.key)
+        loc = self.store.get(*k)
+        if loc is None:
+            return [(peer, p.Stopped(id=msg.id, found=False))]
+        waiters = self.stopping.setdefault(k, [])
+        waiters.append((peer, msg.id))
+        if len(waiters) > 1:
+            return []
+        return [(self.peer_of[loc.node], p.Kill(location=loc, reason="stopped"))]
+
+    def _list(self, peer: bytes, msg: p.List) -> Out:
+        items = sorted(self.store.items(msg.group), key=lambda l: (l.group, l.key))
+        return [(peer, p.Locations(id=msg.id, items=items))]
+
+    def _nodes(self, peer: bytes, msg: p.Nodes) -> Out:
+        items = [
+            p.NodeInfo(name=w.name, state="up" if w.up else "down", processes=self.store.count(w.name), capacity=w.capacity)
+            for w in sorted(self.placement.workers.values(), key=lambda w: w.name)
+        ]
+        return [(peer, p.NodeList(id=msg.id, items=items))]
+
+    def _calls(self, peer: bytes, msg: p.Calls) -> Out:
+        return [(peer, p.CallList(id=msg.id, items=dict(sorted(self.calls.items()))))]
+
+    def _add_call(self, peer: bytes, msg: p.AddCall) -> Out:
+        self.calls[msg.name] = msg.call
+        return [(peer, p.Ok(id=msg.id))]
+
+    # -- workers --
+
+    def _hello(self, peer: bytes, msg: p.Hello) -> Out:
+        if not self.placement.admits(msg.node):
+            return [(peer, _error(msg, p.BAD_MESSAGE, f"node '{msg.node}' is not in cluster.nodes"))]
+        out: Out = []
+        old_peer = self.peer_of.get(msg.node)
+        if old_peer is not None and old_peer != peer:
+            self.node_of.pop(old_peer, None)
+        if self.incarnation.get(msg.node) not in (None, msg.incarnation):
+            # The worker restarted: what it ran before died with it.
+            live = {(l.group, l.key, l.pid) for l in msg.processes}
+            for loc in self.store.on_node(msg.node):
+                if (loc.group, loc.key, loc.pid) not in live:
+                    out += self._drop(loc, None, None, "node-down")
+        self.peer_of[msg.node] = peer
+        self.node_of[peer] = msg.node
+        self.incarnation[msg.node] = msg.incarnation
+        self.placement.join(msg.node, msg.capacity)
+        out.append((peer, p.Welcome(id=msg.id, epoch=self.epoch)))
+        for loc in msg.processes:
+            current = self.store.get(loc.group, loc.key)
+            if current is None:
+                out += self._register(loc)
+            elif current != loc:
+                # Two live processes for one key: keep the one already known.
+                out.append((peer, p.Kill(location=loc, reason="conflict")))
+        return out
+
+    def _spawned(self, peer: bytes, msg: p.Spawned) -> Out:
+        pending = self._take_pending(peer, msg.id)
+        if pending is None:
+            return []
+        k, wait = pending
+        loc = msg.location
+        self.placement.add(wait.node, -1)  # _register counts it again
+        out = self._register(loc)
+        out += [(waiter, p.Found(id=req, location=loc, seq=self.seq)) for waiter, req in wait.waiters]
+        return out
+
+    def _spawn_failed(self, peer: bytes, msg: p.SpawnFailed) -> Out:
+        pending = self._take_pending(peer, msg.id)
+        if pending is None:
+            return []
+        (group, key), wait = pending
+        self.placement.add(wait.node, -1)
+        text = f"cannot start {group}/{key} on {wait.node}: {msg.reason}"
+        return [(waiter, p.Error(id=req, kind=p.SPAWN_FAILED, message=text)) for waiter, req in wait.waiters]
+
+    def _exited(self, peer: bytes, msg: p.Exited) -> Out:
+        loc = msg.location
+        current = self.store.get(loc.group, loc.key)
+        if current is None or current.pid != loc.pid or current.node != loc.node:
+            return []  # a stale report: that process is not the registered one
+        return self._drop(current, msg.exit_code, msg.signal, msg.reason, msg.at)
+
+    # -- helpers --
+
+    def _register(self, loc: p.Location) -> Out:
+        self.store.put(loc)
+        self.placement.add(loc.node, +1)
+        return [(PUBLISH, self._event("started", loc, at=loc.started_at))]
+
+    def _drop(self, loc: p.Location, exit_code, signal, reason, at: float | None = None) -> Out:
+        self.store.delete(loc.group, loc.key)
+        self.placement.add(loc.node, -1)
+        out: Out = [(PUBLISH, self._event("exited", loc, exit_code, signal, reason, at))]
+        for waiter, req in self.stopping.pop((loc.group, loc.key), ()):
+            out.append((waiter, p.Stopped(id=req, found=True)))
+        return out
+
+    def _event(self, kind, loc, exit_code=None, signal=None, reason=None, at=None) -> p.Event:
+        self.seq += 1
+        return p.Event(
+            seq=self.seq, epoch=self.epoch, kind=kind, location=loc,
+            exit_code=exit_code, signal=signal, reason=reason, at=at or self.clock(),
+        )  # fmt: skip
+
+    def _take_pending(self, peer: bytes, spawn_id: int):
+        k = self.spawns.get(spawn_id)
+        if k is None or self.node_of.get(peer) != self.pending[k].node:
+            return None
+        del self.spawns[spawn_id]
+        return k, self.pending.pop(k)
+
+    def _unknown_group(self, msg: p.Msg, group: str) -> p.Error:
+        known = ", ".join(sorted(self.calls)) or "none"
+        return _error(msg, p.UNKNOWN_GROUP, f"unknown group '{group}' (known: {known})")
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    _handlers = {
+        p.Get: _get, p.Find: _find, p.Stop: _stop, p.List: _list, p.Nodes: _nodes,
+        p.Calls: _calls, p.AddCall: _add_call, p.Hello: _hello, p.Spawned: _spawned,
+        p.SpawnFailed: _spawn_failed, p.Exited: _exited,
+    }  # fmt: skip
+
+
+def _error(msg: p.Msg, kind: str, message: str) -> p.Error:
+    return p.Error(id=msg.id, kind=kind, message=message)
+
+
+def _tag(msg: p.Msg) -> str:
+    return type(msg).__struct_config__.tag

@@ -1,0 +1,305 @@
+"""The wire protocol: every message a Forseti daemon or client sends or receives.
+
+Framing (ZeroMQ):
+
+* requests and replies: one frame holding one MessagePack map. A DEALER sends the
+  frame as is; the ROUTER it reaches sees ``[identity, frame]`` and answers the same way.
+* events (leader PUB): two frames ``[topic, frame]``; the topic is the group name
+  followed by one NUL byte, so subscribing to ``b"users\\0"`` gets exactly the group
+  "users" and subscribing to ``b""`` gets every group.
+
+Every map has ``"t"`` (the message's tag, below), ``"v"`` (the protocol version,
+:data:`VERSION`) and ``"id"`` (a request id chosen by the sender; the reply carries the
+same id, so a DEALER may keep many requests in flight; 0 where no reply is expected).
+A peer that sends another version, or anything that does not decode, gets an
+``error`` reply naming the problem and is otherwise ignored.
+
+Requests a client may send to a worker's ``node.listen`` or to the leader:
+``get`` ``find`` ``stop`` ``ls`` ``nodes`` ``calls`` ``add-call`` ``info``.
+Replies: ``location`` ``stopped`` ``locations`` ``node-list`` ``call-list`` ``ok``
+``info-reply`` ``error``. Between a worker and the leader: ``hello``/``welcome``,
+``spawn`` -> ``spawned`` | ``spawn-failed``, ``kill``, and ``exited`` reports.
+Events: ``event`` (a process started or exited) and ``tick`` (the publisher is alive;
+also sent to every new subscription, which then knows that it is live).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+import msgspec
+
+VERSION = 1
+MAX_MESSAGE = 1 << 20  # bytes; larger frames are dropped by ZeroMQ (MAXMSGSIZE)
+
+Group = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
+Key = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+Arg = Union[str, int, float, bool, None]
+Reason = Literal["exit", "stopped", "node-down", "conflict", "shutdown"]
+
+# Error kinds a reply may carry; forsetictl maps them to exceptions.
+BAD_MESSAGE = "bad-message"
+VERSION_MISMATCH = "version"
+UNKNOWN_GROUP = "unknown-group"
+SPAWN_FAILED = "spawn-failed"
+NO_WORKER = "no-worker"
+NOT_LEADER = "not-leader"
+
+
+class Call(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """How to start a process for a key: exactly one of ``entry`` or ``command``."""
+
+    entry: str | None = None
+    command: list[str] | None = None
+    args: list[Arg] = []
+    ready: bool = False
+    start_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    stop_timeout: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    endpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.entry is None) == (self.command is None):
+            raise ValueError("a call needs exactly one of `entry` or `command`")
+        if self.entry is not None:
+            module, _, func = self.entry.partition(":")
+            if not module or not func:
+                raise ValueError(f"`entry` must look like 'package.module:function', got {self.entry!r}")
+        if self.command is not None and not self.command:
+            raise ValueError("`command` must not be empty")
+
+
+class Location(msgspec.Struct, frozen=True):
+    """Where the process for (group, key) runs."""
+
+    group: str
+    key: str
+    node: str
+    pid: int
+    endpoint: str | None = None
+    started_at: float = 0.0
+
+
+class NodeInfo(msgspec.Struct):
+    name: str
+    state: Literal["up", "draining", "down"]
+    processes: int
+    capacity: int
+
+
+class Msg(msgspec.Struct, tag_field="t", kw_only=True):
+    v: int = VERSION
+    id: int = 0
+
+
+# -- requests (client -> worker or leader; a worker forwards what it cannot answer) --
+
+
+class Get(Msg, tag="get"):
+    group: Group
+    key: Key
+    args: list[Arg] = []
+
+
+class Find(Msg, tag="find"):
+    group: Group
+    key: Key
+
+
+class Stop(Msg, tag="stop"):
+    group: Group
+    key: Key
+
+
+class List(Msg, tag="ls"):
+    group: Group | None = None
+
+
+class Nodes(Msg, tag="nodes"):
+    pass
+
+
+class Calls(Msg, tag="calls"):
+    pass
+
+
+class AddCall(Msg, tag="add-call"):
+    name: Group
+    call: Call
+
+
+class Info(Msg, tag="info"):
+    pass
+
+
+# -- replies --
+
+
+class Found(Msg, tag="location"):
+    """Reply to get/find. ``seq`` is the leader's event sequence when it answered."""
+
+    location: Location | None
+    seq: int = 0
+
+
+class Stopped(Msg, tag="stopped"):
+    found: bool
+
+
+class Locations(Msg, tag="locations"):
+    items: list[Location]
+
+
+class NodeList(Msg, tag="node-list"):
+    items: list[NodeInfo]
+
+
+class CallList(Msg, tag="call-list"):
+    items: dict[str, Call]
+
+
+class Ok(Msg, tag="ok"):
+    pass
+
+
+class InfoReply(Msg, tag="info-reply"):
+    node: str
+    role: str
+    events: str
+    version: int = VERSION
+
+
+class Error(Msg, tag="error"):
+    kind: str
+    message: str
+
+
+# -- worker <-> leader --
+
+
+class Hello(Msg, tag="hello"):
+    """A worker's first message, and again after the leader changed: all it runs."""
+
+    node: str
+    incarnation: str
+    capacity: int = 0
+    processes: list[Location] = []
+
+
+class Welcome(Msg, tag="welcome"):
+    epoch: str
+
+
+class Spawn(Msg, tag="spawn"):
+    group: str
+    key: str
+    call: Call
+    args: list[Arg] = []
+
+
+class Spawned(Msg, tag="spawned"):
+    location: Location
+
+
+class SpawnFailed(Msg, tag="spawn-failed"):
+    group: str
+    key: str
+    reason: str
+
+
+class Kill(Msg, tag="kill"):
+    location: Location
+    reason: Reason = "stopped"
+
+
+class Exited(Msg, tag="exited"):
+    location: Location
+    exit_code: int | None
+    signal: int | None
+    reason: Reason
+    at: float
+
+
+# -- events (leader PUB) --
+
+
+class Event(Msg, tag="event"):
+    seq: int
+    epoch: str
+    kind: Literal["started", "exited"]
+    location: Location
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: Reason | None = None
+    at: float = 0.0
+
+
+class Tick(Msg, tag="tick"):
+    seq: int
+    epoch: str
+
+
+Message = Union[
+    Get, Find, Stop, List, Nodes, Calls, AddCall, Info,
+    Found, Stopped, Locations, NodeList, CallList, Ok, InfoReply, Error,
+    Hello, Welcome, Spawn, Spawned, SpawnFailed, Kill, Exited,
+    Event, Tick,
+]  # fmt: skip
+
+CLIENT_REQUESTS = (Get, Find, Stop, List, Nodes, Calls, AddCall, Info)
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Message)
+encode = _encoder.encode
+
+
+class BadMessage(Exception):
+    """A frame that is not a valid message; ``reply`` is the error to send back."""
+
+    def __init__(self, reply: Error):
+        super().__init__(reply.message)
+        self.reply = reply
+
+
+def decode(frame: bytes) -> Message:
+    """Decode one frame, or raise BadMessage carrying the error reply for the sender."""
+    try:
+        msg = _decoder.decode(frame)
+    except msgspec.DecodeError as exc:
+        raise BadMessage(_explain(frame, exc)) from None
+    if msg.v != VERSION:
+        raise BadMessage(_version_error(msg.v, msg.id))
+    return msg
+
+
+def _explain(frame: bytes, exc: Exception) -> Error:
+    # Only on the error path: look at the raw map to answer with the sender's id and
+    # to tell a newer protocol from garbage.
+    try:
+        raw = msgspec.msgpack.decode(frame)
+    except msgspec.DecodeError:
+        raw = None
+    req_id = raw.get("id") if isinstance(raw, dict) else None
+    req_id = req_id if type(req_id) is int and 0 <= req_id < 1 << 63 else 0
+    version = raw.get("v") if isinstance(raw, dict) else None
+    if type(version) is int and version != VERSION:
+        return _version_error(version, req_id)
+    if not frame:
+        detail = "empty frame"
+    elif raw is None:
+        detail = f"not MessagePack ({exc})"
+    else:
+        detail = str(exc)
+    return Error(id=req_id, kind=BAD_MESSAGE, message=f"malformed message: {detail}")
+
+
+def _version_error(version: Any, req_id: int) -> Error:
+    return Error(
+        id=req_id,
+        kind=VERSION_MISMATCH,
+        message=f"protocol version {version} is not supported; this peer speaks version {VERSION}",
+    )
+
+
+def topic(group: str) -> bytes:
+    """The PUB topic of a group's events."""
+    return group.encode() + b"\0"

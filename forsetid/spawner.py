@@ -1,0 +1,268 @@
+"""Starting, signalling and reaping a worker's processes through a fork server.
+
+The fork server (the "zygote") is forked from the daemon before the daemon opens any
+ZeroMQ socket. It imports the modules of the configured ``entry`` groups once; then each
+``entry`` process is one ``fork()`` of it that calls its function, with no fresh
+interpreter to pay for, and each ``command`` process is a fork that execs. The zygote is
+the parent of every process: it reaps them on SIGCHLD and reports each exit at once.
+
+Daemon <-> zygote: MessagePack lists over a SOCK_SEQPACKET socketpair.
+
+* ``["spawn", token, entry, command, args, env, key]`` with one fd attached, the write
+  end of the process's *ready pipe* -> ``["spawned", token, pid]`` or
+  ``["failed", token, reason]``; ``env`` holds ``FORSETI_READY_FD`` (any value) when the
+  process itself signals readiness
+* ``["signal", pid, signum]`` (to the process's whole process group)
+* ``["exited", pid, returncode]`` (negative: killed by that signal)
+
+The ready pipe tells the daemon that a process has started. A child writes one line:
+``R <endpoint>`` once started (an ``entry`` child after importing its function, or the
+process itself through ``forsetictl.ready()`` when its group has ``ready = true``), or
+``E <reason>`` when it cannot start. The env variable ``FORSETI_READY_FD`` names the fd.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import os
+import signal
+import socket
+import sys
+import traceback
+
+import msgspec
+
+READY_FD_ENV = "FORSETI_READY_FD"
+_MAX = 1 << 20
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the zygote still kills on EOF
+        pass
+
+
+class Spawner:
+    """The daemon's handle on its zygote."""
+
+    def __init__(self, preload: list[str]) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the zygote
+            ours.close()
+            try:
+                _Zygote(theirs, parent).serve(preload)
+            finally:
+                os._exit(0)
+        theirs.close()
+        ours.setblocking(False)
+        self.pid = pid
+        self.sock = ours
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def spawn(self, token: int, entry, command, args: list, env: dict, key: str) -> int:
+        """Ask for a process; returns the read end of its ready pipe."""
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        try:
+            msg = msgspec.msgpack.encode(["spawn", token, entry, command, args, env, key])
+            socket.send_fds(self.sock, [msg], [w])
+        finally:
+            os.close(w)  # the child holds the only write end: EOF = it is gone
+        return r
+
+    def signal(self, pid: int, signum: int) -> None:
+        self.sock.send(msgspec.msgpack.encode(["signal", pid, signum]))
+
+    def receive(self) -> list[list]:
+        """Every report the zygote has sent so far."""
+        reports = []
+        while True:
+            try:
+                data = self.sock.recv(_MAX)
+            except BlockingIOError:
+                return reports
+            if not data:
+                raise RuntimeError("the fork server died")
+            reports.append(msgspec.msgpack.decode(data))
+
+    def close(self) -> None:
+        """Close the channel: the zygote SIGKILLs whatever is left and exits."""
+        self.sock.close()
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+
+class _Zygote:
+    def __init__(self, sock: socket.socket, daemon_pid: int) -> None:
+        self.sock = sock
+        self.children: set[int] = set()
+        die_with_parent()
+        if os.getppid() != daemon_pid:  # the daemon died before prctl took effect
+            os._exit(1)
+
+    def serve(self, preload: list[str]) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the daemon's to handle
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for module in preload:
+            try:
+                importlib.import_module(module)
+            except BaseException as exc:  # reported again, per process, when one starts
+                print(f"forsetid: cannot preload {module}: {exc!r}", file=sys.stderr)
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        import select
+
+        while True:
+            readable, _, _ = select.select([self.sock, wake_r], [], [])
+            if wake_r in readable:
+                while True:
+                    try:
+                        if not os.read(wake_r, 4096):
+                            break
+                    except BlockingIOError:
+                        break
+                self.reap()
+            if self.sock in readable:
+                try:
+                    data, fds, _, _ = socket.recv_fds(self.sock, _MAX, 1)
+                except ConnectionError:
+                    data, fds = b"", []
+                if not data:  # the daemon is gone: nothing may outlive it
+                    for pid in self.children:
+                        self.kill(pid, signal.SIGKILL)
+                    return
+                self.handle(msgspec.msgpack.decode(data), fds, (wake_r, wake_w))
+
+    def handle(self, msg: list, fds: list[int], own_fds) -> None:
+        if msg[0] == "signal":
+            _, pid, signum = msg
+            if pid in self.children:
+                self.kill(pid, signum)
+            return
+        _, token, entry, command, args, env, key = msg
+        ready_w = fds[0]
+        err_r, err_w = os.pipe()  # close-on-exec: EOF means the exec worked
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(ready_w), os.close(err_r), os.close(err_w)
+            self.send(["failed", token, f"fork failed: {exc.strerror}"])
+            return
+        if pid == 0:
+            self.sock.close()
+            for fd in (*own_fds, err_r):
+                os.close(fd)
+            _child(entry, command, args, env, key, ready_w, err_w)
+        os.close(ready_w)
+        os.close(err_w)
+        self.children.add(pid)
+        with os.fdopen(err_r, "rb") as f:
+            error = f.read()  # returns at exec, or once the entry child is set up
+        if error:
+            self.send(["failed", token, error.decode(errors="replace")])
+        else:
+            self.send(["spawned", token, pid])
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            self.send(["exited", pid, os.waitstatus_to_exitcode(status)])
+
+    def kill(self, pid: int, signum: int) -> None:
+        try:
+            os.killpg(pid, signum)  # the child leads its own session
+        except OSError:
+            try:
+                os.kill(pid, signum)
+            except OSError:
+                pass
+
+    def send(self, msg: list) -> None:
+        try:
+            self.sock.send(msgspec.msgpack.encode(msg))
+        except OSError:
+            pass  # the daemon is gone; the next recv says so
+
+
+def _child(entry, command, args, env, key, ready_w: int, err_w: int) -> None:
+    """In the new process: never returns."""
+    code = 1
+    try:
+        os.setsid()
+        die_with_parent()
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        os.environ.update(env)
+        if command is not None:
+            # Only a process that signals readiness itself keeps the ready pipe.
+            os.set_inheritable(ready_w, READY_FD_ENV in env)
+            if READY_FD_ENV in env:
+                os.environ[READY_FD_ENV] = str(ready_w)
+            argv = [*command, *(str(a) for a in args)]
+            try:
+                os.execvp(argv[0], argv)
+            except OSError as exc:
+                os.write(err_w, f"cannot run {argv[0]!r}: {exc.strerror}".encode())
+                os._exit(127)
+        os.close(err_w)  # the zygote goes on; an import error travels on the ready pipe
+        try:
+            fn = _resolve(entry)
+        except BaseException as exc:
+            _tell(ready_w, f"E cannot load entry {entry!r}: {type(exc).__name__}: {exc}")
+            os._exit(1)
+        if READY_FD_ENV in env:
+            os.environ[READY_FD_ENV] = str(ready_w)
+        else:
+            _tell(ready_w, "R ")
+        try:
+            fn(key, *args)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _resolve(entry: str):
+    module, _, attr = entry.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"{entry} is not callable")
+    return obj
+
+
+def _tell(fd: int, line: str) -> None:
+    try:
+        os.write(fd, (line.replace("\n", " ") + "\n").encode())
+        os.close(fd)
+    except OSError:
+        pass

@@ -1,0 +1,276 @@
+"""A worker's decisions, with no sockets inside (sans-I/O).
+
+Each ``on_*`` method takes one input (a client request, a message from the leader, an
+event, a report about a process) and returns a list of effects for the daemon to carry
+out:
+
+* ``("leader", msg)``: send to the leader;
+* ``("client", identity, msg)``: reply to a client of ``node.listen``;
+* ``("spawn", proc)``: start ``proc`` (a :class:`Proc`) through the fork server;
+* ``("signal", pid, signum)``: signal a process's group.
+
+Clients are answered from the cache when it can; everything else is forwarded to the
+leader under a request id of the worker's own, and the reply is routed back.
+"""
+
+from __future__ import annotations
+
+import heapq
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+
+import msgspec
+
+from . import protocol as p
+from .cache import LocationCache
+
+FORWARD_TTL = 60.0  # seconds a forwarded request is remembered; clients give up sooner
+
+
+@dataclass
+class Proc:
+    token: int
+    spawn_id: int  # the leader's request to answer
+    group: str
+    key: str
+    call: p.Call
+    args: list
+    pid: int | None = None
+    ready_line: str | None = None  # "R <endpoint>" or "E <reason>", once read
+    spawned: bool = False  # the fork server has started it (and a command has exec'd)
+    location: p.Location | None = None  # set once started
+    failed: bool = False  # a start failure was reported; waiting only for its exit
+    stopping: p.Reason | None = None
+
+
+class Worker:
+    def __init__(self, node: str, capacity: int = 0, clock=time.monotonic, wall=time.time) -> None:
+        self.node = node
+        self.capacity = capacity
+        self.incarnation = uuid.uuid4().hex[:12]
+        self.cache = LocationCache()
+        self.clock, self.wall = clock, wall
+        self.procs: dict[int, Proc] = {}  # token -> process
+        self.by_pid: dict[int, Proc] = {}
+        self.by_key: dict[tuple[str, str], Proc] = {}
+        self.forwards: dict[int, tuple[bytes, int, p.Msg]] = {}
+        self.timers: list[tuple[float, str, int]] = []
+        self.hello_id = 0
+        self.welcomed = False
+        self.refused: str | None = None  # the leader's reason for refusing this node
+        self.shutting_down = False
+        self._ids = 0
+
+    # -- the leader --
+
+    def hello(self) -> p.Hello:
+        self.hello_id = self._new_id()
+        running = [pr.location for pr in self.procs.values() if pr.location and not pr.stopping]
+        return p.Hello(id=self.hello_id, node=self.node, incarnation=self.incarnation,
+                       capacity=self.capacity, processes=running)  # fmt: skip
+
+    def on_leader(self, msg: p.Msg) -> list:
+        if isinstance(msg, p.Spawn):
+            return self._spawn(msg)
+        if isinstance(msg, p.Kill):
+            return self._kill(msg)
+        if isinstance(msg, p.Welcome):
+            self.welcomed = msg.id == self.hello_id
+            return []
+        forward = self.forwards.pop(msg.id, None)
+        if forward is None:
+            if isinstance(msg, p.Error) and msg.id == self.hello_id:
+                self.refused = msg.message
+            return []
+        client, client_id, request = forward
+        if isinstance(msg, p.Found) and msg.location is not None:
+            self.cache.learn(msg.location, msg.seq)
+        return [("client", client, msgspec.structs.replace(msg, id=client_id))]
+
+    def on_event(self, msg: p.Event | p.Tick) -> list:
+        resets = self.cache.resets
+        self.cache.apply(msg)
+        if self.cache.resets != resets:  # emptied: our own processes are known anyway
+            for proc in self.by_key.values():
+                if proc.location is not None:
+                    self.cache.learn(proc.location, self.cache.seq)
+        return []
+
+    # -- clients --
+
+    def on_client(self, client: bytes, msg: p.Msg) -> list:
+        if isinstance(msg, (p.Get, p.Find)):
+            loc = self.cache.get(msg.group, msg.key)
+            if loc is not None:
+                return [("client", client, p.Found(id=msg.id, location=loc, seq=self.cache.seq))]
+        elif not isinstance(msg, p.CLIENT_REQUESTS):
+            tag = type(msg).__struct_config__.tag
+            return [("client", client, p.Error(id=msg.id, kind=p.BAD_MESSAGE, message=f"'{tag}' is not a client request"))]
+        fid = self._new_id()
+        self.forwards[fid] = (client, msg.id, msg)
+        self._timer(FORWARD_TTL, "forward", fid)
+        return [("leader", msgspec.structs.replace(msg, id=fid))]
+
+    # -- processes --
+
+    def _spawn(self, msg: p.Spawn) -> list:
+        k = (msg.group, msg.key)
+        existing = self.by_key.get(k)
+        if existing is not None and existing.location is not None and not existing.stopping:
+            return [("leader", p.Spawned(id=msg.id, location=existing.location))]
+        if self.shutting_down or existing is not None:
+            why = "the node is shutting down" if self.shutting_down else "it is already starting or stopping here"
+            return [("leader", p.SpawnFailed(id=msg.id, group=msg.group, key=msg.key, reason=why))]
+        proc = Proc(self._new_id(), msg.id, msg.group, msg.key, msg.call, msg.args)
+        self.procs[proc.token] = proc
+        self.by_key[k] = proc
+        self._timer(msg.call.start_timeout, "start", proc.token)
+        return [("spawn", proc)]
+
+    def env(self, proc: Proc) -> dict[str, str]:
+        env = {"FORSETI_GROUP": proc.group, "FORSETI_KEY": proc.key, "FORSETI_NODE": self.node}
+        endpoint = self.endpoint(proc)
+        if endpoint is not None:
+            env["FORSETI_ENDPOINT"] = endpoint
+        if proc.call.ready:
+            env["FORSETI_READY_FD"] = ""
+        return env
+
+    def endpoint(self, proc: Proc) -> str | None:
+        if proc.call.endpoint is None:
+            return None
+        return substitute(proc.call.endpoint, proc.group, proc.key, self.node)
+
+    def on_spawned(self, token: int, pid: int) -> list:
+        proc = self.procs.get(token)
+        if proc is None:
+            return []
+        proc.pid, proc.spawned = pid, True
+        self.by_pid[pid] = proc
+        if proc.failed:  # it timed out before the fork server answered
+            return [("signal", pid, signal.SIGKILL)]
+        return self._progress(proc)
+
+    def on_spawn_failed(self, token: int, reason: str) -> list:
+        proc = self.procs.pop(token, None)
+        if proc is None or proc.failed:
+            return []
+        self.by_key.pop((proc.group, proc.key), None)
+        return [("leader", self._failure(proc, reason))]
+
+    def on_ready(self, token: int, line: str) -> list:
+        proc = self.procs.get(token)
+        if proc is None or proc.ready_line is not None:
+            return []
+        proc.ready_line = line
+        return self._progress(proc)
+
+    def _progress(self, proc: Proc) -> list:
+        if proc.location is not None or proc.failed or proc.pid is None:
+            return []
+        line = proc.ready_line
+        if line is not None and line.startswith("E"):
+            return self._fail(proc, line[1:].strip() or "the process reported a start failure")
+        if line is not None and line.startswith("R"):
+            endpoint = line[1:].strip() or self.endpoint(proc)
+        elif proc.call.command is not None and not proc.call.ready and proc.spawned:
+            endpoint = self.endpoint(proc)
+        else:
+            return []
+        proc.location = p.Location(proc.group, proc.key, self.node, proc.pid, endpoint, self.wall())
+        self.cache.learn(proc.location, self.cache.seq)
+        return [("leader", p.Spawned(id=proc.spawn_id, location=proc.location))]
+
+    def _fail(self, proc: Proc, reason: str) -> list:
+        proc.failed = True
+        self.by_key.pop((proc.group, proc.key), None)
+        out: list = [("leader", self._failure(proc, reason))]
+        if proc.pid is not None:
+            out.append(("signal", proc.pid, signal.SIGKILL))
+        return out
+
+    def _failure(self, proc: Proc, reason: str) -> p.SpawnFailed:
+        return p.SpawnFailed(id=proc.spawn_id, group=proc.group, key=proc.key, reason=reason)
+
+    def on_exit(self, pid: int, returncode: int) -> list:
+        proc = self.by_pid.pop(pid, None)
+        if proc is None:
+            return []
+        self.procs.pop(proc.token, None)
+        code, sig = (None, -returncode) if returncode < 0 else (returncode, None)
+        if proc.location is None:
+            if proc.failed:
+                return []
+            how = f"killed by signal {sig}" if sig else f"exited with code {code}"
+            self.by_key.pop((proc.group, proc.key), None)
+            return [("leader", self._failure(proc, f"the process {how} before it was ready"))]
+        self.by_key.pop((proc.group, proc.key), None)
+        self.cache.forget(proc.location)
+        reason = proc.stopping or "exit"
+        return [("leader", p.Exited(location=proc.location, exit_code=code, signal=sig, reason=reason, at=self.wall()))]
+
+    def _kill(self, msg: p.Kill) -> list:
+        loc = msg.location
+        proc = self.by_key.get((loc.group, loc.key))
+        if proc is None or proc.pid != loc.pid:
+            # Not here (any more): tell the leader so that it forgets it.
+            return [("leader", p.Exited(location=loc, exit_code=None, signal=None, reason=msg.reason, at=self.wall()))]
+        return self._stop(proc, msg.reason)
+
+    def _stop(self, proc: Proc, reason: p.Reason) -> list:
+        if proc.stopping is not None:
+            return []
+        proc.stopping = reason
+        self._timer(proc.call.stop_timeout, "kill", proc.token)
+        return [("signal", proc.pid, signal.SIGTERM)]
+
+    def shutdown(self) -> list:
+        """Stop every process (reason "shutdown"); the daemon waits for ``idle``."""
+        self.shutting_down = True
+        out: list = []
+        for proc in list(self.procs.values()):
+            if proc.location is not None:
+                out += self._stop(proc, "shutdown")
+            elif not proc.failed:
+                out += self._fail(proc, "the node is shutting down")
+        return out
+
+    @property
+    def idle(self) -> bool:
+        return not self.procs
+
+    # -- time --
+
+    def next_deadline(self) -> float | None:
+        return self.timers[0][0] if self.timers else None
+
+    def expire(self) -> list:
+        out: list = []
+        now = self.clock()
+        while self.timers and self.timers[0][0] <= now:
+            _, kind, ident = heapq.heappop(self.timers)
+            if kind == "forward":
+                self.forwards.pop(ident, None)
+                continue
+            proc = self.procs.get(ident)
+            if proc is None:
+                continue
+            if kind == "start" and proc.location is None and not proc.failed:
+                out += self._fail(proc, f"not ready within start_timeout ({proc.call.start_timeout:g} s)")
+            elif kind == "kill" and proc.pid is not None:
+                out.append(("signal", proc.pid, signal.SIGKILL))
+        return out
+
+    def _timer(self, delay: float, kind: str, ident: int) -> None:
+        heapq.heappush(self.timers, (self.clock() + delay, kind, ident))
+
+    def _new_id(self) -> int:
+        self._ids += 1
+        return self._ids
+
+
+def substitute(template: str, group: str, key: str, node: str) -> str:
+    """Fill ``{key}``, ``{group}`` and ``{node}``; other braces are left as they are."""
+    return template.replace("{key}", key).replace("{group}", group).replace("{node}", node)
