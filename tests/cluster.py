@@ -1,0 +1,196 @@
+"""Real clusters for the tests: forsetid daemons on ipc:// endpoints in a private
+directory, started as subprocesses and always torn down, leftovers included."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from forsetictl import Client
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+# Groups every test cluster knows; tests add their own with `calls=`.
+BASE_CALLS = {
+    "default": {"entry": "forsetid.examples:echo"},
+    "sleeper": {"entry": "forsetid.examples:sleeper"},
+    "slow": {"entry": "forsetid.examples:slow_ready", "args": [2.0], "ready": True, "start_timeout": 10.0},
+}
+
+
+def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01, what: str = "condition"):
+    """Poll until predicate() is truthy; return its value, or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def toml(sections: dict) -> str:
+    lines = []
+    for name, table in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+class Cluster:
+    """A leader and ``workers`` worker daemons (or one daemon of role "both")."""
+
+    def __init__(self, workers: int = 3, calls: dict | None = None, both: bool = False,
+                 cluster: dict | None = None, node: dict | None = None) -> None:  # fmt: skip
+        self.dir = Path(tempfile.mkdtemp(prefix="fz", dir="/tmp"))
+        self.tag = self.dir.name
+        self.calls = {**BASE_CALLS, **(calls or {})}
+        self.cluster = {
+            "name": self.tag,
+            "leader": f"ipc://{self.dir}/leader",
+            "events": f"ipc://{self.dir}/events",
+            "heartbeat": 0.5,
+            **(cluster or {}),
+        }
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.configs: dict[str, Path] = {}
+        self.node_names: list[str] = []
+        self._clients: list[Client] = []
+        self.extra_node = node or {}
+        if both:
+            self.leader_name = self.add("node1", role="both")
+        else:
+            self.leader_name = self.add("leader", role="leader")
+            for i in range(1, workers + 1):
+                self.add(f"node{i}", role="worker")
+
+    def add(self, name: str, role: str = "worker", start: bool = True, **node) -> str:
+        config = {
+            "cluster": self.cluster,
+            "node": {"name": name, "role": role, "listen": f"ipc://{self.dir}/{name}", **self.extra_node, **node},
+        }
+        for group, call in self.calls.items():
+            config[f"calls.{group}"] = call
+        path = self.dir / f"{name}.toml"
+        path.write_text(toml(config))
+        self.configs[name] = path
+        if role != "leader":
+            self.node_names.append(name)
+        if start:
+            self.start(name)
+        return name
+
+    def start(self, name: str) -> subprocess.Popen:
+        env = {**os.environ, "FORSETI_TEST_CLUSTER": self.tag, "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        log = open(self.dir / f"{name}.log", "ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "forsetid", "--config", str(self.configs[name]), "--log-level", "DEBUG"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def endpoint(self, name: str) -> str:
+        if name == "leader" and "leader" not in self.node_names:
+            return self.cluster["leader"]
+        return f"ipc://{self.dir}/{name}"
+
+    def client(self, name: str | None = None, timeout: float = 5.0) -> Client:
+        c = Client(self.endpoint(name or self.node_names[0]), timeout=timeout)
+        self._clients.append(c)
+        return c
+
+    def leader(self, timeout: float = 5.0) -> Client:
+        return self.client("leader" if "leader" in self.procs and self.leader_name == "leader" else self.leader_name, timeout)
+
+    def wait_up(self, count: int | None = None, timeout: float = 10.0) -> None:
+        """Until the leader lists ``count`` (default: all) workers as up."""
+        count = len(self.node_names) if count is None else count
+        probe = Client(self.cluster["leader"], timeout=1.0)
+        self._clients.append(probe)
+
+        def up():
+            try:
+                return sum(n.state == "up" for n in probe.nodes()) >= count
+            except Exception:
+                return False
+
+        wait_for(up, timeout, 0.05, f"{count} workers up")
+
+    def log(self, name: str) -> str:
+        return (self.dir / f"{name}.log").read_text(errors="replace")
+
+    def processes(self) -> list[int]:
+        """PIDs of live processes this cluster started: everything that inherited its
+        mark, less the daemons and their fork servers."""
+        daemons = {p.pid for p in self.procs.values()}
+        mark = f"FORSETI_TEST_CLUSTER={self.tag}".encode()
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) in daemons:
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if mark not in f.read().split(b"\0"):
+                        continue
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            state, ppid = fields[0], int(fields[1])
+            if state != b"Z" and ppid not in daemons:
+                found.append(int(entry))
+        return found
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        self.procs[name].send_signal(sig)
+
+    def stop(self, name: str, timeout: float = 15.0) -> int:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
+    def close(self) -> list[int]:
+        """Stop everything; returns the PIDs of processes that had to be killed as orphans."""
+        for c in self._clients:
+            c.close()
+        for name in list(self.procs):
+            self.stop(name)
+        orphans = []
+        deadline = time.monotonic() + 3.0
+        while (left := self.processes()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in left:
+            orphans.append(pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return orphans
+
