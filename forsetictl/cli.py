@@ -23,7 +23,7 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--endpoint", help="a node's client endpoint, e.g. tcp://127.0.0.1:7072")
     ap.add_argument("--json", action="store_true", help="print JSON objects, one per line")
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     p = sub.add_parser("get", help="get-or-create; prints the location")
     p.add_argument("group")
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(client: Client, args, out: "Output") -> int:
-    cmd = args.command
+    cmd = args.cmd
     if cmd == "get":
         out.location(client.get(args.group, args.key, args.args))
     elif cmd == "find":
@@ -128,9 +128,11 @@ def run(client: Client, args, out: "Output") -> int:
         client.add_call(args.group, entry=args.entry, command=args.command, args=args.call_args,
                         ready=args.ready, **options)  # fmt: skip
         out.line({"added": args.group}, f"added {args.group}")
-    elif cmd == "events":
+    else:
+        assert cmd == "events", cmd
         seen = 0
         with client.events(args.group) as stream:
+            print(f"forsetictl: following events from {stream.endpoint} (Ctrl-C to stop)", file=sys.stderr, flush=True)
             for event in stream:
                 out.event(event)
                 seen += 1

@@ -59,6 +59,8 @@ class Leader:
         handler = self._handlers.get(type(msg))
         if handler is None:
             return [(peer, _error(msg, p.BAD_MESSAGE, f"the leader does not accept '{_tag(msg)}' messages"))]
+        if isinstance(msg, _FROM_WORKERS) and peer not in self.node_of:
+            return [(peer, _error(msg, p.BAD_MESSAGE, f"'{_tag(msg)}' is accepted only from a registered worker"))]
         return handler(self, peer, msg)
 
     def tick(self) -> p.Tick:
@@ -222,6 +224,9 @@ class Leader:
         p.Calls: _calls, p.AddCall: _add_call, p.Hello: _hello, p.Spawned: _spawned,
         p.SpawnFailed: _spawn_failed, p.Exited: _exited,
     }  # fmt: skip
+
+
+_FROM_WORKERS = (p.Spawned, p.SpawnFailed, p.Exited)
 
 
 def _error(msg: p.Msg, kind: str, message: str) -> p.Error:
