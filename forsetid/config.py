@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import socket
 import sys
+import typing
 from typing import Annotated, Literal
 
 import msgspec
@@ -91,8 +92,20 @@ def _convert(value, typ, path: str, where: str):
         # msgspec says "... - at `$.x`"; say it with the TOML key path instead.
         message = str(exc)
         detail, sep, at = message.rpartition(" - at `$")
+        field = at.rstrip("`").lstrip(".")
+        choices = _choices(typ, field)
+        if choices:
+            detail += f" (expected one of: {', '.join(map(repr, choices))})"
         if sep:
             message = f"{where}{at.rstrip('`')}: {detail}"
         else:
             message = f"{where}: {message}"
         raise ConfigError(f"{path}: {message}") from None
+
+
+def _choices(typ, field: str) -> tuple:
+    """The allowed values of a Literal field, to say what was expected."""
+    for f in msgspec.structs.fields(typ) if field.isidentifier() else ():
+        if f.name == field and typing.get_origin(f.type) is Literal:
+            return typing.get_args(f.type)
+    return ()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,12 @@ def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01, what: str 
         time.sleep(interval)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def toml_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -60,14 +67,16 @@ class Cluster:
     """A leader and ``workers`` worker daemons (or one daemon of role "both")."""
 
     def __init__(self, workers: int = 3, calls: dict | None = None, both: bool = False,
-                 cluster: dict | None = None, node: dict | None = None) -> None:  # fmt: skip
+                 cluster: dict | None = None, node: dict | None = None, tcp: bool = False) -> None:  # fmt: skip
         self.dir = Path(tempfile.mkdtemp(prefix="fz", dir="/tmp"))
         self.tag = self.dir.name
+        self.tcp = tcp
         self.calls = {**BASE_CALLS, **(calls or {})}
+        self.listen: dict[str, str] = {}
         self.cluster = {
             "name": self.tag,
-            "leader": f"ipc://{self.dir}/leader",
-            "events": f"ipc://{self.dir}/events",
+            "leader": self._endpoint("leader"),
+            "events": self._endpoint("events"),
             "heartbeat": 0.5,
             **(cluster or {}),
         }
@@ -86,7 +95,7 @@ class Cluster:
     def add(self, name: str, role: str = "worker", start: bool = True, **node) -> str:
         config = {
             "cluster": self.cluster,
-            "node": {"name": name, "role": role, "listen": f"ipc://{self.dir}/{name}", **self.extra_node, **node},
+            "node": {"name": name, "role": role, "listen": self._endpoint(name), **self.extra_node, **node},
         }
         for group, call in self.calls.items():
             config[f"calls.{group}"] = call
@@ -110,10 +119,14 @@ class Cluster:
         self.procs[name] = proc
         return proc
 
+    def _endpoint(self, name: str) -> str:
+        if name not in self.listen:
+            self.listen[name] = f"tcp://127.0.0.1:{free_port()}" if self.tcp else f"ipc://{self.dir}/{name}"
+        return self.listen[name]
+
     def endpoint(self, name: str) -> str:
-        if name == "leader" and "leader" not in self.node_names:
-            return self.cluster["leader"]
-        return f"ipc://{self.dir}/{name}"
+        """Where a client of ``name`` connects (the leader's ROUTER for "leader")."""
+        return self._endpoint(name)
 
     def client(self, name: str | None = None, timeout: float = 5.0) -> Client:
         c = Client(self.endpoint(name or self.node_names[0]), timeout=timeout)
@@ -121,7 +134,7 @@ class Cluster:
         return c
 
     def leader(self, timeout: float = 5.0) -> Client:
-        return self.client("leader" if "leader" in self.procs and self.leader_name == "leader" else self.leader_name, timeout)
+        return self.client(self.leader_name, timeout)
 
     def wait_up(self, count: int | None = None, timeout: float = 10.0) -> None:
         """Until the leader lists ``count`` (default: all) workers as up."""

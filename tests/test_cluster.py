@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -246,3 +248,28 @@ def test_sigkilled_worker_takes_its_processes_with_it(make_cluster):
     pids = [client.get("sleeper", "a").pid, client.get("jobs", "b").pid]
     c.kill("node1", signal.SIGKILL)
     wait_for(lambda: not any(alive(p) for p in pids), 2.0, what="the children to die with their worker")
+
+
+def test_over_tcp_like_separate_machines(make_cluster):
+    c = make_cluster(workers=2, tcp=True)
+    assert c.cluster["leader"].startswith("tcp://127.0.0.1:")
+    loc = c.client("node1").get("sleeper", "t1")
+    assert wait_for(lambda: c.client("node2").find("sleeper", "t1"), 1.0, what="find on the other node") == loc
+    os.kill(loc.pid, signal.SIGKILL)
+    wait_for(lambda: c.client("node2").find("sleeper", "t1") is None, 1.0, what="the exit to reach node2")
+
+
+def test_daemon_refuses_a_bad_config_with_exit_status_2(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[node]\nrole = "boss"\n')
+    r = subprocess.run([sys.executable, "-m", "forsetid", "--config", str(bad)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert f"{bad}: node.role: Invalid enum value 'boss' (expected one of: 'leader', 'worker', 'both')" in r.stderr and "boss" not in r.stdout
+
+
+def test_a_node_outside_the_allow_list_is_refused(make_cluster):
+    c = make_cluster(workers=1, cluster={"nodes": ["node1"]})
+    c.add("intruder")
+    assert c.procs["intruder"].wait(10) == 2
+    assert "not in cluster.nodes" in c.log("intruder")
+    assert [n.name for n in c.leader().nodes()] == ["node1"]
