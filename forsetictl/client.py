@@ -67,6 +67,7 @@ class Event(msgspec.Struct, frozen=True):
 
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:7072"
+_JUNK = object()
 
 
 class Client:
@@ -198,7 +199,10 @@ class EventStream:
         ms = None if timeout is None else max(0, int(timeout * 1000))
         if not self._sock.poll(ms):
             return None
-        return p.decode(self._sock.recv_multipart()[-1])
+        try:
+            return p.decode(self._sock.recv_multipart()[-1])
+        except p.BadMessage:
+            return _JUNK  # neither an event nor a tick: the callers skip it
 
     def next_event(self, timeout: float | None = None) -> Event | None:
         """The next event, or None if none came within ``timeout`` seconds."""

@@ -48,6 +48,14 @@ class Daemon:
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
         self._watch(self._wake_r, self._on_signal)
+        try:
+            self._open_sockets()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_sockets(self) -> None:
+        config = self.config
         inproc = f"inproc://forseti-{uuid.uuid4().hex}"
         cluster = config.cluster
         if self.is_leader:
@@ -166,8 +174,9 @@ class Daemon:
         signal.set_wakeup_fd(-1)
         if self.spawner is not None:
             self.spawner.close()
-        for fd in list(self.ready_fds):
+        for fd in [*self.ready_fds, self._wake_r, self._wake_w]:
             os.close(fd)
+        self.ready_fds.clear()
         self.ctx.destroy(linger=500)
 
     # -- leader sockets --
