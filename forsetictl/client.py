@@ -48,6 +48,7 @@ class Timeout(ForsetiError):
 
 
 _ERRORS = {cls.kind: cls for cls in (SpawnError, UnknownGroup, NoWorker)}
+_ERRORS[p.NO_LEADER] = Timeout  # the node answered at once that no leader does
 
 
 class Event(msgspec.Struct, frozen=True):

@@ -33,6 +33,7 @@ class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_time: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     backend: Literal["memory"] = "memory"
     heartbeat: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    liveness: Annotated[int, msgspec.Meta(ge=1)] = 3
 
 
 class NodeConfig(msgspec.Struct, forbid_unknown_fields=True):

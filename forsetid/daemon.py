@@ -59,7 +59,7 @@ class Daemon:
         inproc = f"inproc://forseti-{uuid.uuid4().hex}"
         cluster = config.cluster
         if self.is_leader:
-            self.leader = Leader(config.calls, cluster.nodes)
+            self.leader = Leader(config.calls, cluster.nodes, heartbeat=cluster.heartbeat, liveness=cluster.liveness)
             self.router = self._socket(zmq.ROUTER, self._on_router)
             self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
             self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
@@ -69,7 +69,8 @@ class Daemon:
             self._bind(self.pub, cluster.events, inproc + "-events")
             self.next_tick = time.monotonic() + cluster.heartbeat
         if self.is_worker:
-            self.worker = Worker(config.node.name, config.node.capacity)
+            node = config.node
+            self.worker = Worker(node.name, node.capacity, config.calls, cluster.heartbeat, cluster.liveness)
             self.clients = self._socket(zmq.ROUTER, self._on_client)
             self.clients.setsockopt(zmq.ROUTER_MANDATORY, 1)
             self._bind(self.clients, config.node.listen)
@@ -78,7 +79,8 @@ class Daemon:
             self.dealer = self._socket(zmq.DEALER, self._on_leader)
             local = self.is_leader
             self.sub.connect(inproc + "-events" if local else cluster.events)
-            self.dealer.connect(inproc + "-leader" if local else cluster.leader)
+            self.leader_endpoint = inproc + "-leader" if local else cluster.leader
+            self.dealer.connect(self.leader_endpoint)
             self._watch(self.spawner.fileno(), self._on_spawner)
             self._to_leader(self.worker.hello())
 
@@ -140,6 +142,7 @@ class Daemon:
         if self.is_leader and now >= self.next_tick:
             self.next_tick = now + self.config.cluster.heartbeat
             self._publish(b"", self.leader.tick())
+            self._carry_out_leader(self.leader.expire())
 
     def _drain(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -150,7 +153,7 @@ class Daemon:
         deadlines = [time.monotonic() + 1.0]
         if self.is_leader:
             deadlines.append(self.next_tick)
-        if self.is_worker and self.worker.next_deadline() is not None:
+        if self.is_worker:
             deadlines.append(self.worker.next_deadline())
         return max(0, int((min(deadlines) - time.monotonic()) * 1000) + 1)
 
@@ -186,11 +189,14 @@ class Daemon:
             if isinstance(msg, p.Info):
                 self._send(sock, peer, self._info(msg))
                 continue
-            for dest, out in self.leader.handle(peer, msg):
-                if dest is PUBLISH:
-                    self._publish(p.topic(out.location.group), out)
-                else:
-                    self._send(sock, dest, out)
+            self._carry_out_leader(self.leader.handle(peer, msg))
+
+    def _carry_out_leader(self, out) -> None:
+        for dest, msg in out:
+            if dest is PUBLISH:
+                self._publish(p.topic(msg.location.group), msg)
+            else:
+                self._send(self.router, dest, msg)
 
     def _on_subscribe(self, sock: zmq.Socket) -> None:
         # A new subscription gets a tick on its own topic at once: the subscriber then
@@ -201,7 +207,9 @@ class Daemon:
             except zmq.Again:
                 return
             if frame[:1] == b"\x01":
-                self._publish(frame[1:], self.leader.tick())
+                topic = frame[1:]
+                group = topic[:-1].decode(errors="replace") if topic.endswith(b"\0") else None
+                self._publish(topic, self.leader.tick(group))
 
     def _publish(self, topic: bytes, msg: p.Msg) -> None:
         try:
@@ -298,6 +306,12 @@ class Daemon:
                 self._spawn(effect[1])
             elif kind == "signal":
                 self.spawner.signal(effect[1], effect[2])
+            elif kind == "reconnect":
+                log.warning("no word from the leader for %.1f s: reconnecting", self.worker.silence)
+                self._unwatch(self.dealer)
+                self.dealer.close(linger=0)  # what was queued for the lost leader goes too
+                self.dealer = self._socket(zmq.DEALER, self._on_leader)
+                self.dealer.connect(self.leader_endpoint)
 
     def _spawn(self, proc: Proc) -> None:
         call, node = proc.call, self.config.node.name

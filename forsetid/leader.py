@@ -37,14 +37,20 @@ class Leader:
         calls: dict[str, p.Call],
         allowed_nodes: list[str] | None = None,
         store: Store | None = None,
+        heartbeat: float = 1.0,
+        liveness: int = 3,
         clock=time.time,
+        monotonic=time.monotonic,
     ) -> None:
         self.calls = dict(calls)
         self.store = store if store is not None else MemoryStore()
         self.placement = Placement(allowed_nodes)
         self.epoch = uuid.uuid4().hex[:12]
         self.seq = 0
-        self.clock = clock
+        self.gseq: dict[str, int] = {}  # per-group event counts
+        self.clock, self.monotonic = clock, monotonic
+        self.silence = heartbeat * liveness  # a worker silent this long is down
+        self.last_seen: dict[str, float] = {}
         self.peer_of: dict[str, bytes] = {}  # worker name -> ROUTER identity
         self.node_of: dict[bytes, str] = {}  # ROUTER identity -> worker name
         self.incarnation: dict[str, str] = {}
@@ -59,12 +65,44 @@ class Leader:
         handler = self._handlers.get(type(msg))
         if handler is None:
             return [(peer, _error(msg, p.BAD_MESSAGE, f"the leader does not accept '{_tag(msg)}' messages"))]
-        if isinstance(msg, _FROM_WORKERS) and peer not in self.node_of:
+        node = self.node_of.get(peer)
+        if node is not None:
+            self.last_seen[node] = self.monotonic()  # any message is a heartbeat
+        elif isinstance(msg, _FROM_WORKERS):
             return [(peer, _error(msg, p.BAD_MESSAGE, f"'{_tag(msg)}' is accepted only from a registered worker"))]
         return handler(self, peer, msg)
 
-    def tick(self) -> p.Tick:
-        return p.Tick(seq=self.seq, epoch=self.epoch)
+    def expire(self) -> Out:
+        """Take every worker that has been silent too long for dead."""
+        out: Out = []
+        limit = self.monotonic() - self.silence
+        for node, seen in list(self.last_seen.items()):
+            if seen < limit:
+                out += self.node_down(node)
+        return out
+
+    def node_down(self, node: str) -> Out:
+        """Its processes are reported exited ("node-down") and its starts fail; if it
+        comes back, it is told to say hello again."""
+        self.last_seen.pop(node, None)
+        self.node_of.pop(self.peer_of.pop(node, b""), None)
+        w = self.placement.workers.get(node)
+        if w is not None:
+            w.up = False
+        out: Out = []
+        for loc in self.store.on_node(node):
+            out += self._drop(loc, None, None, "node-down")
+        for k, wait in list(self.pending.items()):
+            if wait.node == node:
+                del self.pending[k], self.spawns[wait.spawn_id]
+                self.placement.add(node, -1)
+                text = f"cannot start {k[0]}/{k[1]}: node {node} went down"
+                out += [(waiter, p.Error(id=req, kind=p.SPAWN_FAILED, message=text)) for waiter, req in wait.waiters]
+        return out
+
+    def tick(self, group: str | None = None) -> p.Tick:
+        gseq = self.gseq.get(group, 0) if group else 0
+        return p.Tick(seq=self.seq, epoch=self.epoch, gseq=gseq)
 
     # -- client requests --
 
@@ -124,7 +162,12 @@ class Leader:
 
     def _add_call(self, peer: bytes, msg: p.AddCall) -> Out:
         self.calls[msg.name] = msg.call
-        return [(peer, p.Ok(id=msg.id))]
+        # Workers keep it too: after a leader restart, their hellos bring it back.
+        news = [(w, p.AddCall(name=msg.name, call=msg.call)) for w in self.peer_of.values() if w != peer]
+        return [(peer, p.Ok(id=msg.id)), *news]
+
+    def _ping(self, peer: bytes, msg: p.Ping) -> Out:
+        return [(peer, p.Pong(id=msg.id, epoch=self.epoch, known=peer in self.node_of))]
 
     # -- workers --
 
@@ -144,8 +187,11 @@ class Leader:
         self.peer_of[msg.node] = peer
         self.node_of[peer] = msg.node
         self.incarnation[msg.node] = msg.incarnation
+        self.last_seen[msg.node] = self.monotonic()
         self.placement.join(msg.node, msg.capacity)
-        out.append((peer, p.Welcome(id=msg.id, epoch=self.epoch)))
+        for name, call in msg.calls.items():
+            self.calls.setdefault(name, call)  # groups added at run time outlive a leader
+        out.append((peer, p.Welcome(id=msg.id, epoch=self.epoch, calls=self.calls)))
         for loc in msg.processes:
             current = self.store.get(loc.group, loc.key)
             if current is None:
@@ -178,9 +224,11 @@ class Leader:
     def _exited(self, peer: bytes, msg: p.Exited) -> Out:
         loc = msg.location
         current = self.store.get(loc.group, loc.key)
-        if current is None or current.pid != loc.pid or current.node != loc.node:
-            return []  # a stale report: that process is not the registered one
-        return self._drop(current, msg.exit_code, msg.signal, msg.reason, msg.at)
+        if current is not None and current.pid == loc.pid and current.node == loc.node:
+            return self._drop(current, msg.exit_code, msg.signal, msg.reason, msg.at)
+        if msg.reason == "conflict":  # a duplicate we had stopped: say so, change nothing
+            return [(PUBLISH, self._event("exited", loc, msg.exit_code, msg.signal, msg.reason, msg.at))]
+        return []  # a stale report: that process is not the registered one
 
     # -- helpers --
 
@@ -199,9 +247,10 @@ class Leader:
 
     def _event(self, kind, loc, exit_code=None, signal=None, reason=None, at=None) -> p.Event:
         self.seq += 1
+        gseq = self.gseq[loc.group] = self.gseq.get(loc.group, 0) + 1
         return p.Event(
-            seq=self.seq, epoch=self.epoch, kind=kind, location=loc,
-            exit_code=exit_code, signal=signal, reason=reason, at=at or self.clock(),
+            seq=self.seq, epoch=self.epoch, kind=kind, location=loc, exit_code=exit_code,
+            signal=signal, reason=reason, at=at or self.clock(), gseq=gseq,
         )  # fmt: skip
 
     def _take_pending(self, peer: bytes, spawn_id: int):
@@ -222,7 +271,7 @@ class Leader:
     _handlers = {
         p.Get: _get, p.Find: _find, p.Stop: _stop, p.List: _list, p.Nodes: _nodes,
         p.Calls: _calls, p.AddCall: _add_call, p.Hello: _hello, p.Spawned: _spawned,
-        p.SpawnFailed: _spawn_failed, p.Exited: _exited,
+        p.SpawnFailed: _spawn_failed, p.Exited: _exited, p.Ping: _ping,
     }  # fmt: skip
 
 

@@ -18,7 +18,8 @@ Requests a client may send to a worker's ``node.listen`` or to the leader:
 ``get`` ``find`` ``stop`` ``ls`` ``nodes`` ``calls`` ``add-call`` ``info``.
 Replies: ``location`` ``stopped`` ``locations`` ``node-list`` ``call-list`` ``ok``
 ``info-reply`` ``error``. Between a worker and the leader: ``hello``/``welcome``,
-``spawn`` -> ``spawned`` | ``spawn-failed``, ``kill``, and ``exited`` reports.
+``ping``/``pong`` (heartbeats), ``spawn`` -> ``spawned`` | ``spawn-failed``, ``kill``,
+``exited`` reports, and ``add-call`` (the leader tells its workers of a new group).
 Events: ``event`` (a process started or exited) and ``tick`` (the publisher is alive;
 also sent to every new subscription, which then knows that it is live).
 """
@@ -43,7 +44,7 @@ VERSION_MISMATCH = "version"
 UNKNOWN_GROUP = "unknown-group"
 SPAWN_FAILED = "spawn-failed"
 NO_WORKER = "no-worker"
-NOT_LEADER = "not-leader"
+NO_LEADER = "no-leader"
 
 
 class Call(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -177,16 +178,30 @@ class Error(Msg, tag="error"):
 
 
 class Hello(Msg, tag="hello"):
-    """A worker's first message, and again after the leader changed: all it runs."""
+    """A worker's first message, and again whenever the leader does not know it (the
+    leader restarted, or took it for dead): all it runs, and every group it knows."""
 
     node: str
     incarnation: str
     capacity: int = 0
     processes: list[Location] = []
+    calls: dict[str, Call] = {}
 
 
 class Welcome(Msg, tag="welcome"):
     epoch: str
+    calls: dict[str, Call] = {}
+
+
+class Ping(Msg, tag="ping"):
+    """A worker's heartbeat, every ``cluster.heartbeat`` seconds."""
+
+
+class Pong(Msg, tag="pong"):
+    """The leader's answer; ``known`` false = say hello again."""
+
+    epoch: str
+    known: bool
 
 
 class Spawn(Msg, tag="spawn"):
@@ -223,6 +238,9 @@ class Exited(Msg, tag="exited"):
 
 
 class Event(Msg, tag="event"):
+    """``seq`` counts every event of this leader (``epoch``); ``gseq`` counts the events
+    of this one group, so a subscriber of one group can tell a gap too."""
+
     seq: int
     epoch: str
     kind: Literal["started", "exited"]
@@ -231,17 +249,21 @@ class Event(Msg, tag="event"):
     signal: int | None = None
     reason: Reason | None = None
     at: float = 0.0
+    gseq: int = 0
 
 
 class Tick(Msg, tag="tick"):
+    """Where the sequence stands. On a group's topic, ``gseq`` is that group's."""
+
     seq: int
     epoch: str
+    gseq: int = 0
 
 
 Message = Union[
     Get, Find, Stop, List, Nodes, Calls, AddCall, Info,
     Found, Stopped, Locations, NodeList, CallList, Ok, InfoReply, Error,
-    Hello, Welcome, Spawn, Spawned, SpawnFailed, Kill, Exited,
+    Hello, Welcome, Ping, Pong, Spawn, Spawned, SpawnFailed, Kill, Exited,
     Event, Tick,
 ]  # fmt: skip
 

@@ -103,11 +103,14 @@ class Spawner:
 
 
 class _Zygote:
+    # No PDEATHSIG here: when the daemon dies, the zygote must live on for a moment to
+    # kill its processes' whole process groups (their own children included), which it
+    # does on EOF from the daemon's socket.
+
     def __init__(self, sock: socket.socket, daemon_pid: int) -> None:
         self.sock = sock
         self.children: set[int] = set()
-        die_with_parent()
-        if os.getppid() != daemon_pid:  # the daemon died before prctl took effect
+        if os.getppid() != daemon_pid:  # the daemon is gone already
             os._exit(1)
 
     def serve(self, preload: list[str]) -> None:
@@ -155,6 +158,7 @@ class _Zygote:
         _, token, entry, command, args, env, key = msg
         ready_w = fds[0]
         err_r, err_w = os.pipe()  # close-on-exec: EOF means the exec worked
+        zygote = os.getpid()
         try:
             pid = os.fork()
         except OSError as exc:
@@ -165,7 +169,7 @@ class _Zygote:
             self.sock.close()
             for fd in (*own_fds, err_r):
                 os.close(fd)
-            _child(entry, command, args, env, key, ready_w, err_w)
+            _child(entry, command, args, env, key, ready_w, err_w, zygote)
         os.close(ready_w)
         os.close(err_w)
         self.children.add(pid)
@@ -203,12 +207,14 @@ class _Zygote:
             pass  # the daemon is gone; the next recv says so
 
 
-def _child(entry, command, args, env, key, ready_w: int, err_w: int) -> None:
+def _child(entry, command, args, env, key, ready_w: int, err_w: int, zygote: int) -> None:
     """In the new process: never returns."""
     code = 1
     try:
         os.setsid()
         die_with_parent()
+        if os.getppid() != zygote:  # it died before prctl took effect
+            os._exit(1)
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)

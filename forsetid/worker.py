@@ -7,7 +7,8 @@ out:
 * ``("leader", msg)``: send to the leader;
 * ``("client", identity, msg)``: reply to a client of ``node.listen``;
 * ``("spawn", proc)``: start ``proc`` (a :class:`Proc`) through the fork server;
-* ``("signal", pid, signum)``: signal a process's group.
+* ``("signal", pid, signum)``: signal a process's group;
+* ``("reconnect",)``: the leader has been silent too long: open a new socket to it.
 
 Clients are answered from the cache when it can; everything else is forwarded to the
 leader under a request id of the worker's own, and the reply is routed back.
@@ -46,12 +47,19 @@ class Proc:
 
 
 class Worker:
-    def __init__(self, node: str, capacity: int = 0, clock=time.monotonic, wall=time.time) -> None:
+    def __init__(self, node: str, capacity: int = 0, calls: dict[str, p.Call] | None = None,
+                 heartbeat: float = 1.0, liveness: int = 3, clock=time.monotonic, wall=time.time) -> None:  # fmt: skip
         self.node = node
         self.capacity = capacity
+        self.calls = dict(calls or {})  # every group known: a restarted leader gets them back
         self.incarnation = uuid.uuid4().hex[:12]
         self.cache = LocationCache()
         self.clock, self.wall = clock, wall
+        self.heartbeat = heartbeat
+        self.silence = heartbeat * liveness  # a leader silent this long is lost
+        self.last_heard = self.next_ping = clock()
+        self.leader_epoch: str | None = None
+        self.leader_lost = False  # until a new welcome: forwards fail at once
         self.procs: dict[int, Proc] = {}  # token -> process
         self.by_pid: dict[int, Proc] = {}
         self.by_key: dict[tuple[str, str], Proc] = {}
@@ -69,15 +77,26 @@ class Worker:
         self.hello_id = self._new_id()
         running = [pr.location for pr in self.procs.values() if pr.location and not pr.stopping]
         return p.Hello(id=self.hello_id, node=self.node, incarnation=self.incarnation,
-                       capacity=self.capacity, processes=running)  # fmt: skip
+                       capacity=self.capacity, processes=running, calls=self.calls)  # fmt: skip
 
     def on_leader(self, msg: p.Msg) -> list:
+        self.last_heard = self.clock()
         if isinstance(msg, p.Spawn):
+            self.calls.setdefault(msg.group, msg.call)
             return self._spawn(msg)
         if isinstance(msg, p.Kill):
             return self._kill(msg)
+        if isinstance(msg, p.Pong):
+            if msg.known and msg.epoch == self.leader_epoch:
+                return []
+            return [("leader", self.hello())]  # a new leader, or one that took us for dead
         if isinstance(msg, p.Welcome):
-            self.welcomed = msg.id == self.hello_id
+            if msg.id == self.hello_id:
+                self.welcomed, self.leader_lost, self.leader_epoch = True, False, msg.epoch
+                self.calls.update(msg.calls)
+            return []
+        if isinstance(msg, p.AddCall):
+            self.calls[msg.name] = msg.call
             return []
         forward = self.forwards.pop(msg.id, None)
         if forward is None:
@@ -108,6 +127,8 @@ class Worker:
         elif not isinstance(msg, p.CLIENT_REQUESTS):
             tag = type(msg).__struct_config__.tag
             return [("client", client, p.Error(id=msg.id, kind=p.BAD_MESSAGE, message=f"'{tag}' is not a client request"))]
+        if self.leader_lost:
+            return [("client", client, self._no_leader(msg.id))]
         fid = self._new_id()
         self.forwards[fid] = (client, msg.id, msg)
         self._timer(FORWARD_TTL, "forward", fid)
@@ -243,12 +264,18 @@ class Worker:
 
     # -- time --
 
-    def next_deadline(self) -> float | None:
-        return self.timers[0][0] if self.timers else None
+    def next_deadline(self) -> float:
+        soonest = min(self.next_ping, self.last_heard + self.silence)
+        return min(soonest, self.timers[0][0]) if self.timers else soonest
 
     def expire(self) -> list:
         out: list = []
         now = self.clock()
+        if now >= self.next_ping:
+            self.next_ping = now + self.heartbeat
+            out.append(("leader", p.Ping()))
+        if now - self.last_heard > self.silence:
+            out += self._lose_leader(now)
         while self.timers and self.timers[0][0] <= now:
             _, kind, ident = heapq.heappop(self.timers)
             if kind == "forward":
@@ -262,6 +289,18 @@ class Worker:
             elif kind == "kill" and proc.pid is not None:
                 out.append(("signal", proc.pid, signal.SIGKILL))
         return out
+
+    def _lose_leader(self, now: float) -> list:
+        """Start again on a new socket; until a welcome, clients hear "no leader" at once."""
+        self.leader_lost, self.welcomed, self.last_heard = True, False, now
+        out: list = [("reconnect",), ("leader", self.hello())]
+        for fid, (client, client_id, _) in list(self.forwards.items()):
+            out.append(("client", client, self._no_leader(client_id)))
+        self.forwards.clear()
+        return out
+
+    def _no_leader(self, req_id: int) -> p.Error:
+        return p.Error(id=req_id, kind=p.NO_LEADER, message=f"node {self.node} has no leader at the moment; try again")
 
     def _timer(self, delay: float, kind: str, ident: int) -> None:
         heapq.heappush(self.timers, (self.clock() + delay, kind, ident))

@@ -1,0 +1,126 @@
+"""Faults with real daemons and real signals: workers that die or freeze, a leader
+that restarts, processes that must not outlive their worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from cluster import wait_for
+from forsetictl import Client, Timeout
+from test_cluster import alive
+
+FAST = {"heartbeat": 0.2, "liveness": 3}  # a silent peer is dead after 0.6 s
+
+
+def by_node(client, group="sleeper"):
+    return {loc.key: loc for loc in client.processes(group)}
+
+
+def test_killed_worker_is_marked_down_and_its_keys_start_elsewhere(make_cluster):
+    c = make_cluster(workers=3, cluster=FAST)
+    leader = c.leader()
+    locs = [leader.get("sleeper", f"k{i}") for i in range(6)]
+    victim = [l for l in locs if l.node == "node2"]
+    assert len(victim) == 2
+    with leader.events("sleeper") as events:
+        t0 = time.monotonic()
+        c.kill("node2", signal.SIGKILL)
+        down = [events.next_event(5) for _ in victim]
+        took = time.monotonic() - t0
+    assert {(e.key, e.kind, e.reason) for e in down} == {(l.key, "exited", "node-down") for l in victim}
+    assert took < 6 * FAST["heartbeat"] * FAST["liveness"], took
+    states = {n.name: (n.state, n.processes) for n in leader.nodes()}
+    assert states["node2"] == ("down", 0)
+    assert all(not alive(l.pid) for l in victim)  # they died with their worker
+    for l in victim:
+        assert c.client("node1").find("sleeper", l.key) is None
+        again = c.client("node3").get("sleeper", l.key)
+        assert again.node in ("node1", "node3") and alive(again.pid)
+    assert len(by_node(leader)) == 6
+
+
+def test_frozen_worker_comes_back_and_duplicates_are_stopped(make_cluster):
+    c = make_cluster(workers=2, cluster=FAST)
+    leader = c.leader()
+    frozen = [leader.get("sleeper", f"f{i}") for i in range(4)]
+    on_node1 = [l for l in frozen if l.node == "node1"]
+    c.kill("node1", signal.SIGSTOP)
+    try:
+        wait_for(lambda: {n.name: n.state for n in leader.nodes()}["node1"] == "down", 5, 0.05, "node1 down")
+        elsewhere = {l.key: leader.get("sleeper", l.key) for l in on_node1}  # restarted on node2
+        assert all(l.node == "node2" for l in elsewhere.values())
+        with leader.events("sleeper") as events:
+            c.kill("node1", signal.SIGCONT)
+            resolved = [events.next_event(5) for _ in on_node1]
+    finally:
+        c.kill("node1", signal.SIGCONT)
+    wait_for(lambda: {n.name: n.state for n in leader.nodes()}["node1"] == "up", 5, 0.05, "node1 back up")
+    # node1's old copies were the duplicates: stopped with reason conflict.
+    assert {(e.key, e.pid, e.reason) for e in resolved} == {(l.key, l.pid, "conflict") for l in on_node1}
+    assert not any(alive(old.pid) for old in on_node1)
+    current = by_node(leader)
+    assert {k: l.pid for k, l in current.items() if k in elsewhere} == {k: l.pid for k, l in elsewhere.items()}
+    assert len(current) == 4 and all(alive(l.pid) for l in current.values())
+    assert sorted(c.processes()) == sorted(l.pid for l in current.values())
+
+
+def test_leader_restart_loses_nothing(make_cluster):
+    c = make_cluster(workers=2, cluster=FAST)
+    w1 = c.client("node1", timeout=2)
+    w1.add_call("late", entry="forsetid.examples:sleeper")
+    before = {w1.get("late" if i % 2 else "sleeper", f"r{i}") for i in range(6)}
+    c.kill("leader", signal.SIGKILL)
+    c.procs["leader"].wait(5)
+    # While no leader answers: cached lookups still work, the rest fails cleanly.
+    cached = next(iter(before))
+    assert w1.find(cached.group, cached.key) == cached
+    with pytest.raises(Timeout):
+        w1.get("sleeper", "new-while-down")
+    c.start("leader")
+    c.wait_up()
+    leader = c.leader()
+    wait_for(lambda: set(leader.processes()) == before, 5, 0.05, "the dictionary to be whole again")
+    assert all(alive(l.pid) for l in before)
+    assert sorted(c.processes()) == sorted(l.pid for l in before)  # nothing lost or doubled
+    assert "late" in leader.calls()  # a group added at run time survived
+    fresh = w1.get("late", "after-restart")  # the client recovered by itself
+    assert fresh.group == "late" and alive(fresh.pid)
+
+
+def test_requests_without_any_leader_time_out_and_never_hang(make_cluster):
+    c = make_cluster(workers=1, cluster=FAST)
+    c.kill("leader", signal.SIGKILL)
+    client = c.client("node1", timeout=1.0)
+    t0 = time.monotonic()
+    for _ in range(3):
+        with pytest.raises(Timeout):
+            client.nodes()
+    assert time.monotonic() - t0 < 4.0
+    with pytest.raises(Timeout):
+        Client(c.endpoint("leader"), timeout=0.3).find("sleeper", "x")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_clean_shutdown_reports_shutdown(make_cluster, sig):
+    c = make_cluster(workers=2)
+    leader = c.leader()
+    locs = [leader.get("sleeper", f"s{i}") for i in range(4)]
+    mine = [l for l in locs if l.node == "node2"]
+    with leader.events() as events:
+        c.kill("node2", sig)
+        got = [events.next_event(5) for _ in mine]
+    assert c.procs["node2"].wait(10) == 0
+    assert {(e.key, e.reason) for e in got} == {(l.key, "shutdown") for l in mine}
+    assert not any(alive(l.pid) for l in mine)
+
+
+def test_killed_worker_takes_whole_process_groups_with_it(make_cluster):
+    c = make_cluster(workers=1, calls={"nested": {"command": ["sh", "-c", "sleep 600 & sleep 600; wait"]}})
+    c.client().get("nested", "a")
+    wait_for(lambda: len(c.processes()) == 3, 5, what="sh and its two sleeps")
+    c.kill("node1", signal.SIGKILL)
+    wait_for(lambda: c.processes() == [], 3, 0.02, "the whole group to die with its worker")
