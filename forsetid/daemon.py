@@ -30,6 +30,32 @@ BATCH = 256  # messages taken from one socket before looking at the others
 GRACE = 1.0  # seconds beyond the longest stop_timeout that a shutdown may take
 
 
+class RateLimitedLog:
+    """At most one line per ``every`` seconds, saying how many were held back: a flood of
+    junk must not flood the log (or cost the loop its time)."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.every = every
+        self.next = 0.0
+        self.held = 0
+
+    def warning(self, fmt: str, *args) -> None:
+        self._log(log.warning, fmt, args)
+
+    def exception(self, fmt: str, *args) -> None:
+        self._log(log.exception, fmt, args)
+
+    def _log(self, method, fmt: str, args) -> None:
+        now = time.monotonic()
+        if now < self.next:
+            self.held += 1
+            return
+        if self.held:
+            fmt += f" (and {self.held} more like it)"
+        method(fmt, *args)
+        self.next, self.held = now + self.every, 0
+
+
 class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -44,6 +70,8 @@ class Daemon:
         self.handlers: dict = {}  # socket or fd -> what to call when readable
         self.ready_fds: dict[int, tuple[int, bytes]] = {}  # fd -> (token, bytes so far)
         self.stopping = False
+        self.junk = RateLimitedLog()
+        self.faults = RateLimitedLog()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
@@ -135,7 +163,10 @@ class Daemon:
         for sock_or_fd, _ in self.poller.poll(timeout_ms):
             handler = self.handlers.get(sock_or_fd)
             if handler is not None:
-                handler(sock_or_fd)
+                try:
+                    handler(sock_or_fd)
+                except Exception:  # a bug must cost one message, not the daemon
+                    self.faults.exception("internal error while handling input")
         now = time.monotonic()
         if self.is_worker:
             self._carry_out(self.worker.expire())
@@ -235,7 +266,7 @@ class Daemon:
             try:
                 msg = p.decode(frame)
             except p.BadMessage as exc:
-                log.warning("bad message from the leader: %s", exc)
+                self.junk.warning("bad message from the leader: %s", exc)
                 continue
             self._carry_out(self.worker.on_leader(msg))
 
@@ -248,7 +279,7 @@ class Daemon:
             try:
                 msg = p.decode(frames[-1])
             except p.BadMessage as exc:
-                log.warning("bad event: %s", exc)
+                self.junk.warning("bad event: %s", exc)
                 continue
             if isinstance(msg, (p.Event, p.Tick)):
                 self.worker.on_event(msg)
@@ -307,7 +338,7 @@ class Daemon:
             elif kind == "signal":
                 self.spawner.signal(effect[1], effect[2])
             elif kind == "reconnect":
-                log.warning("no word from the leader for %.1f s: reconnecting", self.worker.silence)
+                log.warning("no word from the leader: reconnecting (next try in %.1f s)", self.worker.patience)
                 self._unwatch(self.dealer)
                 self.dealer.close(linger=0)  # what was queued for the lost leader goes too
                 self.dealer = self._socket(zmq.DEALER, self._on_leader)
@@ -341,12 +372,13 @@ class Daemon:
             peer = frames[0]
             if len(frames) != 2:
                 error = p.Error(kind=p.BAD_MESSAGE, message=f"expected 1 frame, got {len(frames) - 1}")
+                self.junk.warning("bad message from a peer: %s", error.message)
                 self._send(sock, peer, error)
                 continue
             try:
                 yield peer, p.decode(frames[1])
             except p.BadMessage as exc:
-                log.debug("bad message: %s", exc)
+                self.junk.warning("bad message from a peer: %s", exc)
                 self._send(sock, peer, exc.reply)
 
     def _send(self, sock: zmq.Socket, peer: bytes, msg: p.Msg) -> None:

@@ -286,7 +286,7 @@ def decode(frame: bytes) -> Message:
     """Decode one frame, or raise BadMessage carrying the error reply for the sender."""
     try:
         msg = _decoder.decode(frame)
-    except msgspec.DecodeError as exc:
+    except Exception as exc:  # DecodeError, and UnicodeDecodeError for bad UTF-8
         raise BadMessage(_explain(frame, exc)) from None
     if msg.v != VERSION:
         raise BadMessage(_version_error(msg.v, msg.id))
@@ -298,7 +298,7 @@ def _explain(frame: bytes, exc: Exception) -> Error:
     # to tell a newer protocol from garbage.
     try:
         raw = msgspec.msgpack.decode(frame)
-    except msgspec.DecodeError:
+    except Exception:
         raw = None
     req_id = raw.get("id") if isinstance(raw, dict) else None
     req_id = req_id if type(req_id) is int and 0 <= req_id < 1 << 63 else 0

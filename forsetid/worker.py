@@ -57,6 +57,7 @@ class Worker:
         self.clock, self.wall = clock, wall
         self.heartbeat = heartbeat
         self.silence = heartbeat * liveness  # a leader silent this long is lost
+        self.patience = self.silence  # grows while the leader stays lost: fewer reconnects
         self.last_heard = self.next_ping = clock()
         self.leader_epoch: str | None = None
         self.leader_lost = False  # until a new welcome: forwards fail at once
@@ -93,6 +94,7 @@ class Worker:
         if isinstance(msg, p.Welcome):
             if msg.id == self.hello_id:
                 self.welcomed, self.leader_lost, self.leader_epoch = True, False, msg.epoch
+                self.patience = self.silence
                 self.calls.update(msg.calls)
             return []
         if isinstance(msg, p.AddCall):
@@ -265,7 +267,7 @@ class Worker:
     # -- time --
 
     def next_deadline(self) -> float:
-        soonest = min(self.next_ping, self.last_heard + self.silence)
+        soonest = min(self.next_ping, self.last_heard + self.patience)
         return min(soonest, self.timers[0][0]) if self.timers else soonest
 
     def expire(self) -> list:
@@ -274,7 +276,7 @@ class Worker:
         if now >= self.next_ping:
             self.next_ping = now + self.heartbeat
             out.append(("leader", p.Ping()))
-        if now - self.last_heard > self.silence:
+        if now - self.last_heard > self.patience:
             out += self._lose_leader(now)
         while self.timers and self.timers[0][0] <= now:
             _, kind, ident = heapq.heappop(self.timers)
@@ -293,6 +295,7 @@ class Worker:
     def _lose_leader(self, now: float) -> list:
         """Start again on a new socket; until a welcome, clients hear "no leader" at once."""
         self.leader_lost, self.welcomed, self.last_heard = True, False, now
+        self.patience = min(2 * self.patience, max(10.0, self.silence))
         out: list = [("reconnect",), ("leader", self.hello())]
         for fid, (client, client_id, _) in list(self.forwards.items()):
             out.append(("client", client, self._no_leader(client_id)))

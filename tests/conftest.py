@@ -1,4 +1,13 @@
+import signal
+
 import pytest
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # so that pytest still runs every teardown (no orphans)
+
+
+signal.signal(signal.SIGTERM, _interrupt)
 
 from cluster import Cluster
 

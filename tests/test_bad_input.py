@@ -66,6 +66,8 @@ def test_bad_frames_get_errors_and_the_cluster_keeps_serving(cluster, raw, where
         assert sock.poll(5000)
         sock.recv()
     assert client.find("sleeper", "keep-me") == before
+    log = cluster.log("leader" if where == "leader" else "node1")
+    assert 1 <= log.count("bad message from a peer") <= 2  # logged, but rate-limited
     assert cluster.client("node2").get("sleeper", "after") is not None
     assert [l.key for l in client.processes("sleeper")] == ["after", "keep-me"]
 
