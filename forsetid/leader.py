@@ -86,9 +86,7 @@ class Leader:
         comes back, it is told to say hello again."""
         self.last_seen.pop(node, None)
         self.node_of.pop(self.peer_of.pop(node, b""), None)
-        w = self.placement.workers.get(node)
-        if w is not None:
-            w.up = False
+        self.placement.down(node)
         out: Out = []
         for loc in self.store.on_node(node):
             out += self._drop(loc, None, None, "node-down")

@@ -34,14 +34,20 @@ class Placement:
         w.capacity, w.up = capacity, True
         return w
 
+    def down(self, name: str) -> None:
+        w = self.workers.get(name)
+        if w is not None:
+            w.up = False
+
     def add(self, name: str, delta: int) -> None:
         w = self.workers.get(name)
         if w is not None:
             w.load = max(0, w.load + delta)
 
-    def choose(self) -> str | None:
+    def choose(self, exclude=()) -> str | None:
+        """The least-loaded worker that is up, not full and not in ``exclude`` (names)."""
         best = None
         for w in self.workers.values():
-            if w.up and not w.full and (best is None or (w.load, w.name) < (best.load, best.name)):
+            if w.up and not w.full and w.name not in exclude and (best is None or (w.load, w.name) < (best.load, best.name)):
                 best = w
         return best.name if best else None
