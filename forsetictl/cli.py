@@ -108,17 +108,21 @@ def run(client: Client, args, out: "Output") -> int:
         items = client.processes(args.group)
         out.table(items, ["group", "key", "node", "pid", "endpoint", "started_at"])
     elif cmd == "nodes":
-        out.table(client.nodes(), ["name", "state", "processes", "capacity"])
+        out.table(client.nodes(), ["name", "state", "processes", "capacity", "suspended"])
     elif cmd == "calls":
         calls = client.calls()
-        rows = [{"name": n, **msgspec.to_builtins(c)} for n, c in calls.items()]
+        suspended = {}  # group -> nodes where its crash-loop guard tripped
+        for node in client.nodes():
+            for group in node.suspended:
+                suspended.setdefault(group, []).append(node.name)
+        rows = [{"name": n, **msgspec.to_builtins(c), "suspended_on": suspended.get(n, [])} for n, c in calls.items()]
         if out.json:
             for row in rows:
                 out.line(row, "")
         else:
             for row in rows:
                 how = row.get("entry") or " ".join(row.get("command", []))
-                extra = " ".join(f"{k}={row[k]}" for k in ("args", "ready", "endpoint") if k in row)
+                extra = " ".join(f"{k}={row[k]}" for k in ("args", "ready", "endpoint", "suspended_on") if row.get(k))
                 print(f"{row['name']}\t{how}\t{extra}".rstrip())
     elif cmd == "add-call":
         options = {k: v for k, v in (("start_timeout", args.start_timeout), ("stop_timeout", args.stop_timeout),
@@ -181,6 +185,8 @@ class Output:
 def _cell(value) -> str:
     if value is None:
         return "-"
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "-"
     if isinstance(value, float):
         return time.strftime("%H:%M:%S", time.localtime(value))
     return str(value)

@@ -98,7 +98,8 @@ class Daemon:
             self.next_tick = time.monotonic() + cluster.heartbeat
         if self.is_worker:
             node = config.node
-            self.worker = Worker(node.name, node.capacity, config.calls, cluster.heartbeat, cluster.liveness)
+            self.worker = Worker(node.name, node.capacity, config.calls, cluster.heartbeat, cluster.liveness,
+                                 cluster.max_retries, cluster.max_time)  # fmt: skip
             self.clients = self._socket(zmq.ROUTER, self._on_client)
             self.clients.setsockopt(zmq.ROUTER_MANDATORY, 1)
             self._bind(self.clients, config.node.listen)

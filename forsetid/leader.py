@@ -51,6 +51,7 @@ class Leader:
         self.clock, self.monotonic = clock, monotonic
         self.silence = heartbeat * liveness  # a worker silent this long is down
         self.last_seen: dict[str, float] = {}
+        self.suspended: dict[tuple[str, str], float] = {}  # (node, group) -> until (monotonic)
         self.peer_of: dict[str, bytes] = {}  # worker name -> ROUTER identity
         self.node_of: dict[bytes, str] = {}  # ROUTER identity -> worker name
         self.incarnation: dict[str, str] = {}
@@ -116,7 +117,12 @@ class Leader:
         if pending is not None:
             pending.waiters.append((peer, msg.id))
             return []
-        node = self.placement.choose()
+        suspended = self._suspended_nodes(msg.group)
+        node = self.placement.choose(exclude=suspended)
+        if node is None and suspended:
+            text = (f"group '{msg.group}' is suspended on {', '.join(sorted(suspended))} after crashing in a loop, "
+                    f"and no other worker can take it; try again in {self._suspension_left(msg.group):.0f} s")  # fmt: skip
+            return [(peer, _error(msg, p.SUSPENDED, text))]
         if node is None:
             return [(peer, _error(msg, p.NO_WORKER, "no worker can take a new process: none is up, or all are at capacity"))]
         spawn_id = self._new_id()
@@ -149,14 +155,32 @@ class Leader:
         return [(peer, p.Locations(id=msg.id, items=items))]
 
     def _nodes(self, peer: bytes, msg: p.Nodes) -> Out:
+        now = self.monotonic()
         items = [
-            p.NodeInfo(name=w.name, state="up" if w.up else "down", processes=self.store.count(w.name), capacity=w.capacity)
+            p.NodeInfo(name=w.name, state="up" if w.up else "down", processes=self.store.count(w.name),
+                       capacity=w.capacity, suspended=sorted(g for (n, g), t in self.suspended.items() if n == w.name and t > now))
             for w in sorted(self.placement.workers.values(), key=lambda w: w.name)
-        ]
+        ]  # fmt: skip
         return [(peer, p.NodeList(id=msg.id, items=items))]
 
     def _calls(self, peer: bytes, msg: p.Calls) -> Out:
         return [(peer, p.CallList(id=msg.id, items=dict(sorted(self.calls.items()))))]
+
+    def _suspend(self, peer: bytes, msg: p.Suspend) -> Out:
+        self.suspended[(self.node_of[peer], msg.group)] = self.monotonic() + msg.seconds
+        return []
+
+    def _suspended_nodes(self, group: str) -> set[str]:
+        if not self.suspended:
+            return set()
+        now = self.monotonic()
+        for k in [k for k, until in self.suspended.items() if until <= now]:
+            del self.suspended[k]
+        return {n for (n, g) in self.suspended if g == group}
+
+    def _suspension_left(self, group: str) -> float:
+        now = self.monotonic()
+        return min(until - now for (n, g), until in self.suspended.items() if g == group)
 
     def _add_call(self, peer: bytes, msg: p.AddCall) -> Out:
         self.calls[msg.name] = msg.call
@@ -189,6 +213,8 @@ class Leader:
         self.placement.join(msg.node, msg.capacity)
         for name, call in msg.calls.items():
             self.calls.setdefault(name, call)  # groups added at run time outlive a leader
+        for group, seconds in msg.suspended.items():
+            self.suspended[(msg.node, group)] = self.monotonic() + seconds
         out.append((peer, p.Welcome(id=msg.id, epoch=self.epoch, calls=self.calls)))
         for loc in msg.processes:
             current = self.store.get(loc.group, loc.key)
@@ -270,10 +296,11 @@ class Leader:
         p.Get: _get, p.Find: _find, p.Stop: _stop, p.List: _list, p.Nodes: _nodes,
         p.Calls: _calls, p.AddCall: _add_call, p.Hello: _hello, p.Spawned: _spawned,
         p.SpawnFailed: _spawn_failed, p.Exited: _exited, p.Ping: _ping,
+        p.Suspend: _suspend,
     }  # fmt: skip
 
 
-_FROM_WORKERS = (p.Spawned, p.SpawnFailed, p.Exited)
+_FROM_WORKERS = (p.Spawned, p.SpawnFailed, p.Exited, p.Suspend)
 
 
 def _error(msg: p.Msg, kind: str, message: str) -> p.Error:

@@ -19,7 +19,7 @@ Requests a client may send to a worker's ``node.listen`` or to the leader:
 Replies: ``location`` ``stopped`` ``locations`` ``node-list`` ``call-list`` ``ok``
 ``info-reply`` ``error``. Between a worker and the leader: ``hello``/``welcome``,
 ``ping``/``pong`` (heartbeats), ``spawn`` -> ``spawned`` | ``spawn-failed``, ``kill``,
-``exited`` reports, and ``add-call`` (the leader tells its workers of a new group).
+``exited`` reports, ``suspend`` (the crash-loop guard tripped), and ``add-call`` (the leader tells its workers of a new group).
 Events: ``event`` (a process started or exited) and ``tick`` (the publisher is alive;
 also sent to every new subscription, which then knows that it is live).
 """
@@ -45,6 +45,7 @@ UNKNOWN_GROUP = "unknown-group"
 SPAWN_FAILED = "spawn-failed"
 NO_WORKER = "no-worker"
 NO_LEADER = "no-leader"
+SUSPENDED = "suspended"
 
 
 class Call(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -85,6 +86,7 @@ class NodeInfo(msgspec.Struct):
     state: Literal["up", "draining", "down"]
     processes: int
     capacity: int
+    suspended: list[str] = []  # groups that crash-looped here, for a while
 
 
 class Msg(msgspec.Struct, tag_field="t", kw_only=True):
@@ -186,11 +188,19 @@ class Hello(Msg, tag="hello"):
     capacity: int = 0
     processes: list[Location] = []
     calls: dict[str, Call] = {}
+    suspended: dict[str, float] = {}  # group -> seconds left
 
 
 class Welcome(Msg, tag="welcome"):
     epoch: str
     calls: dict[str, Call] = {}
+
+
+class Suspend(Msg, tag="suspend"):
+    """A worker's crash-loop guard tripped: start no ``group`` here for ``seconds``."""
+
+    group: str
+    seconds: float
 
 
 class Ping(Msg, tag="ping"):
@@ -263,7 +273,7 @@ class Tick(Msg, tag="tick"):
 Message = Union[
     Get, Find, Stop, List, Nodes, Calls, AddCall, Info,
     Found, Stopped, Locations, NodeList, CallList, Ok, InfoReply, Error,
-    Hello, Welcome, Ping, Pong, Spawn, Spawned, SpawnFailed, Kill, Exited,
+    Hello, Welcome, Suspend, Ping, Pong, Spawn, Spawned, SpawnFailed, Kill, Exited,
     Event, Tick,
 ]  # fmt: skip
 

@@ -16,6 +16,7 @@ leader under a request id of the worker's own, and the reply is routed back.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import signal
 import time
@@ -48,7 +49,8 @@ class Proc:
 
 class Worker:
     def __init__(self, node: str, capacity: int = 0, calls: dict[str, p.Call] | None = None,
-                 heartbeat: float = 1.0, liveness: int = 3, clock=time.monotonic, wall=time.time) -> None:  # fmt: skip
+                 heartbeat: float = 1.0, liveness: int = 3, max_retries: int = 20, max_time: float = 10.0,
+                 clock=time.monotonic, wall=time.time) -> None:  # fmt: skip
         self.node = node
         self.capacity = capacity
         self.calls = dict(calls or {})  # every group known: a restarted leader gets them back
@@ -61,6 +63,9 @@ class Worker:
         self.last_heard = self.next_ping = clock()
         self.leader_epoch: str | None = None
         self.leader_lost = False  # until a new welcome: forwards fail at once
+        self.max_retries, self.max_time = max_retries, max_time
+        self.crashes: dict[str, collections.deque] = {}  # group -> times of abnormal exits
+        self.suspended: dict[str, float] = {}  # group -> until (clock)
         self.procs: dict[int, Proc] = {}  # token -> process
         self.by_pid: dict[int, Proc] = {}
         self.by_key: dict[tuple[str, str], Proc] = {}
@@ -77,8 +82,10 @@ class Worker:
     def hello(self) -> p.Hello:
         self.hello_id = self._new_id()
         running = [pr.location for pr in self.procs.values() if pr.location and not pr.stopping]
-        return p.Hello(id=self.hello_id, node=self.node, incarnation=self.incarnation,
-                       capacity=self.capacity, processes=running, calls=self.calls)  # fmt: skip
+        now = self.clock()
+        suspended = {g: until - now for g, until in self.suspended.items() if until > now}
+        return p.Hello(id=self.hello_id, node=self.node, incarnation=self.incarnation, capacity=self.capacity,
+                       processes=running, calls=self.calls, suspended=suspended)  # fmt: skip
 
     def on_leader(self, msg: p.Msg) -> list:
         self.last_heard = self.clock()
@@ -143,6 +150,9 @@ class Worker:
         existing = self.by_key.get(k)
         if existing is not None and existing.location is not None and not existing.stopping:
             return [("leader", p.Spawned(id=msg.id, location=existing.location))]
+        if self.suspended.get(msg.group, 0) > self.clock():
+            why = f"group {msg.group} is suspended here after crashing in a loop"
+            return [("leader", p.SpawnFailed(id=msg.id, group=msg.group, key=msg.key, reason=why))]
         if self.shutting_down or existing is not None:
             why = "the node is shutting down" if self.shutting_down else "it is already starting or stopping here"
             return [("leader", p.SpawnFailed(id=msg.id, group=msg.group, key=msg.key, reason=why))]
@@ -209,7 +219,7 @@ class Worker:
     def _fail(self, proc: Proc, reason: str) -> list:
         proc.failed = True
         self.by_key.pop((proc.group, proc.key), None)
-        out: list = [("leader", self._failure(proc, reason))]
+        out: list = [("leader", self._failure(proc, reason)), *self._crashed(proc.group)]
         if proc.pid is not None:
             out.append(("signal", proc.pid, signal.SIGKILL))
         return out
@@ -228,11 +238,28 @@ class Worker:
                 return []
             how = f"killed by signal {sig}" if sig else f"exited with code {code}"
             self.by_key.pop((proc.group, proc.key), None)
-            return [("leader", self._failure(proc, f"the process {how} before it was ready"))]
+            failure = self._failure(proc, f"the process {how} before it was ready")
+            return [("leader", failure), *self._crashed(proc.group)]
         self.by_key.pop((proc.group, proc.key), None)
         self.cache.forget(proc.location)
         reason = proc.stopping or "exit"
-        return [("leader", p.Exited(location=proc.location, exit_code=code, signal=sig, reason=reason, at=self.wall()))]
+        out = [("leader", p.Exited(location=proc.location, exit_code=code, signal=sig, reason=reason, at=self.wall()))]
+        if reason == "exit" and returncode != 0:
+            out += self._crashed(proc.group)
+        return out
+
+    def _crashed(self, group: str) -> list:
+        """Count an abnormal exit; too many within max_time suspend the group here."""
+        now = self.clock()
+        times = self.crashes.setdefault(group, collections.deque())
+        times.append(now)
+        while times and times[0] < now - self.max_time:
+            times.popleft()
+        if len(times) <= self.max_retries or self.suspended.get(group, 0) > now:
+            return []
+        self.suspended[group] = now + self.max_time
+        times.clear()
+        return [("leader", p.Suspend(group=group, seconds=self.max_time))]
 
     def _kill(self, msg: p.Kill) -> list:
         loc = msg.location

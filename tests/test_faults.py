@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
 from cluster import wait_for
-from forsetictl import Client, Timeout
+from forsetictl import Client, ForsetiError, Timeout
 from test_cluster import alive
 
 FAST = {"heartbeat": 0.2, "liveness": 3}  # a silent peer is dead after 0.6 s
@@ -124,3 +126,26 @@ def test_killed_worker_takes_whole_process_groups_with_it(make_cluster):
     wait_for(lambda: len(c.processes()) == 3, 5, what="sh and its two sleeps")
     c.kill("node1", signal.SIGKILL)
     wait_for(lambda: c.processes() == [], 3, 0.02, "the whole group to die with its worker")
+
+
+def test_crash_loop_guard_suspends_a_group_on_a_node(make_cluster):
+    c = make_cluster(workers=1, cluster={"max_retries": 2, "max_time": 1.5},
+                     calls={"crasher": {"entry": "forsetid.examples:fail"}})  # fmt: skip
+    client = c.client()
+    with client.events("crasher") as events:
+        for i in range(3):  # each starts, then raises at once: an abnormal exit
+            client.get("crasher", f"c{i}")
+            assert events.next_event(5).kind == "started"
+            exited = events.next_event(5)
+            assert (exited.kind, exited.exit_code, exited.reason) == ("exited", 1, "exit")
+    with pytest.raises(ForsetiError) as err:
+        wait_for(lambda: client.get("crasher", "more") and False, 2, 0.05, "the guard to trip")
+    assert err.value.kind == "suspended" and "crashing in a loop" in str(err.value)
+    assert [n.suspended for n in client.nodes()] == [["crasher"]]
+    r = subprocess.run([sys.executable, "-m", "forsetictl", "--endpoint", c.endpoint("node1"), "get", "crasher", "x"],
+                       capture_output=True, text=True, timeout=20)  # fmt: skip
+    assert r.returncode == 3 and "suspended on node1" in r.stderr
+    assert client.get("sleeper", "others-still-start").node == "node1"  # only that group
+    # After max_time the group may start again.
+    wait_for(lambda: client.nodes()[0].suspended == [], 5, 0.1, "the suspension to end")
+    assert client.get("crasher", "again").node == "node1"
