@@ -170,6 +170,10 @@ class Output:
 
     def event(self, e: Event) -> None:
         obj = {f: getattr(e, f) for f in ("seq", "kind", "group", "key", "node", "pid", "exit_code", "signal", "reason", "at")}
+        if e.kind == "missed":
+            obj["missed"] = e.missed
+            how = f"{e.missed} events" if e.missed else "events (the leader changed)"
+            return self.line(obj, f"{e.seq} missed {how}: what you know may be out of date")
         text = f"{e.seq} {e.kind} {e.group}/{e.key} node={e.node} pid={e.pid}"
         if e.kind == "exited":
             text += f" reason={e.reason}" + (f" signal={e.signal}" if e.signal else f" code={e.exit_code}")

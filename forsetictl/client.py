@@ -65,6 +65,7 @@ class Event(msgspec.Struct, frozen=True):
     reason: str | None  # "exit" "stopped" "node-down" "conflict" "shutdown"; None when started
     at: float
     endpoint: str | None = None
+    missed: int = 0  # kind "missed": how many events were lost here (0 = unknown: a new leader)
 
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:7072"
@@ -178,10 +179,18 @@ class Client:
 
 
 class EventStream:
-    """An iterator of :class:`Event`; ``next_event(timeout)`` waits at most that long."""
+    """An iterator of :class:`Event`; ``next_event(timeout)`` waits at most that long.
+
+    Where events were lost (the publisher's high-water mark, a reconnect, a new leader),
+    the stream yields one ``Event`` of kind ``"missed"`` before the next real one: whoever
+    keeps state from events should rebuild it then (``Client.processes()``)."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str, group: str | None, timeout: float):
         self.endpoint = endpoint
+        self.group = group
+        self.epoch: str | None = None
+        self.last = 0  # the sequence followed: gseq for one group, seq for all
+        self._pending: Event | None = None  # the real event that follows a "missed" one
         self._sock = ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SUBSCRIBE, p.topic(group) if group else b"")
@@ -194,6 +203,7 @@ class EventStream:
                 self.close()
                 raise Timeout(f"no events from {endpoint} within {timeout:g} s")
             if isinstance(msg, p.Tick):
+                self.epoch, self.last = msg.epoch, msg.gseq if group else msg.seq
                 break
 
     def _receive(self, timeout: float | None):
@@ -207,13 +217,37 @@ class EventStream:
 
     def next_event(self, timeout: float | None = None) -> Event | None:
         """The next event, or None if none came within ``timeout`` seconds."""
+        if self._pending is not None:
+            event, self._pending = self._pending, None
+            return event
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             msg = self._receive(None if deadline is None else deadline - time.monotonic())
             if msg is None:
                 return None
-            if isinstance(msg, p.Event):
-                return _event(msg)
+            if isinstance(msg, (p.Event, p.Tick)):
+                missed = self.check(msg)
+                event = _event(msg) if isinstance(msg, p.Event) else None
+                if missed is not None:
+                    self._pending = event
+                    return missed
+                if event is not None:
+                    return event
+
+    def check(self, msg: p.Event | p.Tick) -> Event | None:
+        """Follow the sequence; a "missed" event if ``msg`` reveals a gap."""
+        n = msg.gseq if self.group else msg.seq
+        step = 1 if isinstance(msg, p.Event) else 0
+        if msg.epoch != self.epoch:
+            count = 0
+        elif n > self.last + step:
+            count = n - self.last - step
+        else:
+            if n > self.last:
+                self.last = n
+            return None
+        self.epoch, self.last = msg.epoch, n
+        return Event(n, "missed", self.group or "", "", "", 0, None, None, None, time.time(), missed=count)
 
     def __iter__(self) -> Iterator[Event]:
         while True:

@@ -149,3 +149,36 @@ def test_crash_loop_guard_suspends_a_group_on_a_node(make_cluster):
     # After max_time the group may start again.
     wait_for(lambda: client.nodes()[0].suspended == [], 5, 0.1, "the suspension to end")
     assert client.get("crasher", "again").node == "node1"
+
+
+def test_event_streams_say_when_they_missed_events(make_cluster):
+    c = make_cluster(workers=1, cluster=FAST)
+    client = c.client("node1")
+    with client.events() as every, client.events("sleeper") as sleepers:
+        client.get("sleeper", "before")
+        assert every.next_event(5).key == "before" and sleepers.next_event(5).key == "before"
+        c.kill("leader", signal.SIGKILL)
+        c.procs["leader"].wait(5)
+        c.start("leader")  # a new epoch: whatever happened in between is unknown
+        for stream in (every, sleepers):
+            missed = stream.next_event(5)
+            assert (missed.kind, missed.missed) == ("missed", 0), missed
+    # What a caller does then: read the state afresh (the worker re-registered it).
+    wait_for(lambda: [l.key for l in client.processes("sleeper")] == ["before"], 5, 0.05, "re-registration")
+
+
+def test_a_gap_in_the_sequence_is_reported_with_its_size():
+    from forsetictl.client import EventStream
+    from forsetid.protocol import Event, Location, Tick
+
+    loc = Location("g", "k", "n", 1)
+    stream = EventStream.__new__(EventStream)
+    stream.group, stream.epoch, stream.last = None, "e1", 5
+    assert stream.check(Event(seq=6, epoch="e1", kind="started", location=loc)) is None
+    gap = stream.check(Event(seq=9, epoch="e1", kind="exited", location=loc))
+    assert (gap.kind, gap.missed, stream.last) == ("missed", 2, 9)
+    assert stream.check(Tick(seq=9, epoch="e1")) is None
+    assert stream.check(Tick(seq=11, epoch="e1")).missed == 2  # lost while idle
+    stream.group, stream.last = "g", 3  # one group follows its own count
+    assert stream.check(Event(seq=40, gseq=4, epoch="e1", kind="started", location=loc)) is None
+    assert stream.check(Event(seq=41, gseq=6, epoch="e1", kind="started", location=loc)).missed == 1
