@@ -90,18 +90,19 @@ def _convert(value, typ, path: str, where: str):
     try:
         return msgspec.convert(value, typ)
     except msgspec.ValidationError as exc:
-        # msgspec says "... - at `$.x`"; say it with the TOML key path instead.
-        message = str(exc)
-        detail, sep, at = message.rpartition(" - at `$")
+        # msgspec says "... - at `$.x`" (or nothing, at the top); say it with the TOML key path.
+        detail, sep, at = str(exc).rpartition(" - at `$")
+        if not sep:
+            detail, at = str(exc), ""
+        unknown = re.match(r"Object contains unknown field `(.*)`$", detail)
+        if unknown and not at.rstrip("`"):
+            known = ", ".join(f.name for f in msgspec.structs.fields(typ))
+            raise ConfigError(f"{path}: {where}.{unknown[1]}: unknown key (expected one of: {known})") from None
         field = at.rstrip("`").lstrip(".")
         choices = _choices(typ, field)
         if choices:
             detail += f" (expected one of: {', '.join(map(repr, choices))})"
-        if sep:
-            message = f"{where}{at.rstrip('`')}: {detail}"
-        else:
-            message = f"{where}: {message}"
-        raise ConfigError(f"{path}: {message}") from None
+        raise ConfigError(f"{path}: {where}{at.rstrip('`')}: {detail}") from None
 
 
 def _choices(typ, field: str) -> tuple:

@@ -91,11 +91,16 @@ class Leader:
         out: Out = []
         for loc in self.store.on_node(node):
             out += self._drop(loc, None, None, "node-down")
+        return out + self._fail_pending(node, "went down")
+
+    def _fail_pending(self, node: str, what: str) -> Out:
+        """Answer the starts under way on ``node``: they will never finish."""
+        out: Out = []
         for k, wait in list(self.pending.items()):
             if wait.node == node:
                 del self.pending[k], self.spawns[wait.spawn_id]
                 self.placement.add(node, -1)
-                text = f"cannot start {k[0]}/{k[1]}: node {node} went down"
+                text = f"cannot start {k[0]}/{k[1]}: node {node} {what}"
                 out += [(waiter, p.Error(id=req, kind=p.SPAWN_FAILED, message=text)) for waiter, req in wait.waiters]
         return out
 
@@ -201,11 +206,12 @@ class Leader:
         if old_peer is not None and old_peer != peer:
             self.node_of.pop(old_peer, None)
         if self.incarnation.get(msg.node) not in (None, msg.incarnation):
-            # The worker restarted: what it ran before died with it.
+            # The worker restarted: what it ran or was starting before died with it.
             live = {(l.group, l.key, l.pid) for l in msg.processes}
             for loc in self.store.on_node(msg.node):
                 if (loc.group, loc.key, loc.pid) not in live:
                     out += self._drop(loc, None, None, "node-down")
+            out += self._fail_pending(msg.node, "restarted")
         self.peer_of[msg.node] = peer
         self.node_of[peer] = msg.node
         self.incarnation[msg.node] = msg.incarnation

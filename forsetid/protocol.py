@@ -308,8 +308,8 @@ def _explain(frame: bytes, exc: Exception) -> Error:
     # to tell a newer protocol from garbage.
     try:
         raw = msgspec.msgpack.decode(frame)
-    except Exception:
-        raw = None
+    except Exception as raw_exc:
+        raw, exc = None, raw_exc
     req_id = raw.get("id") if isinstance(raw, dict) else None
     req_id = req_id if type(req_id) is int and 0 <= req_id < 1 << 63 else 0
     version = raw.get("v") if isinstance(raw, dict) else None

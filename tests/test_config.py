@@ -1,0 +1,230 @@
+"""Unit tests of forsetid.config: loading forseti.toml and saying clearly what is wrong."""
+
+import glob
+import os
+import socket
+import textwrap
+
+import pytest
+
+from forsetid import config
+from forsetid.protocol import Call
+
+CONF = os.path.join(os.path.dirname(__file__), "..", "conf")
+
+
+def write(tmp_path, text: str) -> str:
+    path = tmp_path / "forseti.toml"
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def error(tmp_path, text: str) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(config.ConfigError) as info:
+        config.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: "), message
+    return message
+
+
+# -- shipped configs --
+
+
+def test_single_machine_config_loads():
+    path = os.path.join(CONF, "forseti.toml")
+    cfg = config.load(path)
+    assert cfg.path == path
+    assert cfg.node.role == "both" and cfg.node.name == "node1"
+    assert cfg.cluster.leader == "tcp://127.0.0.1:7070"
+    assert cfg.client_endpoint == cfg.node.listen == "tcp://127.0.0.1:7072"
+    assert cfg.calls["default"] == Call(entry="forsetid.examples:echo")
+    assert cfg.calls["sessions"].args == [2]
+    assert cfg.calls["jobs"].command[0] == "sh" and cfg.calls["jobs"].stop_timeout == 2.0
+
+
+@pytest.mark.parametrize("name", ["leader", "node1", "node2", "node3"])
+def test_cluster_configs_load(name):
+    cfg = config.load(os.path.join(CONF, "cluster", f"{name}.toml"))
+    assert cfg.cluster.leader == "tcp://127.0.0.1:7170"
+    assert cfg.node.name == name
+    assert cfg.node.role == ("leader" if name == "leader" else "worker")
+    assert set(cfg.calls) == {"default", "sessions"}
+    if name == "leader":
+        assert cfg.cluster.nodes == ["node1", "node2", "node3"]
+        assert cfg.client_endpoint == cfg.cluster.leader
+
+
+def test_every_shipped_cluster_file_is_tested():
+    names = {os.path.basename(f) for f in glob.glob(os.path.join(CONF, "cluster", "*.toml"))}
+    assert names == {"leader.toml", "node1.toml", "node2.toml", "node3.toml"}
+
+
+def test_worker_listen_ports_differ():
+    listens = {config.load(os.path.join(CONF, "cluster", f"node{i}.toml")).node.listen for i in (1, 2, 3)}
+    assert len(listens) == 3
+
+
+# -- defaults --
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    cfg = config.load(write(tmp_path, ""))
+    c, n = cfg.cluster, cfg.node
+    assert (c.name, c.leader, c.events, c.nodes) == ("forseti", "tcp://127.0.0.1:7070", "tcp://127.0.0.1:7071", [])
+    assert (c.max_retries, c.max_time, c.backend) == (20, 10.0, "memory")
+    assert (n.name, n.role, n.listen, n.capacity) == (socket.gethostname(), "both", "tcp://127.0.0.1:7072", 0)
+    assert cfg.calls == {}
+
+
+def test_missing_keys_take_defaults(tmp_path):
+    cfg = config.load(write(tmp_path, """
+        [node]
+        role = "worker"
+        [calls.users]
+        command = ["python3", "-m", "app", "{key}"]
+    """))
+    assert cfg.cluster.max_retries == 20 and cfg.node.capacity == 0 and cfg.node.role == "worker"
+    users = cfg.calls["users"]
+    assert (users.args, users.ready, users.start_timeout, users.stop_timeout, users.endpoint) == ([], False, 10.0, 5.0, None)
+
+
+def test_spec_example_loads(tmp_path):
+    cfg = config.load(write(tmp_path, """
+        [cluster]
+        name = "forseti"
+        leader = "tcp://127.0.0.1:7070"
+        events = "tcp://127.0.0.1:7071"
+        nodes = []
+        max_retries = 20
+        max_time = 10
+        backend = "memory"
+        [node]
+        name = "node1"
+        role = "both"
+        listen = "tcp://127.0.0.1:7072"
+        capacity = 0
+        [calls.default]
+        entry = "forsetid.examples:echo"
+        args = []
+        [calls.users]
+        command = ["python3", "-m", "myapp.user", "{key}"]
+        ready = false
+        start_timeout = 10.0
+        stop_timeout = 5.0
+        endpoint = "ipc:///run/forseti/{group}/{key}.sock"
+    """))
+    assert cfg.cluster.max_time == 10.0
+    assert cfg.calls["users"].endpoint == "ipc:///run/forseti/{group}/{key}.sock"
+
+
+# -- errors --
+
+
+def test_unknown_key(tmp_path):
+    message = error(tmp_path, """
+        [cluster]
+        max_retriez = 3
+    """)
+    assert "cluster" in message and "max_retriez" in message and "unknown" in message
+
+
+def test_unknown_key_says_what_was_expected(tmp_path):
+    # SPEC 3: unknown keys are rejected "with the file, the key path and what was expected".
+    message = error(tmp_path, """
+        [cluster]
+        max_retriez = 3
+    """)
+    assert "cluster.max_retriez" in message and "max_retries" in message, message
+
+
+def test_unknown_key_in_a_call(tmp_path):
+    message = error(tmp_path, """
+        [calls.users]
+        entry = "m:f"
+        timeout = 3
+    """)
+    assert "calls.users" in message and "timeout" in message
+
+
+def test_wrong_type(tmp_path):
+    message = error(tmp_path, """
+        [cluster]
+        max_retries = "many"
+    """)
+    assert "cluster.max_retries" in message and "Expected `int`" in message and "str" in message
+
+
+def test_out_of_range(tmp_path):
+    assert "node.capacity" in error(tmp_path, "[node]\ncapacity = -1\n")
+    assert "cluster.max_time" in error(tmp_path, "[cluster]\nmax_time = 0\n")
+
+
+def test_wrong_type_in_a_call(tmp_path):
+    message = error(tmp_path, """
+        [calls.users]
+        entry = 5
+    """)
+    assert "calls.users.entry" in message and "Expected `str" in message
+
+
+def test_bad_role(tmp_path):
+    message = error(tmp_path, """
+        [node]
+        role = "boss"
+    """)
+    assert "node.role" in message and "boss" in message
+    assert "'leader'" in message and "'worker'" in message and "'both'" in message
+
+
+def test_call_with_entry_and_command(tmp_path):
+    message = error(tmp_path, """
+        [calls.users]
+        entry = "m:f"
+        command = ["true"]
+    """)
+    assert "calls.users" in message and "exactly one of `entry` or `command`" in message
+
+
+def test_call_with_bad_entry(tmp_path):
+    message = error(tmp_path, '[calls.users]\nentry = "nocolon"\n')
+    assert "calls.users" in message and "package.module:function" in message
+
+
+def test_bad_group_name(tmp_path):
+    message = error(tmp_path, '[calls."bad name"]\ncommand = ["true"]\n')
+    assert "calls.bad name" in message and "group name" in message
+
+
+def test_unknown_section(tmp_path):
+    message = error(tmp_path, """
+        [nodes]
+        name = "x"
+    """)
+    assert "unknown section [nodes]" in message and "[cluster]" in message and "[calls.NAME]" in message
+
+
+def test_section_of_wrong_type(tmp_path):
+    assert "cluster" in error(tmp_path, "cluster = 5\n")
+    assert "calls" in error(tmp_path, "calls = 5\n")
+
+
+def test_invalid_toml(tmp_path):
+    message = error(tmp_path, """
+        [cluster
+        name = "x"
+    """)
+    assert "not valid TOML" in message and "line" in message
+
+
+def test_missing_file(tmp_path):
+    path = str(tmp_path / "absent.toml")
+    with pytest.raises(config.ConfigError) as info:
+        config.load(path)
+    assert str(info.value).startswith(path) and "cannot read" in str(info.value)
+    assert "No such file" in str(info.value)
+
+
+def test_parse_without_file_names_the_source():
+    with pytest.raises(config.ConfigError, match=r"^<config>: node.role"):
+        config.parse({"node": {"role": 1}})

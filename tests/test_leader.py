@@ -1,0 +1,408 @@
+"""Unit tests of forsetid.leader.Leader, driven with fake peers (bytes) and messages."""
+
+import itertools
+
+import pytest
+
+from forsetid import protocol as p
+from forsetid.leader import PUBLISH, Leader
+
+CALLS = {"users": p.Call(command=["true", "{key}"]), "other": p.Call(entry="pkg.mod:func")}
+CLIENT = b"client-1"
+_pids = itertools.count(1000)
+
+
+def make(nodes=None, allowed=None, capacity=0) -> Leader:
+    leader = Leader(CALLS, allowed_nodes=allowed, clock=lambda: 1234.0, monotonic=lambda: 50.0)
+    for name in nodes or ():
+        hello(leader, name, capacity=capacity)
+    return leader
+
+
+def peer(node: str) -> bytes:
+    return b"peer-" + node.encode()
+
+
+def hello(leader, node, capacity=0, processes=(), incarnation="inc-1", id=1):
+    return leader.handle(peer(node), p.Hello(id=id, node=node, incarnation=incarnation, capacity=capacity,
+                                             processes=list(processes)))
+
+
+def get(leader, key, group="users", client=CLIENT, id=1):
+    return leader.handle(client, p.Get(id=id, group=group, key=key))
+
+
+def loc(node, key, pid=None, group="users"):
+    return p.Location(group, key, node, next(_pids) if pid is None else pid, None, 1.0)
+
+
+def only(out):
+    assert len(out) == 1, out
+    return out[0]
+
+
+def spawn_of(out) -> tuple[str, p.Spawn]:
+    """The one Spawn in ``out`` and the node it went to."""
+    (to, msg), = [(to, m) for to, m in out if isinstance(m, p.Spawn)]
+    return to.removeprefix(b"peer-").decode(), msg
+
+
+def answer(leader, spawn_out, pid=None):
+    """The worker the spawn went to reports success; returns (out, location)."""
+    node, spawn = spawn_of(spawn_out)
+    location = loc(node, spawn.key, pid, spawn.group)
+    return leader.handle(peer(node), p.Spawned(id=spawn.id, location=location)), location
+
+
+def start(leader, key, group="users"):
+    return answer(leader, get(leader, key, group))[1]
+
+
+def events(out):
+    return [m for to, m in out if to is PUBLISH]
+
+
+def replies(out, to=CLIENT):
+    return [m for t, m in out if t == to]
+
+
+def node_info(leader):
+    return {n.name: n for n in only(leader.handle(CLIENT, p.Nodes(id=9)))[1].items}
+
+
+def loads(leader):
+    return {w.name: w.load for w in leader.placement.workers.values()}
+
+
+# -- joining --
+
+
+def test_hello_registers_worker_with_welcome():
+    leader = make()
+    to, welcome = only(hello(leader, "node1", capacity=4, id=7))
+    assert to == peer("node1")
+    assert isinstance(welcome, p.Welcome) and welcome.id == 7 and welcome.epoch == leader.epoch
+    assert welcome.calls == CALLS
+    info = node_info(leader)["node1"]
+    assert (info.state, info.processes, info.capacity) == ("up", 0, 4)
+
+
+def test_hello_brings_groups_the_leader_lacks():
+    leader = make()
+    extra = p.Call(entry="a.b:c")
+    leader.handle(peer("n1"), p.Hello(id=1, node="n1", incarnation="i", calls={"extra": extra, "users": extra}))
+    assert leader.calls["extra"] == extra
+    assert leader.calls["users"] == CALLS["users"]  # the leader's own definition wins
+
+
+def test_allow_list_refuses_other_nodes():
+    leader = make(allowed=["node1"])
+    to, err = only(hello(leader, "intruder", id=3))
+    assert to == peer("intruder")
+    assert isinstance(err, p.Error) and err.kind == p.BAD_MESSAGE and err.id == 3
+    assert "intruder" in err.message and "cluster.nodes" in err.message
+    assert node_info(leader) == {}
+    assert only(get(leader, "k"))[1].kind == p.NO_WORKER
+    assert isinstance(only(hello(leader, "node1"))[1], p.Welcome)
+
+
+def test_worker_messages_from_unregistered_peer_are_refused():
+    leader = make(["node1"])
+    out = get(leader, "k")
+    _, spawn = spawn_of(out)
+    to, err = only(leader.handle(b"stranger", p.Spawned(id=spawn.id, location=loc("node1", "k"))))
+    assert to == b"stranger" and err.kind == p.BAD_MESSAGE and "registered worker" in err.message
+    assert ("users", "k") in leader.pending
+
+
+def test_reply_kinds_are_refused():
+    to, err = only(make().handle(CLIENT, p.Ok(id=4)))
+    assert to == CLIENT and err.kind == p.BAD_MESSAGE and err.id == 4 and "'ok'" in err.message
+
+
+# -- get --
+
+
+def test_get_unknown_group():
+    to, err = only(make(["node1"]).handle(CLIENT, p.Get(id=5, group="nope", key="k")))
+    assert to == CLIENT and err.kind == p.UNKNOWN_GROUP and err.id == 5
+    assert "nope" in err.message and "users" in err.message
+
+
+def test_find_and_stop_of_unknown_group():
+    leader = make(["node1"])
+    assert only(leader.handle(CLIENT, p.Find(id=1, group="nope", key="k")))[1].kind == p.UNKNOWN_GROUP
+    assert only(leader.handle(CLIENT, p.Stop(id=1, group="nope", key="k")))[1].kind == p.UNKNOWN_GROUP
+
+
+def test_get_with_no_worker():
+    leader = make()
+    to, err = only(get(leader, "k", id=6))
+    assert to == CLIENT and err.kind == p.NO_WORKER and err.id == 6
+    assert leader.pending == {}
+
+
+def test_one_spawn_for_many_gets_and_all_waiters_answered():
+    leader = make(["node1"])
+    first = get(leader, "k", id=1)
+    node, spawn = spawn_of(first)
+    assert len(first) == 1 and node == "node1"
+    assert (spawn.group, spawn.key, spawn.call) == ("users", "k", CALLS["users"])
+    clients = [(f"c{i}".encode(), 100 + i) for i in range(5)]
+    for client, req in clients:
+        assert get(leader, "k", client=client, id=req) == []
+    assert loads(leader) == {"node1": 1}
+
+    out, location = answer(leader, first, pid=4242)
+    started = events(out)
+    assert len(started) == 1
+    assert started[0].kind == "started" and started[0].location == location and started[0].reason is None
+    found = [(to, m) for to, m in out if to is not PUBLISH]
+    assert sorted((to, m.id) for to, m in found) == sorted([(CLIENT, 1), *clients])
+    assert all(isinstance(m, p.Found) and m.location == location and m.seq == leader.seq for _, m in found)
+    assert leader.pending == {} and leader.spawns == {}
+
+    # Once registered, a get answers at once from the dictionary.
+    to, again = only(get(leader, "k", id=50))
+    assert to == CLIENT and again.location == location and again.id == 50
+    assert loads(leader) == {"node1": 1}
+
+
+def test_find_never_creates():
+    leader = make(["node1"])
+    to, found = only(leader.handle(CLIENT, p.Find(id=3, group="users", key="k")))
+    assert found == p.Found(id=3, location=None, seq=0)
+    location = start(leader, "k")
+    assert only(leader.handle(CLIENT, p.Find(id=4, group="users", key="k")))[1].location == location
+
+
+def test_different_keys_spawn_in_parallel():
+    leader = make(["node1", "node2"])
+    out_a, out_b = get(leader, "a"), get(leader, "b")
+    (node_a, spawn_a), (node_b, spawn_b) = spawn_of(out_a), spawn_of(out_b)
+    assert spawn_a.id != spawn_b.id
+    assert {node_a, node_b} == {"node1", "node2"}  # the first start counts as load already
+    assert set(leader.pending) == {("users", "a"), ("users", "b")}
+    out, loc_b = answer(leader, out_b)  # answers may come back in any order
+    assert [m.location for m in replies(out)] == [loc_b]
+    assert ("users", "a") in leader.pending
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_least_loaded_placement_is_even(n):
+    leader = make(["node1", "node2", "node3"])
+    for i in range(3 * n):
+        start(leader, f"k{i}", group=("users", "other")[i % 2])
+    assert {name: info.processes for name, info in node_info(leader).items()} == {"node1": n, "node2": n, "node3": n}
+    assert loads(leader) == {"node1": n, "node2": n, "node3": n}
+
+
+def test_worker_at_capacity_is_never_chosen():
+    leader = make()
+    hello(leader, "small", capacity=1)
+    hello(leader, "big", capacity=0)
+    placed = [start(leader, f"k{i}").node for i in range(6)]
+    assert placed.count("small") == 1 and placed.count("big") == 5
+
+
+def test_all_workers_full_gives_no_worker():
+    leader = make(["node1"], capacity=2)
+    start(leader, "a")
+    spawn_of(get(leader, "b"))  # a start under way counts against capacity too
+    to, err = only(get(leader, "c"))
+    assert err.kind == p.NO_WORKER and "capacity" in err.message
+
+
+def test_spawn_failed_answers_all_waiters_and_leaves_nothing():
+    leader = make(["node1"])
+    out = get(leader, "k", id=1)
+    get(leader, "k", client=b"c2", id=2)
+    node, spawn = spawn_of(out)
+    failed = leader.handle(peer(node), p.SpawnFailed(id=spawn.id, group="users", key="k", reason="command not found"))
+    assert {(to, m.id) for to, m in failed} == {(CLIENT, 1), (b"c2", 2)} and len(failed) == 2
+    for _, err in failed:
+        assert isinstance(err, p.Error) and err.kind == p.SPAWN_FAILED
+        assert "command not found" in err.message and "users/k" in err.message
+    assert events(failed) == []
+    assert leader.pending == {} and leader.spawns == {} and len(leader.store) == 0
+    assert loads(leader) == {"node1": 0} and node_info(leader)["node1"].processes == 0
+    assert spawn_of(get(leader, "k"))[0] == "node1"  # a later get tries again
+
+
+def test_spawned_from_wrong_peer_or_unknown_id_is_ignored():
+    leader = make(["node1", "node2"])
+    out = get(leader, "k")
+    node, spawn = spawn_of(out)
+    other = "node2" if node == "node1" else "node1"
+    assert leader.handle(peer(other), p.Spawned(id=spawn.id, location=loc(other, "k"))) == []
+    assert leader.handle(peer(node), p.Spawned(id=spawn.id + 99, location=loc(node, "k"))) == []
+    assert leader.handle(peer(other), p.SpawnFailed(id=spawn.id, group="users", key="k", reason="x")) == []
+    assert len(leader.store) == 0 and ("users", "k") in leader.pending
+    done, location = answer(leader, out)
+    assert [m.location for m in replies(done)] == [location]
+
+
+# -- exits and stop --
+
+
+def test_exited_drops_and_publishes():
+    leader = make(["node1"])
+    location = start(leader, "k")
+    out = leader.handle(peer("node1"), p.Exited(location=location, exit_code=3, signal=None, reason="exit", at=99.0))
+    event, = events(out)
+    assert (event.kind, event.location, event.exit_code, event.signal, event.reason, event.at) == (
+        "exited", location, 3, None, "exit", 99.0)
+    assert len(out) == 1
+    assert only(leader.handle(CLIENT, p.Find(id=1, group="users", key="k")))[1].location is None
+    assert loads(leader) == {"node1": 0} and node_info(leader)["node1"].processes == 0
+
+
+def test_exited_with_stale_pid_changes_nothing():
+    leader = make(["node1"])
+    location = start(leader, "k")
+    seq = leader.seq
+    stale = p.Location("users", "k", "node1", location.pid + 1)
+    assert leader.handle(peer("node1"), p.Exited(location=stale, exit_code=0, signal=None, reason="exit", at=1.0)) == []
+    assert leader.store.get("users", "k") == location and leader.seq == seq and loads(leader) == {"node1": 1}
+
+
+def test_stop_absent_key():
+    leader = make(["node1"])
+    assert only(leader.handle(CLIENT, p.Stop(id=8, group="users", key="k"))) == (CLIENT, p.Stopped(id=8, found=False))
+
+
+def test_stop_kills_then_answers_on_exit():
+    leader = make(["node1", "node2"])
+    start(leader, "a")
+    location = start(leader, "k")
+    to, kill = only(leader.handle(CLIENT, p.Stop(id=8, group="users", key="k")))
+    assert to == peer(location.node) and kill == p.Kill(location=location, reason="stopped")
+    assert leader.handle(b"c2", p.Stop(id=9, group="users", key="k")) == []  # one kill is enough
+    out = leader.handle(to, p.Exited(location=location, exit_code=None, signal=15, reason="stopped", at=2.0))
+    assert events(out)[0].reason == "stopped" and events(out)[0].signal == 15
+    assert sorted((t, m) for t, m in out if t is not PUBLISH) == [
+        (b"c2", p.Stopped(id=9, found=True)), (CLIENT, p.Stopped(id=8, found=True))]
+    assert leader.store.get("users", "k") is None and leader.stopping == {}
+
+
+# -- listing --
+
+
+def test_add_call_then_calls():
+    leader = make(["node1", "node2"])
+    call = p.Call(command=["sleep", "60"], ready=True)
+    out = leader.handle(peer("node1"), p.AddCall(id=4, name="sleepers", call=call))
+    assert (peer("node1"), p.Ok(id=4)) in out
+    assert (peer("node2"), p.AddCall(name="sleepers", call=call)) in out and len(out) == 2
+    to, calls = only(leader.handle(CLIENT, p.Calls(id=5)))
+    assert calls.id == 5 and calls.items == {**CALLS, "sleepers": call}
+    assert list(calls.items) == sorted(calls.items)
+    assert spawn_of(get(leader, "x", group="sleepers"))[1].call == call
+
+
+def test_list_filters_by_group():
+    leader = make(["node1"])
+    u2, u1, o1 = start(leader, "u2"), start(leader, "u1"), start(leader, "o1", group="other")
+    assert only(leader.handle(CLIENT, p.List(id=1)))[1].items == [o1, u1, u2]
+    assert only(leader.handle(CLIENT, p.List(id=2, group="users")))[1].items == [u1, u2]
+    assert only(leader.handle(CLIENT, p.List(id=3, group="other")))[1].items == [o1]
+
+
+def test_event_seq_counts_by_one():
+    leader = make(["node1"])
+    seen = []
+    for key in ("a", "b", "c"):
+        out, location = answer(leader, get(leader, key))
+        seen += events(out)
+        seen += events(leader.handle(peer("node1"), p.Exited(location=location, exit_code=0, signal=None,
+                                                             reason="exit", at=1.0)))
+    assert [e.seq for e in seen] == list(range(1, 7))
+    assert [e.gseq for e in seen] == list(range(1, 7))
+    assert {e.epoch for e in seen} == {leader.epoch}
+    assert [e.kind for e in seen] == ["started", "exited"] * 3
+    assert leader.tick() == p.Tick(seq=6, epoch=leader.epoch) and leader.tick("users").gseq == 6
+
+
+def test_ping_pong():
+    leader = make(["node1"])
+    assert only(leader.handle(peer("node1"), p.Ping(id=3))) == (peer("node1"), p.Pong(id=3, epoch=leader.epoch, known=True))
+    assert only(leader.handle(b"x", p.Ping(id=4)))[1].known is False
+
+
+# -- worker restarts and leader restarts --
+
+
+def test_rehello_with_new_incarnation_drops_what_died():
+    leader = make(["node1"])
+    kept, lost = start(leader, "kept"), start(leader, "lost")
+    out = hello(leader, "node1", processes=[kept], incarnation="inc-2")
+    dropped = events(out)
+    assert [(e.kind, e.location, e.reason) for e in dropped] == [("exited", lost, "node-down")]
+    assert any(isinstance(m, p.Welcome) for _, m in out)
+    assert leader.store.get("users", "kept") == kept and leader.store.get("users", "lost") is None
+    assert loads(leader) == {"node1": 1} and node_info(leader)["node1"].processes == 1
+
+
+def test_rehello_with_same_incarnation_keeps_everything():
+    leader = make(["node1"])
+    location = start(leader, "k")
+    out = leader.handle(b"new-socket", p.Hello(id=2, node="node1", incarnation="inc-1", processes=[location]))
+    assert events(out) == [] and leader.store.get("users", "k") == location
+    assert leader.peer_of["node1"] == b"new-socket" and peer("node1") not in leader.node_of
+    assert loads(leader) == {"node1": 1}
+
+
+def test_rehello_with_new_incarnation_fails_its_pending_starts():
+    # The restarted worker never heard of the old spawn: its waiters must not wait forever,
+    # and the key must not stay stuck behind a start that will never be answered.
+    leader = make(["node1"])
+    node, spawn = spawn_of(get(leader, "k", id=1))
+    out = hello(leader, node, incarnation="inc-2")
+    errors = [m for to, m in out if to == CLIENT]
+    assert len(errors) == 1 and errors[0].kind == p.SPAWN_FAILED and errors[0].id == 1
+    assert leader.pending == {} and loads(leader) == {"node1": 0}
+    assert get(leader, "k", id=2) != []  # not queued behind the dead start
+
+
+def test_hello_registers_reported_processes():
+    leader = make()
+    location = loc("node1", "k")
+    out = hello(leader, "node1", processes=[location])
+    assert [(e.kind, e.location) for e in events(out)] == [("started", location)]
+    assert leader.store.get("users", "k") == location and loads(leader) == {"node1": 1}
+
+
+def test_hello_with_duplicate_gets_conflict_kill():
+    leader = make(["node1"])
+    registered = start(leader, "k")
+    duplicate = loc("node2", "k")
+    out = hello(leader, "node2", processes=[duplicate])
+    assert (peer("node2"), p.Kill(location=duplicate, reason="conflict")) in out
+    assert events(out) == [] and leader.store.get("users", "k") == registered
+    # Its exit report is published but leaves the registered one alone.
+    out = leader.handle(peer("node2"), p.Exited(location=duplicate, exit_code=None, signal=15, reason="conflict", at=1.0))
+    assert [(e.kind, e.reason, e.location) for e in events(out)] == [("exited", "conflict", duplicate)]
+    assert leader.store.get("users", "k") == registered and loads(leader) == {"node1": 1, "node2": 0}
+
+
+# -- heartbeats --
+
+
+def test_silent_worker_is_dropped_with_node_down():
+    now = [0.0]
+    leader = Leader(CALLS, heartbeat=1.0, liveness=3, clock=lambda: 1.0, monotonic=lambda: now[0])
+    hello(leader, "node1")
+    hello(leader, "node2")
+    a, b = start(leader, "a"), start(leader, "b")
+    assert (a.node, b.node) == ("node1", "node2")
+    assert spawn_of(get(leader, "c", id=7))[0] == "node1"
+    now[0] = 2.0
+    leader.handle(peer("node2"), p.Ping())
+    now[0] = 3.5
+    out = leader.expire()
+    assert [(e.kind, e.location, e.reason) for e in events(out)] == [("exited", a, "node-down")]
+    err, = replies(out)
+    assert err.kind == p.SPAWN_FAILED and err.id == 7 and "node1" in err.message
+    assert {n: i.state for n, i in node_info(leader).items()} == {"node1": "down", "node2": "up"}
+    assert spawn_of(get(leader, "c"))[0] == "node2"
+    assert only(leader.handle(peer("node1"), p.Ping(id=1)))[1].known is False

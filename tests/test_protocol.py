@@ -1,0 +1,187 @@
+"""Unit tests of forsetid.protocol: the one encoder/decoder pair and its errors."""
+
+import typing
+
+import msgspec
+import pytest
+
+from forsetid import protocol as p
+
+LOC = p.Location("users", "k1", "node1", 4242, "ipc:///tmp/k1.sock", 1700000000.5)
+CALL = p.Call(entry="forsetid.examples:echo", args=["a", 1, 2.5, True, None])
+CMD = p.Call(command=["sleep", "{key}"], ready=True, start_timeout=2.0, stop_timeout=0.5, endpoint="tcp://{node}:1")
+
+SAMPLES = [
+    p.Get(id=1, group="users", key="k1", args=["x", 1, None]),
+    p.Find(id=2, group="users", key="k1"),
+    p.Stop(id=3, group="users", key="k1"),
+    p.List(id=4, group="users"),
+    p.Nodes(id=5),
+    p.Calls(id=6),
+    p.AddCall(id=7, name="users", call=CMD),
+    p.Info(id=8),
+    p.Found(id=9, location=LOC, seq=12),
+    p.Stopped(id=10, found=True),
+    p.Locations(id=11, items=[LOC]),
+    p.NodeList(id=12, items=[p.NodeInfo("node1", "up", 3, 10, ["users"])]),
+    p.CallList(id=13, items={"default": CALL, "users": CMD}),
+    p.Ok(id=14),
+    p.InfoReply(id=15, node="node1", role="both", events="tcp://127.0.0.1:7071"),
+    p.Error(id=16, kind=p.UNKNOWN_GROUP, message="unknown group 'x'"),
+    p.Hello(id=17, node="node1", incarnation="abc", capacity=5, processes=[LOC], calls={"users": CMD},
+            suspended={"users": 3.5}),
+    p.Welcome(id=18, epoch="e1", calls={"default": CALL}),
+    p.Suspend(id=19, group="users", seconds=10.0),
+    p.Ping(id=20),
+    p.Pong(id=21, epoch="e1", known=False),
+    p.Spawn(id=22, group="users", key="k1", call=CALL, args=[1]),
+    p.Spawned(id=23, location=LOC),
+    p.SpawnFailed(id=24, group="users", key="k1", reason="boom"),
+    p.Kill(id=25, location=LOC, reason="conflict"),
+    p.Exited(id=26, location=LOC, exit_code=None, signal=9, reason="exit", at=1700000001.0),
+    p.Event(seq=7, epoch="e1", kind="exited", location=LOC, exit_code=1, reason="exit", at=1.0, gseq=3),
+    p.Tick(seq=7, epoch="e1", gseq=3),
+]
+
+
+def raw(**fields) -> bytes:
+    return msgspec.msgpack.encode({"v": p.VERSION, "id": 77, **fields})
+
+
+def bad(frame: bytes) -> p.Error:
+    with pytest.raises(p.BadMessage) as info:
+        p.decode(frame)
+    err = info.value.reply
+    assert isinstance(err, p.Error)
+    assert str(info.value) == err.message
+    return err
+
+
+def call_error(**call) -> str:
+    with pytest.raises((ValueError, msgspec.ValidationError)) as info:
+        msgspec.convert(call, p.Call)
+    return str(info.value)
+
+
+# -- round trips --
+
+
+def test_samples_cover_every_message_kind():
+    assert {type(m) for m in SAMPLES} == set(typing.get_args(p.Message))
+
+
+@pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).__struct_config__.tag)
+def test_round_trip(msg):
+    frame = p.encode(msg)
+    assert len(frame) < p.MAX_MESSAGE
+    out = p.decode(frame)
+    assert type(out) is type(msg)
+    assert out == msg
+    wire = msgspec.msgpack.decode(frame)
+    assert wire["t"] == type(msg).__struct_config__.tag
+    assert wire["v"] == p.VERSION
+
+
+def test_defaults_fill_in_and_are_omitted_from_calls():
+    out = p.decode(raw(t="get", group="g", key="k"))
+    assert out == p.Get(id=77, group="g", key="k", args=[])
+    assert msgspec.msgpack.decode(p.encode(p.Call(entry="m:f"))) == {"entry": "m:f"}
+
+
+def test_topic_is_group_then_nul():
+    assert p.topic("users") == b"users\0"
+
+
+# -- decode errors --
+
+
+@pytest.mark.parametrize(
+    "frame, words",
+    [
+        (b"", ["empty frame"]),
+        (b"\xc1\xc1\xc1", ["not MessagePack"]),
+        (p.encode(p.Get(id=5, group="g", key="k"))[:-3], ["truncated"]),
+        (raw(t="no-such-tag"), ["no-such-tag", "$.t"]),
+        (raw(t="get", group=12, key="k"), ["Expected `str`", "$.group"]),
+        (raw(t="get", group="g"), ["missing", "key"]),
+        (raw(t="get", group="g", key=""), ["length >= 1", "$.key"]),
+        (raw(t="get", group="g", key="x" * 1025), ["length <= 1024", "$.key"]),
+        (raw(t="get", group="a\0b", key="k"), ["$.group"]),
+        (raw(t="get", group="a b", key="k"), ["$.group"]),
+        (raw(t="find", group="g" * 129, key="k"), ["$.group"]),
+        (raw(t="stopped", found="yes"), ["Expected `bool`", "$.found"]),
+        (msgspec.msgpack.encode([1, 2, 3]), ["Expected `object`"]),
+        (raw(group="g", key="k"), ["missing", "`t`"]),
+    ],
+    ids=["empty", "not-msgpack", "truncated", "unknown-tag", "wrong-type", "missing-field", "empty-key",
+         "huge-key", "group-nul", "group-space", "group-long", "bool-type", "not-a-map", "no-tag"],
+)
+def test_bad_frames_give_bad_message(frame, words):
+    err = bad(frame)
+    assert err.kind == p.BAD_MESSAGE
+    assert err.message.startswith("malformed message: ")
+    for word in words:
+        assert word in err.message
+
+
+def test_key_of_1024_is_accepted():
+    assert p.decode(raw(t="get", group="g", key="x" * 1024)).key == "x" * 1024
+
+
+def test_reply_carries_the_senders_id_when_readable():
+    assert bad(raw(t="get", group="g", key="")).id == 77
+    assert bad(raw(t="nope")).id == 77
+    assert bad(b"").id == 0
+    assert bad(b"\xc1").id == 0
+    assert bad(msgspec.msgpack.encode({"t": "get", "v": 1, "id": "seven", "group": "g"})).id == 0
+    assert bad(msgspec.msgpack.encode({"t": "get", "v": 1, "id": -1})).id == 0
+
+
+@pytest.mark.parametrize("fields", [dict(t="get", group="g", key="k"), dict(t="not-yet-invented", x=1)])
+def test_other_version_gives_version_error(fields):
+    err = bad(msgspec.msgpack.encode({**fields, "v": 2, "id": 31}))
+    assert err.kind == p.VERSION_MISMATCH
+    assert err.id == 31
+    assert "version 2" in err.message and f"version {p.VERSION}" in err.message
+
+
+def test_error_reply_itself_encodes():
+    err = bad(b"")
+    assert p.decode(p.encode(err)) == err
+
+
+# -- Call validation --
+
+
+def test_call_needs_entry_or_command():
+    assert "exactly one of `entry` or `command`" in call_error()
+    assert "exactly one of `entry` or `command`" in call_error(entry="m:f", command=["x"])
+
+
+@pytest.mark.parametrize("entry", ["module", "module:", ":func", ""])
+def test_call_entry_format(entry):
+    assert "package.module:function" in call_error(entry=entry)
+
+
+def test_call_command_not_empty():
+    assert "`command` must not be empty" in call_error(command=[])
+
+
+def test_call_timeouts_checked():
+    assert "> 0" in call_error(entry="m:f", start_timeout=0)
+    assert ">= 0" in call_error(entry="m:f", stop_timeout=-1)
+
+
+def test_call_unknown_field_refused():
+    assert "unknown field `bogus`" in call_error(entry="m:f", bogus=1)
+
+
+def test_bad_call_inside_a_message_is_a_bad_message():
+    err = bad(raw(t="add-call", name="g", call={"entry": "m:f", "command": ["x"]}))
+    assert err.kind == p.BAD_MESSAGE and err.id == 77
+    assert "exactly one of" in err.message and "$.call" in err.message
+
+
+def test_valid_calls():
+    assert p.Call(entry="pkg.mod:func").command is None
+    assert p.Call(command=["true"]).entry is None

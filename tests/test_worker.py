@@ -1,0 +1,286 @@
+"""Unit tests of forsetid.worker.Worker, with a fake clock and no processes."""
+
+import signal
+
+from forsetid import protocol as p
+from forsetid.worker import Proc, Worker, substitute
+
+ENTRY = p.Call(entry="pkg.mod:func", start_timeout=5.0, stop_timeout=2.0)
+READY = p.Call(command=["server", "{key}"], ready=True, start_timeout=5.0, endpoint="ipc:///run/{group}/{key}.sock")
+PLAIN = p.Call(command=["sleep", "600"])
+WALL = 1700000000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(**kwargs):
+    clock = Clock()
+    worker = Worker("node1", clock=clock, wall=lambda: WALL, **kwargs)
+    worker.on_leader(p.Welcome(id=worker.hello().id, epoch="e1"))
+    return worker, clock
+
+
+def to_leader(effects):
+    return [e[1] for e in effects if e[0] == "leader" and not isinstance(e[1], (p.Ping, p.Hello))]
+
+
+def signals(effects):
+    return [(e[1], e[2]) for e in effects if e[0] == "signal"]
+
+
+def spawn(worker, key="k", call=ENTRY, group="users", spawn_id=50) -> Proc:
+    (kind, proc), = worker.on_leader(p.Spawn(id=spawn_id, group=group, key=key, call=call))
+    assert kind == "spawn"
+    return proc
+
+
+def started(worker, key="k", call=ENTRY, pid=4242, group="users", spawn_id=50):
+    """A process brought up to ready; returns it and its Spawned message."""
+    proc = spawn(worker, key, call, group, spawn_id)
+    out = worker.on_spawned(proc.token, pid)
+    if not out:
+        out = worker.on_ready(proc.token, "R ")
+    (msg,) = to_leader(out)
+    assert isinstance(msg, p.Spawned)
+    return proc, msg
+
+
+# -- clients --
+
+
+def test_cache_hit_answers_without_leader():
+    worker, _ = make()
+    loc = p.Location("users", "k", "node2", 77)
+    worker.on_event(p.Event(seq=1, epoch="e1", kind="started", location=loc))
+    for req in (p.Get(id=9, group="users", key="k"), p.Find(id=10, group="users", key="k")):
+        assert worker.on_client(b"cli", req) == [("client", b"cli", p.Found(id=req.id, location=loc, seq=1))]
+    assert worker.forwards == {}
+
+
+def test_miss_is_forwarded_and_reply_routed_back():
+    worker, _ = make()
+    (kind, msg), = worker.on_client(b"cli", p.Get(id=9, group="users", key="k"))
+    assert kind == "leader" and isinstance(msg, p.Get) and (msg.group, msg.key) == ("users", "k")
+    assert msg.id != 9 and msg.id in worker.forwards
+    (_, other), = worker.on_client(b"cli2", p.Get(id=9, group="users", key="j"))
+    assert other.id != msg.id
+    loc = p.Location("users", "k", "node2", 77)
+    out = worker.on_leader(p.Found(id=msg.id, location=loc, seq=0))
+    assert out == [("client", b"cli", p.Found(id=9, location=loc, seq=0))]
+    assert worker.on_leader(p.Found(id=msg.id, location=loc, seq=0)) == []  # answered once
+    # ... and the location is cached for the next client
+    assert worker.on_client(b"cli3", p.Find(id=3, group="users", key="k"))[0][2].location == loc
+
+
+def test_forwarded_error_and_other_requests_are_routed_back():
+    worker, _ = make()
+    (_, fwd), = worker.on_client(b"cli", p.Nodes(id=4))
+    assert isinstance(fwd, p.Nodes)
+    err = p.Error(id=fwd.id, kind=p.UNKNOWN_GROUP, message="unknown group 'x'")
+    assert worker.on_leader(err) == [("client", b"cli", p.Error(id=4, kind=p.UNKNOWN_GROUP, message="unknown group 'x'"))]
+
+
+def test_non_request_from_client_is_refused():
+    worker, _ = make()
+    (kind, client, err), = worker.on_client(b"cli", p.Spawned(id=3, location=p.Location("g", "k", "n", 1)))
+    assert (kind, client, err.id, err.kind) == ("client", b"cli", 3, p.BAD_MESSAGE) and "'spawned'" in err.message
+
+
+# -- starting --
+
+
+def test_spawn_effect_and_env():
+    worker, _ = make()
+    proc = spawn(worker, "alice", READY, spawn_id=7)
+    assert (proc.group, proc.key, proc.spawn_id, proc.call) == ("users", "alice", 7, READY)
+    env = worker.env(proc)
+    assert env["FORSETI_GROUP"] == "users" and env["FORSETI_KEY"] == "alice" and env["FORSETI_NODE"] == "node1"
+    assert env["FORSETI_ENDPOINT"] == "ipc:///run/users/alice.sock"
+    assert "FORSETI_ENDPOINT" not in worker.env(spawn(worker, "bob", ENTRY))
+
+
+def test_ready_line_with_endpoint():
+    worker, _ = make()
+    proc = spawn(worker, "k", READY, spawn_id=7)
+    assert worker.on_spawned(proc.token, 4242) == []  # not ready yet
+    (msg,) = to_leader(worker.on_ready(proc.token, "R tcp://10.0.0.1:5555"))
+    assert msg == p.Spawned(id=7, location=p.Location("users", "k", "node1", 4242, "tcp://10.0.0.1:5555", WALL))
+    assert worker.cache.get("users", "k") == msg.location
+
+
+def test_ready_line_without_endpoint_uses_template():
+    worker, _ = make()
+    _, msg = started(worker, "k", READY)
+    assert msg.location.endpoint == "ipc:///run/users/k.sock"
+    _, msg = started(worker, "j", ENTRY, pid=4243, spawn_id=51)
+    assert msg.location.endpoint is None and msg.location.pid == 4243
+
+
+def test_ready_before_spawned_answer():
+    worker, _ = make()
+    proc = spawn(worker, "k", ENTRY)
+    assert worker.on_ready(proc.token, "R ") == []
+    (msg,) = to_leader(worker.on_spawned(proc.token, 4242))
+    assert isinstance(msg, p.Spawned) and msg.location.pid == 4242
+
+
+def test_command_without_ready_counts_on_spawned():
+    worker, _ = make()
+    proc = spawn(worker, "k", PLAIN, spawn_id=8)
+    (msg,) = to_leader(worker.on_spawned(proc.token, 4242))
+    assert msg == p.Spawned(id=8, location=p.Location("users", "k", "node1", 4242, None, WALL))
+
+
+def test_error_line_fails_and_kills():
+    worker, _ = make()
+    proc = spawn(worker, "k", ENTRY, spawn_id=9)
+    worker.on_spawned(proc.token, 4242)
+    out = worker.on_ready(proc.token, "E cannot load entry 'pkg.mod:func': ImportError")
+    assert to_leader(out) == [p.SpawnFailed(id=9, group="users", key="k", reason="cannot load entry 'pkg.mod:func': ImportError")]
+    assert signals(out) == [(4242, signal.SIGKILL)]
+    assert worker.on_exit(4242, -9) == []  # its exit is expected and reported to no one
+    assert worker.idle and worker.cache.get("users", "k") is None
+
+
+def test_spawn_failed_from_fork_server():
+    worker, _ = make()
+    proc = spawn(worker, "k", PLAIN, spawn_id=9)
+    out = worker.on_spawn_failed(proc.token, "command not found: sleep")
+    assert out == [("leader", p.SpawnFailed(id=9, group="users", key="k", reason="command not found: sleep"))]
+    assert worker.idle
+    spawn(worker, "k", PLAIN)  # may be tried again
+
+
+def test_start_timeout():
+    worker, clock = make()
+    proc = spawn(worker, "k", READY, spawn_id=11)
+    worker.on_spawned(proc.token, 4242)
+    clock.now += 4.9
+    assert to_leader(worker.expire()) == [] and signals(worker.expire()) == []
+    clock.now += 0.2
+    out = worker.expire()
+    (failed,) = to_leader(out)
+    assert isinstance(failed, p.SpawnFailed) and failed.id == 11 and "start_timeout" in failed.reason
+    assert signals(out) == [(4242, signal.SIGKILL)]
+    assert worker.on_ready(proc.token, "R ") == []  # too late
+    assert worker.on_exit(4242, -9) == [] and worker.idle
+
+
+def test_start_timeout_before_fork_server_answers():
+    worker, clock = make()
+    proc = spawn(worker, "k", ENTRY)
+    clock.now += 6
+    assert isinstance(to_leader(worker.expire())[0], p.SpawnFailed)
+    assert worker.on_spawned(proc.token, 4242) == [("signal", 4242, signal.SIGKILL)]
+
+
+def test_exit_before_ready_is_a_start_failure():
+    worker, _ = make()
+    proc = spawn(worker, "k", READY, spawn_id=12)
+    worker.on_spawned(proc.token, 4242)
+    (failed,) = to_leader(worker.on_exit(4242, 3))
+    assert failed.id == 12 and "exited with code 3" in failed.reason and "before it was ready" in failed.reason
+    proc = spawn(worker, "j", READY, spawn_id=13)
+    worker.on_spawned(proc.token, 4243)
+    (failed,) = to_leader(worker.on_exit(4243, -11))
+    assert "killed by signal 11" in failed.reason
+    assert worker.idle
+
+
+# -- exits and stopping --
+
+
+def test_exit_after_start():
+    worker, _ = make()
+    _, msg = started(worker, "k", pid=4242)
+    out = worker.on_exit(4242, 0)
+    assert to_leader(out) == [p.Exited(location=msg.location, exit_code=0, signal=None, reason="exit", at=WALL)]
+    assert worker.cache.get("users", "k") is None and worker.idle
+    assert worker.on_exit(4242, 0) == []  # never reported twice
+
+
+def test_exit_by_signal():
+    worker, _ = make()
+    _, msg = started(worker, "k", pid=4242)
+    (exited,) = to_leader(worker.on_exit(4242, -signal.SIGSEGV))
+    assert (exited.exit_code, exited.signal, exited.reason) == (None, signal.SIGSEGV, "exit")
+
+
+def test_kill_terms_then_kills_after_stop_timeout():
+    worker, clock = make()
+    _, msg = started(worker, "k", pid=4242)
+    out = worker.on_leader(p.Kill(location=msg.location, reason="stopped"))
+    assert out == [("signal", 4242, signal.SIGTERM)]
+    assert worker.on_leader(p.Kill(location=msg.location)) == []  # already stopping
+    clock.now += 1.9
+    assert signals(worker.expire()) == []
+    clock.now += 0.2
+    assert signals(worker.expire()) == [(4242, signal.SIGKILL)]
+    (exited,) = to_leader(worker.on_exit(4242, -9))
+    assert (exited.location, exited.reason, exited.signal) == (msg.location, "stopped", 9)
+
+
+def test_kill_of_unknown_pid_answers_at_once():
+    worker, _ = make()
+    _, msg = started(worker, "k", pid=4242)
+    other = p.Location("users", "k", "node1", 999)
+    out = worker.on_leader(p.Kill(location=other, reason="conflict"))
+    assert out == [("leader", p.Exited(location=other, exit_code=None, signal=None, reason="conflict", at=WALL))]
+    gone = p.Location("users", "absent", "node1", 1)
+    assert to_leader(worker.on_leader(p.Kill(location=gone)))[0].reason == "stopped"
+    assert worker.by_pid[4242].stopping is None
+
+
+def test_shutdown_stops_everything():
+    worker, _ = make()
+    _, a = started(worker, "a", pid=1001, spawn_id=1)
+    _, b = started(worker, "b", pid=1002, spawn_id=2)
+    starting = spawn(worker, "c", READY, spawn_id=3)
+    worker.on_spawned(starting.token, 1003)
+    out = worker.shutdown()
+    assert sorted(signals(out)) == [(1001, signal.SIGTERM), (1002, signal.SIGTERM), (1003, signal.SIGKILL)]
+    (failed,) = to_leader(out)
+    assert failed.id == 3 and "shutting down" in failed.reason
+    assert not worker.idle
+    exits = to_leader(worker.on_exit(1001, -15) + worker.on_exit(1002, 0) + worker.on_exit(1003, -9))
+    assert [(e.location, e.reason) for e in exits] == [(a.location, "shutdown"), (b.location, "shutdown")]
+    assert worker.idle
+    (refused,) = to_leader(worker.on_leader(p.Spawn(id=4, group="users", key="d", call=ENTRY)))
+    assert isinstance(refused, p.SpawnFailed) and "shutting down" in refused.reason
+
+
+def test_spawn_of_a_running_key_answers_with_it():
+    worker, _ = make()
+    _, msg = started(worker, "k", pid=4242)
+    assert worker.on_leader(p.Spawn(id=60, group="users", key="k", call=ENTRY)) == [
+        ("leader", p.Spawned(id=60, location=msg.location))]
+
+
+def test_hello_reports_running_processes():
+    worker, _ = make(capacity=3)
+    _, msg = started(worker, "k", pid=4242)
+    spawn(worker, "j", READY, spawn_id=51)
+    hello = worker.hello()
+    assert (hello.node, hello.capacity, hello.processes) == ("node1", 3, [msg.location])
+    assert hello.calls["users"] == ENTRY
+
+
+def test_crash_loop_suspends_group():
+    worker, _ = make(max_retries=2, max_time=10.0)
+    for i in range(2):
+        started(worker, f"k{i}", pid=100 + i, spawn_id=i)
+        assert not any(isinstance(m, p.Suspend) for m in to_leader(worker.on_exit(100 + i, 1)))
+    started(worker, "k2", pid=102, spawn_id=2)
+    assert p.Suspend(group="users", seconds=10.0) in to_leader(worker.on_exit(102, 1))
+    (refused,) = to_leader(worker.on_leader(p.Spawn(id=9, group="users", key="x", call=ENTRY)))
+    assert isinstance(refused, p.SpawnFailed) and "suspended" in refused.reason
+
+
+def test_substitute():
+    assert substitute("{group}/{key}@{node}:{port}", "g", "k", "n") == "g/k@n:{port}"
