@@ -67,7 +67,8 @@ class Cluster:
     """A leader and ``workers`` worker daemons (or one daemon of role "both")."""
 
     def __init__(self, workers: int = 3, calls: dict | None = None, both: bool = False,
-                 cluster: dict | None = None, node: dict | None = None, tcp: bool = False) -> None:  # fmt: skip
+                 cluster: dict | None = None, node: dict | None = None, tcp: bool = False,
+                 start: bool = True) -> None:  # fmt: skip
         self.dir = Path(tempfile.mkdtemp(prefix="fz", dir="/tmp"))
         self.tag = self.dir.name
         self.tcp = tcp
@@ -86,11 +87,11 @@ class Cluster:
         self._clients: list[Client] = []
         self.extra_node = node or {}
         if both:
-            self.leader_name = self.add("node1", role="both")
+            self.leader_name = self.add("node1", role="both", start=start)
         else:
-            self.leader_name = self.add("leader", role="leader")
+            self.leader_name = self.add("leader", role="leader", start=start)
             for i in range(1, workers + 1):
-                self.add(f"node{i}", role="worker")
+                self.add(f"node{i}", role="worker", start=start)
 
     def add(self, name: str, role: str = "worker", start: bool = True, **node) -> str:
         config = {

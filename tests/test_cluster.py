@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -273,3 +275,27 @@ def test_a_node_outside_the_allow_list_is_refused(make_cluster):
     assert c.procs["intruder"].wait(10) == 2
     assert "not in cluster.nodes" in c.log("intruder")
     assert [n.name for n in c.leader().nodes()] == ["node1"]
+
+
+def test_the_shipped_three_node_config_works(tmp_path):
+    """conf/cluster/ as shipped, with its ports moved to free ones."""
+    from cluster import Cluster, free_port
+
+    texts = {f.stem: f.read_text() for f in sorted((Path(__file__).parent.parent / "conf" / "cluster").glob("*.toml"))}
+    ports = sorted({int(m) for t in texts.values() for m in re.findall(r"127\.0\.0\.1:(\d+)", t)})
+    moved = {port: free_port() for port in ports}
+    c = Cluster(workers=3, start=False)  # only for its directory, clean-up and checks
+    try:
+        for name, text in texts.items():
+            for old, new in moved.items():
+                text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
+            c.configs[name].write_text(text)
+            c.start(name)
+        c.cluster["leader"] = re.search(r'leader = "(.*)"', c.configs["leader"].read_text())[1]
+        c.wait_up(3)
+        client = Client.from_config(str(c.configs["node1"]))
+        locs = [client.get("sessions", f"user{i}") for i in range(6)]
+        assert sorted(l.node for l in locs) == ["node1", "node1", "node2", "node2", "node3", "node3"]
+        client.close()
+    finally:
+        assert c.close() == []
