@@ -1,7 +1,17 @@
-"""Which worker gets the next new process: the least loaded one that may take it."""
+"""Which worker gets the next new process: the least loaded one that may take it.
+
+``choose()`` runs on every start, so it must not scan every worker: a thousand workers
+would make each start cost a thousand comparisons. The candidates live in a heap of
+``(load, name)`` entries; a change of load pushes a new entry and leaves the old one in
+place, to be thrown away when it reaches the top (lazy deletion). An entry is current
+when its worker is up, not full and still has that load. Stale entries are bounded by
+rebuilding the heap when they outnumber the workers, so each change costs O(log n)
+amortised and ``choose()`` looks at a handful of entries.
+"""
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 
@@ -23,6 +33,7 @@ class Placement:
     def __init__(self, allowed: list[str] | None = None) -> None:
         self.allowed = set(allowed or ())  # empty = any worker may join
         self.workers: dict[str, WorkerLoad] = {}
+        self._heap: list[tuple[int, str]] = []
 
     def admits(self, name: str) -> bool:
         return not self.allowed or name in self.allowed
@@ -32,22 +43,46 @@ class Placement:
         if w is None:
             w = self.workers[name] = WorkerLoad(name, capacity)
         w.capacity, w.up = capacity, True
+        self._offer(w)
         return w
 
     def down(self, name: str) -> None:
         w = self.workers.get(name)
         if w is not None:
-            w.up = False
+            w.up = False  # its heap entries are stale now
 
     def add(self, name: str, delta: int) -> None:
         w = self.workers.get(name)
         if w is not None:
             w.load = max(0, w.load + delta)
+            self._offer(w)
 
     def choose(self, exclude=()) -> str | None:
         """The least-loaded worker that is up, not full and not in ``exclude`` (names)."""
+        heap = self._heap
+        skipped = []  # current entries of excluded workers: they go back afterwards
         best = None
-        for w in self.workers.values():
-            if w.up and not w.full and w.name not in exclude and (best is None or (w.load, w.name) < (best.load, best.name)):
-                best = w
-        return best.name if best else None
+        while heap:
+            load, name = heap[0]
+            if not self._current(load, name):
+                heapq.heappop(heap)
+            elif name in exclude:
+                skipped.append(heapq.heappop(heap))
+            else:
+                best = name
+                break
+        for entry in skipped:
+            heapq.heappush(heap, entry)
+        return best
+
+    def _current(self, load: int, name: str) -> bool:
+        w = self.workers.get(name)
+        return w is not None and w.up and w.load == load and not w.full
+
+    def _offer(self, w: WorkerLoad) -> None:
+        if not w.up or w.full:
+            return  # not a candidate; a later change of load or a join offers it again
+        heapq.heappush(self._heap, (w.load, w.name))
+        if len(self._heap) > 2 * len(self.workers) + 16:
+            self._heap = [(x.load, x.name) for x in self.workers.values() if x.up and not x.full]
+            heapq.heapify(self._heap)
