@@ -1,9 +1,15 @@
-"""The thin client: one DEALER socket, one request at a time, for one thread."""
+"""The thin client: one DEALER socket, one request at a time, for one thread.
+
+With ``cache=True`` it also keeps a *near cache*: the locations it has been answered
+with, kept true by the leader's events on a SUB socket of its own, so that a repeated
+``find``/``get`` of a live key costs no round trip at all.
+"""
 
 from __future__ import annotations
 
 import itertools
 import os
+import select
 import time
 from typing import Iterator
 
@@ -11,6 +17,7 @@ import msgspec
 import zmq
 
 from forsetid import protocol as p
+from forsetid.cache import LocationCache
 from forsetid.protocol import Location, NodeInfo
 
 
@@ -74,15 +81,22 @@ _JUNK = object()
 
 class Client:
     """Talks to one node (a worker's ``node.listen``, or the leader). Not thread-safe:
-    give each thread its own Client."""
+    give each thread its own Client.
 
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 5.0, context: zmq.Context | None = None):
+    ``cache=True``: answer ``find``/``get`` of a key seen before from memory (see
+    :class:`NearCache`)."""
+
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 5.0, cache: bool = False,
+                 context: zmq.Context | None = None):  # fmt: skip
         self.endpoint = endpoint
         self.timeout = timeout
         self._ctx = context or zmq.Context.instance()
         self._ids = itertools.count(1)
         self._sock: zmq.Socket | None = None
         self._events_endpoint: str | None = None
+        self._cache = cache
+        self.near: NearCache | None = None  # opened on the first lookup
+        self.requests = 0  # requests sent: what the near cache saves shows here
 
     @classmethod
     def from_config(cls, path: str, timeout: float = 5.0) -> "Client":
@@ -94,10 +108,16 @@ class Client:
 
     def get(self, group: str, key: str, args: list | None = None) -> Location:
         """The process for (group, key), started on the least-loaded worker if none runs."""
-        return self._request(p.Get(group=group, key=key, args=list(args or ()))).location
+        near = self.near or self._open_near()
+        if near is not None and (loc := near.lookup(group, key)) is not None:
+            return loc
+        return self._located(near, p.Get(group=group, key=key, args=list(args or ())))
 
     def find(self, group: str, key: str) -> Location | None:
-        return self._request(p.Find(group=group, key=key)).location
+        near = self.near or self._open_near()
+        if near is not None and (loc := near.lookup(group, key)) is not None:
+            return loc
+        return self._located(near, p.Find(group=group, key=key))
 
     def get_key(self, key: str, args: list | None = None) -> Location:
         return self.get("default", key, args)
@@ -107,7 +127,10 @@ class Client:
 
     def stop(self, group: str, key: str) -> bool:
         """Terminate it (SIGTERM, then SIGKILL after stop_timeout); False if none ran."""
-        return self._request(p.Stop(group=group, key=key)).found
+        found = self._request(p.Stop(group=group, key=key)).found
+        if self.near is not None:
+            self.near.drop(group, key)  # gone: do not wait for its exit event to say so
+        return found
 
     def processes(self, group: str | None = None) -> list[Location]:
         return self._request(p.List(group=group)).items
@@ -140,7 +163,21 @@ class Client:
 
     # -- plumbing --
 
+    def _open_near(self) -> "NearCache | None":
+        if self._cache:
+            if self._events_endpoint is None:
+                self._events_endpoint = self.info().events
+            self.near = NearCache(self._ctx, self._events_endpoint)
+        return self.near
+
+    def _located(self, near: "NearCache | None", msg: p.Get | p.Find) -> Location | None:
+        reply = self._request(msg)
+        if near is not None and reply.location is not None:
+            near.learn(reply.location, reply.seq)
+        return reply.location
+
     def _request(self, msg: p.Msg):
+        self.requests += 1
         if self._sock is None:
             self._sock = self._ctx.socket(zmq.DEALER)
             self._sock.setsockopt(zmq.LINGER, 0)
@@ -170,12 +207,91 @@ class Client:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self.near is not None:
+            self.near.close()
+            self.near = None
 
     def __enter__(self) -> "Client":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class NearCache:
+    """A client's own cache of the locations it was answered with.
+
+    It follows the leader's events on a SUB socket (every group, so that ``seq`` tells
+    any gap) and applies them with the worker's :class:`LocationCache` rules: an exit
+    drops the location, a gap in ``seq`` or a new leader epoch empties the cache, and a
+    reply is learnt only if no later event was applied meanwhile.
+
+    Before it answers, it applies every event that has reached its socket, so a location
+    is never returned after its exit event has arrived. Checking costs one ``poll(0)``
+    of the socket's ZMQ_FD, which libzmq signals whenever the socket's state changes,
+    about 1 µs; ``zmq.EVENTS`` alone costs more than twice that. The cache answers only
+    while the event stream is live: from its first tick, and until it has been silent
+    for ``silence`` seconds (the leader ticks every heartbeat; a leader that died cannot
+    publish exits, so a silent stream must not be trusted)."""
+
+    silence = 3.0  # seconds without a tick or event after which nothing is answered
+    max_size = 100_000  # locations kept at most; beyond, lookups go to the node
+
+    def __init__(self, ctx: zmq.Context, endpoint: str) -> None:
+        self.cache = LocationCache(adopt=False)
+        self.heard: float | None = None  # when the stream last spoke; None = not live
+        self._sub = ctx.socket(zmq.SUB)
+        self._sub.setsockopt(zmq.LINGER, 0)
+        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._sub.connect(endpoint)
+        self._signal = select.poll()
+        self._signal.register(self._sub.getsockopt(zmq.FD), select.POLLIN)
+        self.hits = 0
+
+    def lookup(self, group: str, key: str) -> Location | None:
+        """The cached location, or None: ask the node."""
+        if self._signal.poll(0):
+            self.sync()
+        if self.heard is None:
+            return None
+        if time.monotonic() - self.heard > self.silence:
+            self.heard = None
+            self.cache.clear()
+            return None
+        loc = self.cache.get(group, key)
+        if loc is not None:
+            self.hits += 1
+        return loc
+
+    def learn(self, loc: Location, seq: int) -> None:
+        self.sync()  # events that overtook the reply count first
+        if self.heard is not None and len(self.cache) < self.max_size:
+            self.cache.learn(loc, seq)
+
+    def drop(self, group: str, key: str) -> None:
+        loc = self.cache.get(group, key)
+        if loc is not None:
+            self.cache.forget(loc)
+
+    def sync(self) -> None:
+        """Apply every event that has reached the socket."""
+        sub = self._sub
+        # Reading zmq.EVENTS until it says "nothing" also re-arms the ZMQ_FD signal.
+        while sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            frame = sub.recv_multipart(zmq.NOBLOCK)[-1]
+            try:
+                msg = p.decode(frame)
+            except p.BadMessage:
+                continue
+            if isinstance(msg, (p.Event, p.Tick)):
+                self.apply(msg)
+
+    def apply(self, msg: p.Event | p.Tick) -> None:
+        self.cache.apply(msg)
+        self.heard = time.monotonic()
+
+    def close(self) -> None:
+        self._sub.close()
 
 
 class EventStream:

@@ -6,6 +6,9 @@ order; a gap (events lost at the high-water mark or across a reconnect) or a new
 location learnt from a reply is kept only if no later event was applied yet: the
 reply and the events travel on different sockets, and an exit event that overtook the
 reply must not be undone by it.
+
+A client's near cache uses the same class with ``adopt=False``: it keeps only the
+locations it asked for, not every process that starts in the cluster.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from .protocol import Event, Location, Tick
 
 
 class LocationCache:
-    def __init__(self) -> None:
+    def __init__(self, adopt: bool = True) -> None:
         self._d: dict[tuple[str, str], Location] = {}
+        self.adopt = adopt  # keep the location of every started event, not only learnt ones
         self.epoch: str | None = None
         self.seq = 0
         self.resets = 0  # how often a gap or a new leader emptied it
@@ -51,7 +55,9 @@ class LocationCache:
         if step:
             loc = msg.location
             if msg.kind == "started":
-                self._d[(loc.group, loc.key)] = loc
+                k = (loc.group, loc.key)
+                if self.adopt or k in self._d:  # a key we follow moved: follow it
+                    self._d[k] = loc
             else:
                 self.forget(loc)
         return in_order
