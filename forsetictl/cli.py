@@ -52,7 +52,32 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("events", help="follow started/exited events until interrupted")
     p.add_argument("group", nargs="?")
     p.add_argument("--count", type=int, help="stop after this many events")
+    p = sub.add_parser("bench", help="measure lookups, starts and exits against raw baselines",
+                       description="Starts a throw-away local cluster unless --config/--endpoint names one.")  # fmt: skip
+    p.add_argument("--workers", type=int, default=2, help="workers of the local cluster (default 2)")
+    p.add_argument("--transport", choices=["ipc", "tcp"], default="ipc", help="of the local cluster (default ipc)")
+    p.add_argument("--count", type=int, default=2000, help="sequential lookups per measurement (default 2000)")
+    p.add_argument("--window", type=int, default=64, help="requests in flight when pipelining (default 64)")
+    p.add_argument("--seconds", type=float, default=1.0, help="length of each throughput run (default 1)")
+    p.add_argument("--forks", type=int, default=500, help="bare forks for the baseline (default 500)")
+    p.add_argument("--starts", type=int, default=200, help="new keys per start measurement (default 200)")
+    p.add_argument("--concurrency", type=int, default=16, help="concurrent gets of new keys (default 16)")
+    p.add_argument("--exits", type=int, default=50, help="processes killed to time exit propagation (default 50)")
+    p.add_argument("--profile", metavar="DIR", help="run the local daemons under cProfile, one .prof per daemon in DIR")
+    p.add_argument("--simulate", action="store_true", help="the leader's decisions at scale, in process, instead")
+    p.add_argument("--sim-workers", type=_counts, default=[10, 100, 1000], metavar="N,N,..",
+                   help="simulated worker counts (default 10,100,1000)")  # fmt: skip
+    p.add_argument("--sim-keys", type=_counts, default=[10_000, 100_000, 1_000_000], metavar="N,N,..",
+                   help="registered keys (default 10000,100000,1000000)")  # fmt: skip
+    p.add_argument("--sim-ops", type=int, default=20_000, help="decisions and lookups timed per size (default 20000)")
     return ap
+
+
+def _counts(text: str) -> list[int]:
+    values = sorted(int(v) for v in text.split(","))
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError("expected positive integers separated by commas")
+    return values
 
 
 def endpoint_of(args) -> str:
@@ -74,6 +99,13 @@ def endpoint_of(args) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     out = Output(args.json)
+    if args.cmd == "bench":  # it starts its own cluster, or talks to the one named
+        from .bench import run as bench
+
+        try:
+            return bench(args)
+        except KeyboardInterrupt:
+            return OK
     try:
         endpoint = endpoint_of(args)
     except Exception as exc:  # ConfigError: file, key and problem are in the message

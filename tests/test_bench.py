@@ -1,0 +1,66 @@
+"""A quick smoke run of `forsetictl bench --json` with tiny counts: the shape of its
+JSON, positive ratios, and nothing left running afterwards. No timing thresholds: the
+numbers belong to the benchmark, not to the tests."""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+from cluster import ROOT
+
+
+def _marked(mark: bytes) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if mark in f.read().split(b"\0"):
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def test_bench_json_smoke():
+    mark = f"FORSETI_BENCH_TEST={uuid.uuid4().hex}"
+    env = {**os.environ, mark.split("=")[0]: mark.split("=")[1]}
+    cmd = [sys.executable, "-m", "forsetictl", "--json", "bench", "--workers", "2", "--count", "20",
+           "--window", "4", "--seconds", "0.1", "--forks", "10", "--starts", "3", "--concurrency", "2",
+           "--exits", "2"]  # fmt: skip
+    try:
+        done = subprocess.run(cmd, capture_output=True, timeout=120, env=env, cwd=ROOT)
+    finally:
+        leftovers = _marked(mark.encode())
+        for pid in leftovers:
+            os.kill(pid, 9)
+    assert not leftovers, f"the bench left processes behind: {leftovers}"
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stderr == b""  # no progress display with --json
+    report = json.loads(done.stdout)
+    assert set(report) == {"info", "baselines", "results"}
+    for name in ("raw round trip median", "raw pipelined echo/s", "fork+exit+reap median"):
+        assert report["baselines"][name]["value"] > 0
+    names = [r["name"] for r in report["results"]]
+    for expected in ("cached find (Client, sequential) median", "cached find, 4 in flight (1 DEALER)",
+                     "near-cache find (Client(cache=True))", "miss: find via worker -> leader p99",
+                     "new entry: get, sequential median", "new command: starts/s, 2 concurrent",
+                     "exit -> event at a subscriber p99", "exit -> find is None on another node p99"):  # fmt: skip
+        assert expected in names
+    for r in report["results"]:
+        assert set(r) >= {"name", "value", "unit", "baseline", "baseline_value", "ratio", "target", "ok"}
+        assert isinstance(r["ratio"], float) and r["ratio"] > 0, r
+        assert r["baseline"] in report["baselines"]
+
+
+def test_simulate_json_smoke():
+    cmd = [sys.executable, "-m", "forsetictl", "--json", "bench", "--simulate", "--sim-workers", "3,30",
+           "--sim-keys", "300,3000", "--sim-ops", "200"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr.decode()
+    rows = json.loads(done.stdout)["simulation"]
+    assert [(r["workers"], r["keys"]) for r in rows] == [(3, 300), (30, 300), (30, 3000)]
+    for r in rows:
+        assert all(r[k] > 0 for k in ("get_new_us", "choose_us", "scan_us", "find_us"))
