@@ -93,6 +93,7 @@ class Client:
         self._ctx = context or zmq.Context.instance()
         self._ids = itertools.count(1)
         self._sock: zmq.Socket | None = None
+        self._wait_ms: int | None = None  # the socket's RCVTIMEO
         self._events_endpoint: str | None = None
         self._cache = cache
         self.near: NearCache | None = None  # opened on the first lookup
@@ -178,30 +179,48 @@ class Client:
 
     def _request(self, msg: p.Msg):
         self.requests += 1
-        if self._sock is None:
-            self._sock = self._ctx.socket(zmq.DEALER)
-            self._sock.setsockopt(zmq.LINGER, 0)
-            self._sock.connect(self.endpoint)
+        sock = self._sock
+        if sock is None:
+            sock = self._sock = self._ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(self.endpoint)
+            self._wait_ms = None
         msg.id = next(self._ids)
-        self._sock.send(p.encode(msg))
-        deadline = time.monotonic() + self.timeout
+        sock.send(p.encode(msg))
+        start = time.monotonic()
+        wait_ms = max(1, int(self.timeout * 1000))
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not self._sock.poll(max(1, int(left * 1000))):
-                # Drop the socket: a late answer, or a request still queued for a
-                # peer that is not there, must not surface later.
-                self._sock.close()
-                self._sock = None
-                raise Timeout(f"no answer from {self.endpoint} within {self.timeout:g} s")
+            # A blocking recv bounded by RCVTIMEO: a poll() per request would cost more
+            # than the rest of the client's work (pyzmq builds a Poller each time).
+            if wait_ms != self._wait_ms:
+                sock.setsockopt(zmq.RCVTIMEO, wait_ms)
+                self._wait_ms = wait_ms
             try:
-                reply = p.decode(self._sock.recv())
+                frame = sock.recv()
+            except zmq.Again:
+                self._drop_socket()
+                raise Timeout(f"no answer from {self.endpoint} within {self.timeout:g} s") from None
+            try:
+                reply = p.decode(frame)
             except p.BadMessage as exc:
                 raise ForsetiError(f"malformed reply from {self.endpoint}: {exc}", p.BAD_MESSAGE) from None
             if reply.id == msg.id:
                 break
+            # A stray (the answer to an earlier request): wait on, until the deadline.
+            left = start + self.timeout - time.monotonic()
+            if left <= 0:
+                self._drop_socket()
+                raise Timeout(f"no answer from {self.endpoint} within {self.timeout:g} s")
+            wait_ms = max(1, int(left * 1000))
         if isinstance(reply, p.Error):
             raise _ERRORS.get(reply.kind, ForsetiError)(reply.message, reply.kind)
         return reply
+
+    def _drop_socket(self) -> None:
+        # A late answer, or a request still queued for a peer that is not there, must
+        # not surface later: the next request gets a new socket.
+        self._sock.close()
+        self._sock = None
 
     def close(self) -> None:
         if self._sock is not None:
