@@ -70,6 +70,7 @@ class Daemon:
         self.handlers: dict = {}  # socket or fd -> what to call when readable
         self.ready_fds: dict[int, tuple[int, bytes]] = {}  # fd -> (token, bytes so far)
         self.stopping = False
+        self.fatal: str | None = None  # set when the daemon cannot go on
         self.junk = RateLimitedLog()
         self.faults = RateLimitedLog()
         self._wake_r, self._wake_w = os.pipe()
@@ -88,11 +89,12 @@ class Daemon:
         cluster = config.cluster
         if self.is_leader:
             self.leader = Leader(config.calls, cluster.nodes, heartbeat=cluster.heartbeat, liveness=cluster.liveness)
-            self.router = self._socket(zmq.ROUTER, self._on_router)
+            # Workers' hellos list all they run: the leader's limit is the larger one.
+            self.router = self._socket(zmq.ROUTER, self._on_router, p.MAX_PEER_MESSAGE)
             self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
             self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
             self._bind(self.router, cluster.leader, inproc + "-leader")
-            self.pub = self._socket(zmq.XPUB, self._on_subscribe)
+            self.pub = self._socket(zmq.XPUB, self._on_subscribe, p.MAX_MESSAGE)
             self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)
             self._bind(self.pub, cluster.events, inproc + "-events")
             self.next_tick = time.monotonic() + cluster.heartbeat
@@ -100,7 +102,7 @@ class Daemon:
             node = config.node
             self.worker = Worker(node.name, node.capacity, config.calls, cluster.heartbeat, cluster.liveness,
                                  cluster.max_retries, cluster.max_time)  # fmt: skip
-            self.clients = self._socket(zmq.ROUTER, self._on_client)
+            self.clients = self._socket(zmq.ROUTER, self._on_client, p.MAX_MESSAGE)
             self.clients.setsockopt(zmq.ROUTER_MANDATORY, 1)
             self._bind(self.clients, config.node.listen)
             self.sub = self._socket(zmq.SUB, self._on_event)
@@ -115,10 +117,10 @@ class Daemon:
 
     # -- set-up --
 
-    def _socket(self, kind: int, handler) -> zmq.Socket:
+    def _socket(self, kind: int, handler, max_message: int = -1) -> zmq.Socket:
         sock = self.ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 500)
-        sock.setsockopt(zmq.MAXMSGSIZE, p.MAX_MESSAGE)
+        sock.setsockopt(zmq.MAXMSGSIZE, max_message)
         self._watch(sock, handler)
         return sock
 
@@ -150,6 +152,9 @@ class Daemon:
                 if self.is_worker and self.worker.refused:
                     log.error("the leader refused this node: %s", self.worker.refused)
                     return 2
+                if self.fatal:
+                    log.error("%s: exiting", self.fatal)
+                    return 1
                 if self.stopping:
                     if deadline is None:
                         deadline = self._begin_shutdown()
@@ -286,7 +291,15 @@ class Daemon:
                 self.worker.on_event(msg)
 
     def _on_spawner(self, fd: int) -> None:
-        for report in self.spawner.receive():
+        try:
+            reports = self.spawner.receive()
+        except RuntimeError as exc:
+            # Its processes died with it (PDEATHSIG). Exiting lets the leader see this
+            # worker go down and start them elsewhere; a supervisor may restart it.
+            self._unwatch(fd)
+            self.fatal = str(exc)
+            return
+        for report in reports:
             kind, ident, value = report
             if kind == "spawned":
                 self._carry_out(self.worker.on_spawned(ident, value))

@@ -9,6 +9,7 @@ of that key waits for its answer; different keys start in parallel.
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ class Pending:
     """A start under way: who waits for it."""
 
     node: str
-    spawn_id: int
+    spawn: p.Spawn  # kept to send again if the worker reconnects
     waiters: list[tuple[bytes, int]] = field(default_factory=list)
 
 
@@ -58,7 +59,7 @@ class Leader:
         self.pending: dict[tuple[str, str], Pending] = {}
         self.spawns: dict[int, tuple[str, str]] = {}  # spawn id -> key
         self.stopping: dict[tuple[str, str], list[tuple[bytes, int]]] = {}
-        self._next_id = 0
+        self._next_id = random.getrandbits(48)  # ids of another leader's life never match
 
     # -- entry point --
 
@@ -98,7 +99,7 @@ class Leader:
         out: Out = []
         for k, wait in list(self.pending.items()):
             if wait.node == node:
-                del self.pending[k], self.spawns[wait.spawn_id]
+                del self.pending[k], self.spawns[wait.spawn.id]
                 self.placement.add(node, -1)
                 text = f"cannot start {k[0]}/{k[1]}: node {node} {what}"
                 out += [(waiter, p.Error(id=req, kind=p.SPAWN_FAILED, message=text)) for waiter, req in wait.waiters]
@@ -130,11 +131,10 @@ class Leader:
             return [(peer, _error(msg, p.SUSPENDED, text))]
         if node is None:
             return [(peer, _error(msg, p.NO_WORKER, "no worker can take a new process: none is up, or all are at capacity"))]
-        spawn_id = self._new_id()
-        self.pending[k] = Pending(node, spawn_id, [(peer, msg.id)])
-        self.spawns[spawn_id] = k
+        spawn = p.Spawn(id=self._new_id(), group=msg.group, key=msg.key, args=msg.args, call=call)
+        self.pending[k] = Pending(node, spawn, [(peer, msg.id)])
+        self.spawns[spawn.id] = k
         self.placement.add(node, +1)
-        spawn = p.Spawn(id=spawn_id, group=msg.group, key=msg.key, args=msg.args, call=call)
         return [(self.peer_of[node], spawn)]
 
     def _find(self, peer: bytes, msg: p.Find) -> Out:
@@ -149,11 +149,12 @@ class Leader:
         loc = self.store.get(*k)
         if loc is None:
             return [(peer, p.Stopped(id=msg.id, found=False))]
-        waiters = self.stopping.setdefault(k, [])
-        waiters.append((peer, msg.id))
-        if len(waiters) > 1:
-            return []
-        return [(self.peer_of[loc.node], p.Kill(location=loc, reason="stopped"))]
+        self.stopping.setdefault(k, []).append((peer, msg.id))
+        host = self.peer_of.get(loc.node)
+        if host is None:  # its node is gone: so is the process
+            return self._drop(loc, None, None, "node-down")
+        # Sent again on every stop: a repeat is harmless, and a lost one is made good.
+        return [(host, p.Kill(location=loc, reason="stopped"))]
 
     def _list(self, peer: bytes, msg: p.List) -> Out:
         items = sorted(self.store.items(msg.group), key=lambda l: (l.group, l.key))
@@ -190,7 +191,7 @@ class Leader:
     def _add_call(self, peer: bytes, msg: p.AddCall) -> Out:
         self.calls[msg.name] = msg.call
         # Workers keep it too: after a leader restart, their hellos bring it back.
-        news = [(w, p.AddCall(name=msg.name, call=msg.call)) for w in self.peer_of.values() if w != peer]
+        news = [(w, p.AddCall(name=msg.name, call=msg.call)) for w in self.peer_of.values()]
         return [(peer, p.Ok(id=msg.id)), *news]
 
     def _ping(self, peer: bytes, msg: p.Ping) -> Out:
@@ -200,17 +201,22 @@ class Leader:
 
     def _hello(self, peer: bytes, msg: p.Hello) -> Out:
         if not self.placement.admits(msg.node):
-            return [(peer, _error(msg, p.BAD_MESSAGE, f"node '{msg.node}' is not in cluster.nodes"))]
-        out: Out = []
+            return [(peer, _error(msg, p.NOT_ALLOWED, f"node '{msg.node}' is not in cluster.nodes"))]
         old_peer = self.peer_of.get(msg.node)
+        restarted = self.incarnation.get(msg.node) not in (None, msg.incarnation)
+        if restarted and old_peer != peer and self.last_seen.get(msg.node, -1e18) > self.monotonic() - self.silence:
+            text = f"another daemon named '{msg.node}' is up; this one is refused until that one falls silent"
+            return [(peer, _error(msg, p.NAME_TAKEN, text))]
+        out: Out = []
         if old_peer is not None and old_peer != peer:
             self.node_of.pop(old_peer, None)
-        if self.incarnation.get(msg.node) not in (None, msg.incarnation):
-            # The worker restarted: what it ran or was starting before died with it.
-            live = {(l.group, l.key, l.pid) for l in msg.processes}
-            for loc in self.store.on_node(msg.node):
-                if (loc.group, loc.key, loc.pid) not in live:
-                    out += self._drop(loc, None, None, "node-down")
+        processes = [loc for loc in msg.processes if loc.node == msg.node]  # a worker speaks for itself
+        live = {(l.group, l.key, l.pid) for l in processes}
+        for loc in self.store.on_node(msg.node):
+            # What it no longer runs died with the old daemon, or exited while its report was lost.
+            if (loc.group, loc.key, loc.pid) not in live:
+                out += self._drop(loc, None, None, "node-down" if restarted else "exit")
+        if restarted:
             out += self._fail_pending(msg.node, "restarted")
         self.peer_of[msg.node] = peer
         self.node_of[peer] = msg.node
@@ -222,31 +228,40 @@ class Leader:
         for group, seconds in msg.suspended.items():
             self.suspended[(msg.node, group)] = self.monotonic() + seconds
         out.append((peer, p.Welcome(id=msg.id, epoch=self.epoch, calls=self.calls)))
-        for loc in msg.processes:
-            current = self.store.get(loc.group, loc.key)
-            if current is None:
-                out += self._register(loc)
-            elif current != loc:
-                # Two live processes for one key: keep the one already known.
-                out.append((peer, p.Kill(location=loc, reason="conflict")))
+        for loc in processes:
+            out += self._adopt(peer, loc)
+        # Starts it may never have received (or whose answer was lost): the worker
+        # answers a repeat of one it runs or is starting, so sending again is safe.
+        out += [(peer, wait.spawn) for wait in self.pending.values() if wait.node == msg.node]
         return out
 
     def _spawned(self, peer: bytes, msg: p.Spawned) -> Out:
-        pending = self._take_pending(peer, msg.id)
-        if pending is None:
-            return []
-        k, wait = pending
         loc = msg.location
-        self.placement.add(wait.node, -1)  # _register counts it again
-        out = self._register(loc)
-        out += [(waiter, p.Found(id=req, location=loc, seq=self.seq)) for waiter, req in wait.waiters]
+        if loc.node != self.node_of[peer]:
+            return []
+        wait = self._take_pending(peer, msg.id, (loc.group, loc.key))
+        if wait is not None:
+            self.placement.add(wait.node, -1)  # registered (or killed) below instead
+        out = self._adopt(peer, loc)
+        current = self.store.get(loc.group, loc.key)
+        out += [(waiter, p.Found(id=req, location=current, seq=self.seq)) for waiter, req in wait.waiters] if wait else []
         return out
 
+    def _adopt(self, peer: bytes, loc: p.Location) -> Out:
+        """A live process a worker reports: registered if its key is free; if another
+        process is registered for the key, this one is the duplicate and is stopped."""
+        current = self.store.get(loc.group, loc.key)
+        if current is None:
+            return self._register(loc)
+        if current != loc:
+            return [(peer, p.Kill(location=loc, reason="conflict"))]
+        return []
+
     def _spawn_failed(self, peer: bytes, msg: p.SpawnFailed) -> Out:
-        pending = self._take_pending(peer, msg.id)
-        if pending is None:
+        wait = self._take_pending(peer, msg.id, (msg.group, msg.key))
+        if wait is None:
             return []
-        (group, key), wait = pending
+        group, key = msg.group, msg.key
         self.placement.add(wait.node, -1)
         text = f"cannot start {group}/{key} on {wait.node}: {msg.reason}"
         return [(waiter, p.Error(id=req, kind=p.SPAWN_FAILED, message=text)) for waiter, req in wait.waiters]
@@ -283,12 +298,12 @@ class Leader:
             signal=signal, reason=reason, at=at or self.clock(), gseq=gseq,
         )  # fmt: skip
 
-    def _take_pending(self, peer: bytes, spawn_id: int):
-        k = self.spawns.get(spawn_id)
-        if k is None or self.node_of.get(peer) != self.pending[k].node:
+    def _take_pending(self, peer: bytes, spawn_id: int, k: tuple[str, str]) -> Pending | None:
+        """The start this answers, if it is the one under way for ``k`` on that worker."""
+        if self.spawns.get(spawn_id) != k or self.node_of.get(peer) != self.pending[k].node:
             return None
         del self.spawns[spawn_id]
-        return k, self.pending.pop(k)
+        return self.pending.pop(k)
 
     def _unknown_group(self, msg: p.Msg, group: str) -> p.Error:
         known = ", ".join(sorted(self.calls)) or "none"

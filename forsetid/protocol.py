@@ -31,10 +31,12 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 
 VERSION = 1
-MAX_MESSAGE = 1 << 20  # bytes; larger frames are dropped by ZeroMQ (MAXMSGSIZE)
+MAX_MESSAGE = 1 << 20  # bytes a client may send; ZeroMQ drops larger frames (MAXMSGSIZE)
+MAX_PEER_MESSAGE = 64 << 20  # at the leader's ROUTER, where a worker's hello lists all it runs
 
 Group = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
-Key = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+Key = Annotated[str, msgspec.Meta(min_length=1, max_length=1024, pattern=r"^[^\x00]*$")]  # argv/env take no NUL
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=86400)]
 Arg = Union[str, int, float, bool, None]
 Reason = Literal["exit", "stopped", "node-down", "conflict", "shutdown"]
 
@@ -45,6 +47,8 @@ UNKNOWN_GROUP = "unknown-group"
 SPAWN_FAILED = "spawn-failed"
 NO_WORKER = "no-worker"
 NO_LEADER = "no-leader"
+NOT_ALLOWED = "not-allowed"  # a worker's name is not in cluster.nodes: it stops
+NAME_TAKEN = "name-taken"  # another live daemon has that name: try again later
 SUSPENDED = "suspended"
 
 
@@ -55,8 +59,8 @@ class Call(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     command: list[str] | None = None
     args: list[Arg] = []
     ready: bool = False
-    start_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
-    stop_timeout: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    start_timeout: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 10.0
+    stop_timeout: Annotated[float, msgspec.Meta(ge=0, le=86400)] = 5.0
     endpoint: str | None = None
 
     def __post_init__(self) -> None:
@@ -188,7 +192,7 @@ class Hello(Msg, tag="hello"):
     capacity: int = 0
     processes: list[Location] = []
     calls: dict[str, Call] = {}
-    suspended: dict[str, float] = {}  # group -> seconds left
+    suspended: dict[str, Seconds] = {}  # group -> seconds left
 
 
 class Welcome(Msg, tag="welcome"):
@@ -200,7 +204,7 @@ class Suspend(Msg, tag="suspend"):
     """A worker's crash-loop guard tripped: start no ``group`` here for ``seconds``."""
 
     group: str
-    seconds: float
+    seconds: Seconds
 
 
 class Ping(Msg, tag="ping"):

@@ -74,6 +74,9 @@ class Spawner:
         try:
             msg = msgspec.msgpack.encode(["spawn", token, entry, command, args, env, key])
             socket.send_fds(self.sock, [msg], [w])
+        except BaseException:
+            os.close(r)
+            raise
         finally:
             os.close(w)  # the child holds the only write end: EOF = it is gone
         return r
@@ -216,7 +219,8 @@ def _child(entry, command, args, env, key, ready_w: int, err_w: int, zygote: int
         if os.getppid() != zygote:  # it died before prctl took effect
             os._exit(1)
         signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
+        # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec.
+        for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
         os.environ.update(env)
         if command is not None:
@@ -227,8 +231,8 @@ def _child(entry, command, args, env, key, ready_w: int, err_w: int, zygote: int
             argv = [*command, *(str(a) for a in args)]
             try:
                 os.execvp(argv[0], argv)
-            except OSError as exc:
-                os.write(err_w, f"cannot run {argv[0]!r}: {exc.strerror}".encode())
+            except (OSError, ValueError) as exc:
+                os.write(err_w, f"cannot run {argv[0]!r}: {getattr(exc, 'strerror', None) or exc}".encode())
                 os._exit(127)
         os.close(err_w)  # the zygote goes on; an import error travels on the ready pipe
         try:

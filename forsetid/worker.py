@@ -81,7 +81,7 @@ class Worker:
 
     def hello(self) -> p.Hello:
         self.hello_id = self._new_id()
-        running = [pr.location for pr in self.procs.values() if pr.location and not pr.stopping]
+        running = [pr.location for pr in self.procs.values() if pr.location]
         now = self.clock()
         suspended = {g: until - now for g, until in self.suspended.items() if until > now}
         return p.Hello(id=self.hello_id, node=self.node, incarnation=self.incarnation, capacity=self.capacity,
@@ -109,8 +109,8 @@ class Worker:
             return []
         forward = self.forwards.pop(msg.id, None)
         if forward is None:
-            if isinstance(msg, p.Error) and msg.id == self.hello_id:
-                self.refused = msg.message
+            if isinstance(msg, p.Error) and msg.id == self.hello_id and msg.kind == p.NOT_ALLOWED:
+                self.refused = msg.message  # fatal; other refusals are retried at the next pong
             return []
         client, client_id, request = forward
         if isinstance(msg, p.Found) and msg.location is not None:
@@ -148,8 +148,11 @@ class Worker:
     def _spawn(self, msg: p.Spawn) -> list:
         k = (msg.group, msg.key)
         existing = self.by_key.get(k)
-        if existing is not None and existing.location is not None and not existing.stopping:
-            return [("leader", p.Spawned(id=msg.id, location=existing.location))]
+        if existing is not None and not existing.stopping and not existing.failed:
+            if existing.location is not None:
+                return [("leader", p.Spawned(id=msg.id, location=existing.location))]
+            existing.spawn_id = msg.id  # the leader asked again: answer this request when ready
+            return []
         if self.suspended.get(msg.group, 0) > self.clock():
             why = f"group {msg.group} is suspended here after crashing in a loop"
             return [("leader", p.SpawnFailed(id=msg.id, group=msg.group, key=msg.key, reason=why))]

@@ -182,3 +182,25 @@ def test_a_gap_in_the_sequence_is_reported_with_its_size():
     stream.group, stream.last = "g", 3  # one group follows its own count
     assert stream.check(Event(seq=40, gseq=4, epoch="e1", kind="started", location=loc)) is None
     assert stream.check(Event(seq=41, gseq=6, epoch="e1", kind="started", location=loc)).missed == 1
+
+
+def test_a_worker_whose_fork_server_dies_exits_and_is_replaced(make_cluster):
+    c = make_cluster(workers=2, cluster=FAST)
+    leader = c.leader()
+    locs = [leader.get("sleeper", f"z{i}") for i in range(4)]
+    daemon = c.procs["node1"].pid
+    zygote = next(int(pid) for pid in os.listdir("/proc") if pid.isdigit() and _ppid(int(pid)) == daemon)
+    os.kill(zygote, signal.SIGKILL)
+    assert c.procs["node1"].wait(10) == 1  # it says why and exits, rather than limp on
+    assert "the fork server died" in c.log("node1")
+    wait_for(lambda: {n.name: n.state for n in leader.nodes()}["node1"] == "down", 5, 0.05, "node1 down")
+    for l in locs:
+        assert leader.get("sleeper", l.key).node == "node2"
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except OSError:
+        return -1

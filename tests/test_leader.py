@@ -99,7 +99,7 @@ def test_allow_list_refuses_other_nodes():
     leader = make(allowed=["node1"])
     to, err = only(hello(leader, "intruder", id=3))
     assert to == peer("intruder")
-    assert isinstance(err, p.Error) and err.kind == p.BAD_MESSAGE and err.id == 3
+    assert isinstance(err, p.Error) and err.kind == p.NOT_ALLOWED and err.id == 3
     assert "intruder" in err.message and "cluster.nodes" in err.message
     assert node_info(leader) == {}
     assert only(get(leader, "k"))[1].kind == p.NO_WORKER
@@ -229,17 +229,24 @@ def test_spawn_failed_answers_all_waiters_and_leaves_nothing():
     assert spawn_of(get(leader, "k"))[0] == "node1"  # a later get tries again
 
 
-def test_spawned_from_wrong_peer_or_unknown_id_is_ignored():
+def test_spawned_from_wrong_peer_or_unknown_id_answers_no_waiter():
     leader = make(["node1", "node2"])
     out = get(leader, "k")
     node, spawn = spawn_of(out)
     other = "node2" if node == "node1" else "node1"
-    assert leader.handle(peer(other), p.Spawned(id=spawn.id, location=loc(other, "k"))) == []
-    assert leader.handle(peer(node), p.Spawned(id=spawn.id + 99, location=loc(node, "k"))) == []
     assert leader.handle(peer(other), p.SpawnFailed(id=spawn.id, group="users", key="k", reason="x")) == []
-    assert len(leader.store) == 0 and ("users", "k") in leader.pending
+    assert leader.handle(peer(node), p.SpawnFailed(id=spawn.id, group="users", key="other", reason="x")) == []
+    assert leader.handle(peer(node), p.Spawned(id=spawn.id, location=loc(other, "k"))) == []  # not its own
+    # A live process reported under a wrong id still exists: it is registered, but it
+    # answers no waiter; the start under way then turns out to be the duplicate.
+    stray = loc(other, "k")
+    out2 = leader.handle(peer(other), p.Spawned(id=spawn.id + 99, location=stray))
+    assert [e.location for e in events(out2)] == [stray] and replies(out2) == []
+    assert ("users", "k") in leader.pending
     done, location = answer(leader, out)
-    assert [m.location for m in replies(done)] == [location]
+    assert (peer(node), p.Kill(location=location, reason="conflict")) in done
+    assert [m.location for m in replies(done)] == [stray]
+    assert leader.store.get("users", "k") == stray and loads(leader)[other] == 1 and loads(leader)[node] == 0
 
 
 # -- exits and stop --
@@ -277,7 +284,7 @@ def test_stop_kills_then_answers_on_exit():
     location = start(leader, "k")
     to, kill = only(leader.handle(CLIENT, p.Stop(id=8, group="users", key="k")))
     assert to == peer(location.node) and kill == p.Kill(location=location, reason="stopped")
-    assert leader.handle(b"c2", p.Stop(id=9, group="users", key="k")) == []  # one kill is enough
+    assert leader.handle(b"c2", p.Stop(id=9, group="users", key="k")) == [(to, kill)]  # again: a kill may be lost
     out = leader.handle(to, p.Exited(location=location, exit_code=None, signal=15, reason="stopped", at=2.0))
     assert events(out)[0].reason == "stopped" and events(out)[0].signal == 15
     assert sorted((t, m) for t, m in out if t is not PUBLISH) == [
@@ -293,7 +300,8 @@ def test_add_call_then_calls():
     call = p.Call(command=["sleep", "60"], ready=True)
     out = leader.handle(peer("node1"), p.AddCall(id=4, name="sleepers", call=call))
     assert (peer("node1"), p.Ok(id=4)) in out
-    assert (peer("node2"), p.AddCall(name="sleepers", call=call)) in out and len(out) == 2
+    told = {to for to, m in out if isinstance(m, p.AddCall) and m.name == "sleepers"}
+    assert told == {peer("node1"), peer("node2")} and len(out) == 3  # every worker keeps it
     to, calls = only(leader.handle(CLIENT, p.Calls(id=5)))
     assert calls.id == 5 and calls.items == {**CALLS, "sleepers": call}
     assert list(calls.items) == sorted(calls.items)
@@ -406,3 +414,71 @@ def test_silent_worker_is_dropped_with_node_down():
     assert {n: i.state for n, i in node_info(leader).items()} == {"node1": "down", "node2": "up"}
     assert spawn_of(get(leader, "c"))[0] == "node2"
     assert only(leader.handle(peer("node1"), p.Ping(id=1)))[1].known is False
+
+
+# -- reconciling what workers report (found in review) --
+
+
+def test_a_spawn_answer_for_another_key_is_not_taken_for_this_one():
+    # After a leader restart, a worker may answer a start of the old leader whose id
+    # happens to equal a new one: the key must match as well.
+    leader = make(["node1"])
+    out = get(leader, "y")
+    _, spawn = spawn_of(out)
+    old = loc("node1", "x")
+    done = leader.handle(peer("node1"), p.Spawned(id=spawn.id, location=old))
+    assert replies(done) == [] and leader.store.get("users", "x") == old  # x registered, y still pending
+    assert ("users", "y") in leader.pending
+    assert Leader(CALLS)._next_id != Leader(CALLS)._next_id  # ids differ between leader lives
+
+
+def test_hello_of_a_key_pending_elsewhere_keeps_one_and_the_load_true():
+    leader = make(["node1", "node2"])
+    out = get(leader, "k")
+    node, spawn = spawn_of(out)
+    other = "node2" if node == "node1" else "node1"
+    survivor = loc(other, "k")
+    hello(leader, other, processes=[survivor], id=7)  # came back with a copy of k
+    done, late = answer(leader, out)
+    assert (peer(node), p.Kill(location=late, reason="conflict")) in done
+    assert [m.location for m in replies(done)] == [survivor]
+    assert leader.store.get("users", "k") == survivor
+    assert loads(leader) == {other: 1, node: 0}
+
+
+def test_pending_starts_are_sent_again_when_the_worker_reconnects():
+    leader = make(["node1"])
+    _, spawn = spawn_of(get(leader, "k"))
+    out = leader.handle(b"new-socket", p.Hello(id=5, node="node1", incarnation="inc-1"))
+    assert (b"new-socket", spawn) in out
+
+
+def test_hello_drops_what_the_worker_no_longer_runs():
+    leader = make(["node1"])
+    gone, kept = start(leader, "gone"), start(leader, "kept")
+    out = hello(leader, "node1", processes=[kept], id=9)  # same incarnation: an exit report was lost
+    assert [(e.location, e.reason) for e in events(out)] == [(gone, "exit")]
+    assert leader.store.get("users", "gone") is None and leader.store.get("users", "kept") == kept
+    assert loads(leader) == {"node1": 1}
+
+
+def test_a_hello_speaks_only_for_its_own_node():
+    leader = make(["node1"])
+    out = hello(leader, "node1", processes=[loc("ghost", "k")], id=3)
+    assert events(out) == [] and len(leader.store) == 0
+
+
+def test_a_second_live_daemon_with_the_same_name_is_refused():
+    leader = make(["node1"])
+    out = leader.handle(b"impostor", p.Hello(id=4, node="node1", incarnation="inc-other"))
+    to, err = only(out)
+    assert (to, err.kind) == (b"impostor", p.NAME_TAKEN) and leader.peer_of["node1"] == peer("node1")
+
+
+def test_stop_of_a_process_on_an_unknown_node_drops_it():
+    leader = make(["node1"])
+    location = start(leader, "k")
+    leader.node_down("node1")
+    leader.store.put(location)  # as if it had been registered without a live node
+    out = leader.handle(CLIENT, p.Stop(id=3, group="users", key="k"))
+    assert p.Stopped(id=3, found=True) in replies(out) and leader.store.get("users", "k") is None

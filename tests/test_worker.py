@@ -284,3 +284,13 @@ def test_crash_loop_suspends_group():
 
 def test_substitute():
     assert substitute("{group}/{key}@{node}:{port}", "g", "k", "n") == "g/k@n:{port}"
+
+
+def test_a_repeated_spawn_of_a_starting_key_is_adopted():
+    w, clock = make()
+    out = w.on_leader(p.Spawn(id=1, group="g", key="k", call=p.Call(entry="m:f")))
+    (_, proc), = out
+    assert w.on_leader(p.Spawn(id=2, group="g", key="k", call=p.Call(entry="m:f"))) == []
+    w.on_spawned(proc.token, 4242)
+    (kind, msg), = w.on_ready(proc.token, "R ")
+    assert kind == "leader" and isinstance(msg, p.Spawned) and msg.id == 2
