@@ -168,7 +168,9 @@ class LocalCluster:
         calls = "".join(f"[calls.{g}]\n{_toml_call(c)}\n" for g, c in GROUPS.items())
         path = os.path.join(self.dir, f"{name}.toml")
         with open(path, "w") as f:
-            f.write(f'[cluster]\nname = "bench"\nleader = "{self.leader}"\nevents = "{self.events}"\n\n'
+            # The exit measurement SIGKILLs processes on purpose: no crash-loop guard here.
+            f.write(f'[cluster]\nname = "bench"\nleader = "{self.leader}"\nevents = "{self.events}"\n'
+                    f'max_retries = 1000000\n\n'
                     f'[node]\nname = "{name}"\nrole = "{role}"\nlisten = "{listen}"\n\n{calls}')  # fmt: skip
         cmd = [sys.executable, "-m", "forsetid", "--config", path, "--log-level", "WARNING"]
         if self.profile_dir:  # cProfile writes its file when the daemon exits on SIGTERM
