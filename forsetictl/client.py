@@ -8,7 +8,6 @@ with, kept true by the leader's events on a SUB socket of its own, so that a rep
 from __future__ import annotations
 
 import itertools
-import os
 import select
 import time
 from typing import Iterator
@@ -174,7 +173,7 @@ class Client:
     def _located(self, near: "NearCache | None", msg: p.Get | p.Find) -> Location | None:
         reply = self._request(msg)
         if near is not None and reply.location is not None:
-            near.learn(reply.location, reply.seq)
+            near.learn(reply.location, reply.seq, reply.epoch)
         return reply.location
 
     def _request(self, msg: p.Msg):
@@ -282,10 +281,10 @@ class NearCache:
             self.hits += 1
         return loc
 
-    def learn(self, loc: Location, seq: int) -> None:
+    def learn(self, loc: Location, seq: int, epoch: str) -> None:
         self.sync()  # events that overtook the reply count first
         if self.heard is not None and len(self.cache) < self.max_size:
-            self.cache.learn(loc, seq)
+            self.cache.learn(loc, seq, epoch)
 
     def drop(self, group: str, key: str) -> None:
         loc = self.cache.get(group, key)
@@ -402,18 +401,3 @@ def _event(msg: p.Event) -> Event:
     loc = msg.location
     return Event(msg.seq, msg.kind, loc.group, loc.key, loc.node, loc.pid,
                  msg.exit_code, msg.signal, msg.reason, msg.at, loc.endpoint)  # fmt: skip
-
-
-def ready(endpoint: str | None = None) -> bool:
-    """Tell the worker that this process has started (groups with ``ready = true``),
-    optionally with the endpoint it bound. False when not run by Forseti."""
-    fd = os.environ.pop("FORSETI_READY_FD", None)
-    if not fd:
-        return False
-    line = f"R {endpoint or ''}".replace("\n", " ") + "\n"
-    try:
-        os.write(int(fd), line.encode())
-        os.close(int(fd))
-    except OSError:
-        return False
-    return True

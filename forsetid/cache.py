@@ -30,9 +30,10 @@ class LocationCache:
     def __len__(self) -> int:
         return len(self._d)
 
-    def learn(self, loc: Location, seq: int) -> None:
-        """A location the leader answered with while at event ``seq``."""
-        if seq >= self.seq:
+    def learn(self, loc: Location, seq: int, epoch: str | None = None) -> None:
+        """A location the leader answered with while at event ``seq`` of ``epoch`` (None:
+        known first hand). An answer from another leader's life is not kept."""
+        if seq >= self.seq and (epoch is None or epoch == self.epoch):
             self._d[(loc.group, loc.key)] = loc
 
     def forget(self, loc: Location) -> None:

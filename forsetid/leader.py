@@ -118,7 +118,7 @@ class Leader:
         k = (msg.group, msg.key)
         loc = self.store.get(*k)
         if loc is not None:
-            return [(peer, p.Found(id=msg.id, location=loc, seq=self.seq))]
+            return [(peer, p.Found(id=msg.id, location=loc, seq=self.seq, epoch=self.epoch))]
         pending = self.pending.get(k)
         if pending is not None:
             pending.waiters.append((peer, msg.id))
@@ -140,7 +140,7 @@ class Leader:
     def _find(self, peer: bytes, msg: p.Find) -> Out:
         if msg.group not in self.calls:
             return [(peer, self._unknown_group(msg, msg.group))]
-        return [(peer, p.Found(id=msg.id, location=self.store.get(msg.group, msg.key), seq=self.seq))]
+        return [(peer, p.Found(id=msg.id, location=self.store.get(msg.group, msg.key), seq=self.seq, epoch=self.epoch))]
 
     def _stop(self, peer: bytes, msg: p.Stop) -> Out:
         if msg.group not in self.calls:
@@ -244,7 +244,7 @@ class Leader:
             self.placement.add(wait.node, -1)  # registered (or killed) below instead
         out = self._adopt(peer, loc)
         current = self.store.get(loc.group, loc.key)
-        out += [(waiter, p.Found(id=req, location=current, seq=self.seq)) for waiter, req in wait.waiters] if wait else []
+        out += [(waiter, p.Found(id=req, location=current, seq=self.seq, epoch=self.epoch)) for waiter, req in wait.waiters] if wait else []
         return out
 
     def _adopt(self, peer: bytes, loc: p.Location) -> Out:

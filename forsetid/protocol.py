@@ -142,10 +142,12 @@ class Info(Msg, tag="info"):
 
 
 class Found(Msg, tag="location"):
-    """Reply to get/find. ``seq`` is the leader's event sequence when it answered."""
+    """Reply to get/find. ``seq`` and ``epoch``: where the answering leader's event
+    sequence stood (a worker answering from its cache: where its cache stood)."""
 
     location: Location | None
     seq: int = 0
+    epoch: str = ""
 
 
 class Stopped(Msg, tag="stopped"):

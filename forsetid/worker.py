@@ -114,7 +114,7 @@ class Worker:
             return []
         client, client_id, request = forward
         if isinstance(msg, p.Found) and msg.location is not None:
-            self.cache.learn(msg.location, msg.seq)
+            self.cache.learn(msg.location, msg.seq, msg.epoch)
         return [("client", client, msgspec.structs.replace(msg, id=client_id))]
 
     def on_event(self, msg: p.Event | p.Tick) -> list:
@@ -132,7 +132,7 @@ class Worker:
         if isinstance(msg, (p.Get, p.Find)):
             loc = self.cache.get(msg.group, msg.key)
             if loc is not None:
-                return [("client", client, p.Found(id=msg.id, location=loc, seq=self.cache.seq))]
+                return [("client", client, p.Found(id=msg.id, location=loc, seq=self.cache.seq, epoch=self.cache.epoch or ""))]
         elif not isinstance(msg, p.CLIENT_REQUESTS):
             tag = type(msg).__struct_config__.tag
             return [("client", client, p.Error(id=msg.id, kind=p.BAD_MESSAGE, message=f"'{tag}' is not a client request"))]

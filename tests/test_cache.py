@@ -103,3 +103,12 @@ def test_clear_counts_resets_only_when_something_was_lost():
     cache.learn(A, 0)
     cache.clear()
     assert cache.resets == 1 and len(cache) == 0
+
+
+def test_an_answer_from_another_leader_life_is_not_kept():
+    cache = LocationCache()
+    cache.apply(Tick(seq=3, epoch="new"))
+    cache.learn(A, 5, "old")
+    assert cache.get(A.group, A.key) is None
+    cache.learn(A, 5, "new")
+    assert cache.get(A.group, A.key) == A

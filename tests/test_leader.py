@@ -171,7 +171,7 @@ def test_one_spawn_for_many_gets_and_all_waiters_answered():
 def test_find_never_creates():
     leader = make(["node1"])
     to, found = only(leader.handle(CLIENT, p.Find(id=3, group="users", key="k")))
-    assert found == p.Found(id=3, location=None, seq=0)
+    assert found == p.Found(id=3, location=None, seq=0, epoch=leader.epoch)
     location = start(leader, "k")
     assert only(leader.handle(CLIENT, p.Find(id=4, group="users", key="k")))[1].location == location
 

@@ -59,21 +59,22 @@ def test_cache_hit_answers_without_leader():
     loc = p.Location("users", "k", "node2", 77)
     worker.on_event(p.Event(seq=1, epoch="e1", kind="started", location=loc))
     for req in (p.Get(id=9, group="users", key="k"), p.Find(id=10, group="users", key="k")):
-        assert worker.on_client(b"cli", req) == [("client", b"cli", p.Found(id=req.id, location=loc, seq=1))]
+        assert worker.on_client(b"cli", req) == [("client", b"cli", p.Found(id=req.id, location=loc, seq=1, epoch="e1"))]
     assert worker.forwards == {}
 
 
 def test_miss_is_forwarded_and_reply_routed_back():
     worker, _ = make()
+    worker.on_event(p.Tick(seq=0, epoch="e1"))
     (kind, msg), = worker.on_client(b"cli", p.Get(id=9, group="users", key="k"))
     assert kind == "leader" and isinstance(msg, p.Get) and (msg.group, msg.key) == ("users", "k")
     assert msg.id != 9 and msg.id in worker.forwards
     (_, other), = worker.on_client(b"cli2", p.Get(id=9, group="users", key="j"))
     assert other.id != msg.id
     loc = p.Location("users", "k", "node2", 77)
-    out = worker.on_leader(p.Found(id=msg.id, location=loc, seq=0))
-    assert out == [("client", b"cli", p.Found(id=9, location=loc, seq=0))]
-    assert worker.on_leader(p.Found(id=msg.id, location=loc, seq=0)) == []  # answered once
+    out = worker.on_leader(p.Found(id=msg.id, location=loc, seq=0, epoch="e1"))
+    assert out == [("client", b"cli", p.Found(id=9, location=loc, seq=0, epoch="e1"))]
+    assert worker.on_leader(p.Found(id=msg.id, location=loc, seq=0, epoch="e1")) == []  # answered once
     # ... and the location is cached for the next client
     assert worker.on_client(b"cli3", p.Find(id=3, group="users", key="k"))[0][2].location == loc
 
