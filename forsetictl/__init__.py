@@ -1,20 +1,23 @@
-"""The Forseti client library and command line: ``from forsetictl import Client``."""
+"""The Forseti client library and command line: ``from forsetictl import Client``.
 
-from forsetid.protocol import Call, Location, NodeInfo
+Everything but ``ready`` is loaded on first use, so that a managed process which only
+calls ``forsetictl.ready()`` does not import ZeroMQ (and its fork server stays small)."""
 
-from .client import (
-    Client,
-    Event,
-    EventStream,
-    ForsetiError,
-    NoWorker,
-    SpawnError,
-    Timeout,
-    UnknownGroup,
-    ready,
-)
+from .ready import ready
 
-__all__ = [
-    "Call", "Client", "Event", "EventStream", "ForsetiError", "Location", "NodeInfo",
-    "NoWorker", "SpawnError", "Timeout", "UnknownGroup", "ready",
-]  # fmt: skip
+_FROM_PROTOCOL = {"Call", "Location", "NodeInfo"}
+_FROM_CLIENT = {"Client", "Event", "EventStream", "ForsetiError", "NoWorker", "SpawnError", "Timeout", "UnknownGroup"}
+
+__all__ = sorted(_FROM_PROTOCOL | _FROM_CLIENT | {"ready"})
+
+
+def __getattr__(name: str):
+    if name in _FROM_PROTOCOL:
+        from forsetid import protocol
+
+        return getattr(protocol, name)
+    if name in _FROM_CLIENT:
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'forsetictl' has no attribute {name!r}")

@@ -1,10 +1,13 @@
 """Starting, signalling and reaping a worker's processes through a fork server.
 
-The fork server (the "zygote") is forked from the daemon before the daemon opens any
-ZeroMQ socket. It imports the modules of the configured ``entry`` groups once; then each
+The fork server (the "zygote", ``python -m forsetid.spawner``) is a small interpreter of
+its own: it imports the modules of the configured ``entry`` groups once; then each
 ``entry`` process is one ``fork()`` of it that calls its function, with no fresh
-interpreter to pay for, and each ``command`` process is a fork that execs. The zygote is
-the parent of every process: it reaps them on SIGCHLD and reports each exit at once.
+interpreter to pay for, and each ``command`` process is a fork that execs. It is not a
+fork of the daemon because a fork costs in proportion to what the forking process has
+mapped: the daemon's ZeroMQ and everything else would make every start slower. The
+zygote is the parent of every process: it reaps them on SIGCHLD and reports each exit
+at once.
 
 Daemon <-> zygote: MessagePack lists over a SOCK_SEQPACKET socketpair.
 
@@ -24,6 +27,7 @@ process itself through ``forsetictl.ready()`` when its group has ``ready = true`
 from __future__ import annotations
 
 import ctypes
+import gc
 import importlib
 import os
 import signal
@@ -51,17 +55,14 @@ class Spawner:
 
     def __init__(self, preload: list[str]) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:  # the zygote
-            ours.close()
-            try:
-                _Zygote(theirs, parent).serve(preload)
-            finally:
-                os._exit(0)
+        fd = theirs.fileno()
+        argv = [sys.executable, "-m", "forsetid.spawner", str(fd), str(os.getpid()), *preload]
+        import subprocess  # here, not at the top: imported in the zygote, it slows every fork
+
+        self.proc = subprocess.Popen(argv, pass_fds=[fd])
         theirs.close()
         ours.setblocking(False)
-        self.pid = pid
+        self.pid = self.proc.pid
         self.sock = ours
 
     def fileno(self) -> int:
@@ -99,10 +100,7 @@ class Spawner:
     def close(self) -> None:
         """Close the channel: the zygote SIGKILLs whatever is left and exits."""
         self.sock.close()
-        try:
-            os.waitpid(self.pid, 0)
-        except ChildProcessError:
-            pass
+        self.proc.wait()
 
 
 class _Zygote:
@@ -124,6 +122,10 @@ class _Zygote:
                 importlib.import_module(module)
             except BaseException as exc:  # reported again, per process, when one starts
                 print(f"forsetid: cannot preload {module}: {exc!r}", file=sys.stderr)
+        # What is imported now is shared with every child: keep the collector off it, or
+        # its first pass in a child would touch (and so copy) every page of it.
+        gc.collect()
+        gc.freeze()
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
@@ -176,8 +178,12 @@ class _Zygote:
         os.close(ready_w)
         os.close(err_w)
         self.children.add(pid)
-        with os.fdopen(err_r, "rb") as f:
-            error = f.read()  # returns at exec, or once the entry child is set up
+        if command is None:  # an entry child reports its own failures on its ready pipe
+            os.close(err_r)
+            error = b""
+        else:
+            with os.fdopen(err_r, "rb") as f:
+                error = f.read()  # returns at the exec: a command that cannot run says why
         if error:
             self.send(["failed", token, error.decode(errors="replace")])
         else:
@@ -276,3 +282,13 @@ def _tell(fd: int, line: str) -> None:
         os.close(fd)
     except OSError:
         pass
+
+
+def main(argv: list[str]) -> None:
+    """The zygote's own entry point: ``python -m forsetid.spawner FD DAEMON_PID MODULE...``."""
+    sock = socket.socket(fileno=int(argv[1]))
+    _Zygote(sock, int(argv[2])).serve(argv[3:])
+
+
+if __name__ == "__main__":
+    main(sys.argv)
