@@ -72,7 +72,7 @@ class Daemon:
         role = config.node.role
         self.is_leader = role in ("leader", "both")
         self.is_worker = role in ("worker", "both")
-        # The fork server must be forked before ZeroMQ starts its threads.
+        # The fork server starts first: its preloading overlaps the daemon's own start.
         preload = sorted({c.entry.partition(":")[0] for c in config.calls.values() if c.entry})
         self.spawner = Spawner(preload) if self.is_worker else None
         self.ctx = zmq.Context()
