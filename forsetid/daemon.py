@@ -27,14 +27,19 @@ from .worker import Proc, Worker, substitute
 log = logging.getLogger("forsetid")
 
 BATCH = 256  # messages taken from one socket before looking at the others
-NOBLOCK, MORE_NOBLOCK = zmq.NOBLOCK, zmq.SNDMORE | zmq.NOBLOCK
+NOBLOCK, MORE_NOBLOCK, EVENTS, POLLIN = zmq.NOBLOCK, zmq.SNDMORE | zmq.NOBLOCK, zmq.EVENTS, zmq.POLLIN
 
 
 def waiting(sock: zmq.Socket):
-    """The messages waiting on ``sock`` (at most BATCH), each a list of frames. Asking
-    ZMQ_EVENTS first is cheaper than a recv that ends in a zmq.Again exception."""
-    for _ in range(BATCH):
-        if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+    """The messages waiting on ``sock`` (at most BATCH), each a list of frames: the first
+    one the poller announced, then as long as ZMQ_EVENTS says there are more (cheaper
+    than a recv that ends in a zmq.Again exception)."""
+    try:
+        yield sock.recv_multipart(NOBLOCK)
+    except zmq.Again:
+        return
+    for _ in range(BATCH - 1):
+        if not sock.getsockopt(EVENTS) & POLLIN:
             return
         yield sock.recv_multipart(NOBLOCK)
 GRACE = 1.0  # seconds beyond the longest stop_timeout that a shutdown may take
