@@ -42,12 +42,24 @@ _MAX = 1 << 20
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """Have the kernel SIGKILL this process when its parent dies (Linux)."""
+def _prctl(option: int, arg) -> None:
+    global _libc
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.prctl(option, arg, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: the zygote still kills on EOF
         pass
+
+
+_libc = None
+_PR_SET_NAME = 15
+SPARE_NAME = b"forseti-spare"  # /proc/PID/comm of a spare waiting for its key
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux)."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class Spawner:
@@ -111,6 +123,7 @@ class _Zygote:
     def __init__(self, sock: socket.socket, daemon_pid: int) -> None:
         self.sock = sock
         self.children: set[int] = set()
+        self.spare: tuple[int, socket.socket] | None = None  # a forked entry process waiting for its key
         if os.getppid() != daemon_pid:  # the daemon is gone already
             os._exit(1)
 
@@ -131,6 +144,8 @@ class _Zygote:
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.own_fds = (wake_r, wake_w)
+        self.fork_spare()
         import select
 
         while True:
@@ -154,6 +169,60 @@ class _Zygote:
                     return
                 self.handle(msgspec.msgpack.decode(data), fds, (wake_r, wake_w))
 
+    def fork_spare(self) -> None:
+        """Fork the next ``entry`` process ahead of need: set up and waiting for its key,
+        it starts without a fork in its way (the next spare is forked after it starts)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        zygote = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close(), theirs.close()
+            return
+        if pid == 0:
+            try:
+                self.sock.close()
+                ours.close()
+                for fd in self.own_fds:
+                    os.close(fd)
+                _setup(zygote)
+                with open("/proc/self/comm", "rb") as f:
+                    name = f.read().strip()
+                _prctl(_PR_SET_NAME, SPARE_NAME)
+                try:
+                    data, fds, _, _ = socket.recv_fds(theirs, _MAX, 1)
+                except OSError:
+                    data = b""
+                if not data:  # the zygote is gone or done with us
+                    os._exit(0)
+                theirs.close()
+                _prctl(_PR_SET_NAME, name)
+                entry, args, env, key = msgspec.msgpack.decode(data)
+                os.environ.update(env)
+                _run_entry(entry, args, env, key, fds[0])
+            finally:
+                os._exit(1)
+        theirs.close()
+        self.children.add(pid)
+        self.spare = (pid, ours)
+
+    def use_spare(self, token: int, entry, args, env, key, ready_w: int) -> bool:
+        self.reap()  # a spare that died waiting (its SIGCHLD not handled yet) is not used
+        if self.spare is None:
+            return False
+        pid, sock = self.spare
+        self.spare = None
+        try:
+            socket.send_fds(sock, [msgspec.msgpack.encode([entry, args, env, key])], [ready_w])
+        except OSError:  # it died waiting: start this one the slow way
+            return False
+        finally:
+            sock.close()
+        os.close(ready_w)
+        self.send(["spawned", token, pid])
+        self.fork_spare()
+        return True
+
     def handle(self, msg: list, fds: list[int], own_fds) -> None:
         if msg[0] == "signal":
             _, pid, signum = msg
@@ -162,6 +231,8 @@ class _Zygote:
             return
         _, token, entry, command, args, env, key = msg
         ready_w = fds[0]
+        if command is None and self.use_spare(token, entry, args, env, key, ready_w):
+            return
         err_r, err_w = os.pipe()  # close-on-exec: EOF means the exec worked
         zygote = os.getpid()
         try:
@@ -188,6 +259,8 @@ class _Zygote:
             self.send(["failed", token, error.decode(errors="replace")])
         else:
             self.send(["spawned", token, pid])
+        if command is None and self.spare is None:
+            self.fork_spare()  # the one before died waiting: have one ready for next time
 
     def reap(self) -> None:
         while self.children:
@@ -198,6 +271,9 @@ class _Zygote:
             if pid == 0:
                 return
             self.children.discard(pid)
+            if self.spare is not None and self.spare[0] == pid:  # killed while waiting
+                self.spare[1].close()
+                self.spare = None
             self.send(["exited", pid, os.waitstatus_to_exitcode(status)])
 
     def kill(self, pid: int, signum: int) -> None:
@@ -216,31 +292,45 @@ class _Zygote:
             pass  # the daemon is gone; the next recv says so
 
 
+def _setup(zygote: int) -> None:
+    """What every new process does first: its own session, death with the zygote,
+    default signal handling."""
+    os.setsid()
+    die_with_parent()
+    if os.getppid() != zygote:  # it died before prctl took effect
+        os._exit(1)
+    signal.set_wakeup_fd(-1)
+    # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec.
+    for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _child(entry, command, args, env, key, ready_w: int, err_w: int, zygote: int) -> None:
-    """In the new process: never returns."""
+    """In a new process: never returns."""
+    try:
+        _setup(zygote)
+        os.environ.update(env)
+        if command is None:
+            os.close(err_w)  # the zygote goes on; an import error travels on the ready pipe
+            _run_entry(entry, args, env, key, ready_w)
+        # Only a process that signals readiness itself keeps the ready pipe.
+        os.set_inheritable(ready_w, READY_FD_ENV in env)
+        if READY_FD_ENV in env:
+            os.environ[READY_FD_ENV] = str(ready_w)
+        argv = [*command, *(str(a) for a in args)]
+        try:
+            os.execvp(argv[0], argv)
+        except (OSError, ValueError) as exc:
+            os.write(err_w, f"cannot run {argv[0]!r}: {getattr(exc, 'strerror', None) or exc}".encode())
+            os._exit(127)
+    finally:
+        os._exit(1)
+
+
+def _run_entry(entry: str, args: list, env: dict, key: str, ready_w: int) -> None:
+    """Call the entry function in this process (set up already): never returns."""
     code = 1
     try:
-        os.setsid()
-        die_with_parent()
-        if os.getppid() != zygote:  # it died before prctl took effect
-            os._exit(1)
-        signal.set_wakeup_fd(-1)
-        # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec.
-        for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(sig, signal.SIG_DFL)
-        os.environ.update(env)
-        if command is not None:
-            # Only a process that signals readiness itself keeps the ready pipe.
-            os.set_inheritable(ready_w, READY_FD_ENV in env)
-            if READY_FD_ENV in env:
-                os.environ[READY_FD_ENV] = str(ready_w)
-            argv = [*command, *(str(a) for a in args)]
-            try:
-                os.execvp(argv[0], argv)
-            except (OSError, ValueError) as exc:
-                os.write(err_w, f"cannot run {argv[0]!r}: {getattr(exc, 'strerror', None) or exc}".encode())
-                os._exit(127)
-        os.close(err_w)  # the zygote goes on; an import error travels on the ready pipe
         try:
             fn = _resolve(entry)
         except BaseException as exc:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from forsetictl import Client
+from forsetid.spawner import SPARE_NAME
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -172,9 +173,13 @@ class Cluster:
             except OSError:
                 continue
             state, ppid = fields[0], int(fields[1])
-            if state != b"Z" and ppid not in daemons:
+            if state != b"Z" and ppid not in daemons and not _is_spare(entry):
                 found.append(int(entry))
         return found
+
+    def spares(self) -> list[int]:
+        """The fork servers' spares: entry processes forked ahead, waiting for a key."""
+        return [int(e) for e in os.listdir("/proc") if e.isdigit() and _is_spare(e) and _marked(e, self.tag)]
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         self.procs[name].send_signal(sig)
@@ -197,7 +202,7 @@ class Cluster:
             self.stop(name)
         orphans = []
         deadline = time.monotonic() + 3.0
-        while (left := self.processes()) and time.monotonic() < deadline:
+        while (left := self.processes() + self.spares()) and time.monotonic() < deadline:
             time.sleep(0.05)
         for pid in left:
             orphans.append(pid)
@@ -208,3 +213,19 @@ class Cluster:
         shutil.rmtree(self.dir, ignore_errors=True)
         return orphans
 
+
+
+def _is_spare(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().strip() == SPARE_NAME
+    except OSError:
+        return False
+
+
+def _marked(pid: str, tag: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f"FORSETI_TEST_CLUSTER={tag}".encode() in f.read().split(b"\0")
+    except OSError:
+        return False

@@ -204,3 +204,17 @@ def _ppid(pid: int) -> int:
             return int(f.read().rsplit(b")", 1)[1].split()[1])
     except OSError:
         return -1
+
+
+def test_the_fork_servers_spare_is_replaced_and_dies_with_its_worker(make_cluster):
+    c = make_cluster(workers=1)
+    client = c.client()
+    spare = wait_for(lambda: c.spares(), 5, 0.02, "a spare entry process")[0]
+    first = client.get("sleeper", "a")  # the spare becomes this process...
+    assert first.pid == spare and first.pid not in c.spares()
+    (spare,) = wait_for(lambda: c.spares(), 5, 0.02, "the next spare")  # ...and a new one waits
+    os.kill(spare, signal.SIGKILL)  # a spare that dies waiting costs nothing but speed
+    assert alive(client.get("sleeper", "b").pid)
+    wait_for(lambda: c.spares(), 5, 0.02, "a spare again")
+    c.kill("node1", signal.SIGKILL)
+    wait_for(lambda: not c.spares() and not c.processes(), 3, 0.02, "spare and processes gone with the worker")
