@@ -191,6 +191,7 @@ class Daemon:
         now = time.monotonic()
         if self.is_worker:
             self._carry_out(self.worker.expire())
+            self.spawner.flush()
         if self.is_leader and now >= self.next_tick:
             self.next_tick = now + self.config.cluster.heartbeat
             self._publish(b"", self.leader.tick())
@@ -207,6 +208,8 @@ class Daemon:
             deadlines.append(self.next_tick)
         if self.is_worker:
             deadlines.append(self.worker.next_deadline())
+            if self.spawner.outbox:  # the fork server's socket was full: try again soon
+                deadlines.append(time.monotonic() + 0.001)
         return max(0, int((min(deadlines) - time.monotonic()) * 1000) + 1)
 
     def _on_signal(self, fd: int) -> None:
@@ -298,9 +301,15 @@ class Daemon:
         try:
             reports = self.spawner.receive()
         except RuntimeError as exc:
-            # Its processes died with it (PDEATHSIG). Exiting lets the leader see this
-            # worker go down and start them elsewhere; a supervisor may restart it.
+            # Its children died with it (PDEATHSIG), but not their own children: kill
+            # every group we know of. Exiting lets the leader see this worker go down and
+            # start them elsewhere; a supervisor may restart it.
             self._unwatch(fd)
+            for pid in self.worker.by_pid:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
             self.fatal = str(exc)
             return
         for report in reports:

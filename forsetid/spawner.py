@@ -26,6 +26,7 @@ process itself through ``forsetictl.ready()`` when its group has ``ready = true`
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import gc
 import importlib
@@ -68,14 +69,22 @@ class Spawner:
     def __init__(self, preload: list[str]) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fd = theirs.fileno()
-        argv = [sys.executable, "-m", "forsetid.spawner", str(fd), str(os.getpid()), *preload]
+        # The daemon's own sys.path, ahead of the current directory that -c would put
+        # first: the fork server must import this forsetid and the entry modules the
+        # daemon would, whatever directory it was started from.
+        boot = f"import sys; sys.path[:0] = {sys.path!r}; from forsetid.spawner import main; main(sys.argv)"
+        argv = [sys.executable, "-c", boot, str(fd), str(os.getpid()), *preload]
         import subprocess  # here, not at the top: imported in the zygote, it slows every fork
 
-        self.proc = subprocess.Popen(argv, pass_fds=[fd])
+        # A session of its own: a signal to the daemon's process group (a terminal's
+        # hang-up) must not take the fork server down with the daemon before it has
+        # killed its processes' groups.
+        self.proc = subprocess.Popen(argv, pass_fds=[fd], start_new_session=True)
         theirs.close()
         ours.setblocking(False)
         self.pid = self.proc.pid
         self.sock = ours
+        self.outbox: collections.deque = collections.deque()  # what did not fit in the socket yet
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -84,18 +93,34 @@ class Spawner:
         """Ask for a process; returns the read end of its ready pipe."""
         r, w = os.pipe()
         os.set_blocking(r, False)
-        try:
-            msg = msgspec.msgpack.encode(["spawn", token, entry, command, args, env, key])
-            socket.send_fds(self.sock, [msg], [w])
-        except BaseException:
-            os.close(r)
-            raise
-        finally:
-            os.close(w)  # the child holds the only write end: EOF = it is gone
+        self._send(msgspec.msgpack.encode(["spawn", token, entry, command, args, env, key]), w)
         return r
 
     def signal(self, pid: int, signum: int) -> None:
-        self.sock.send(msgspec.msgpack.encode(["signal", pid, signum]))
+        self._send(msgspec.msgpack.encode(["signal", pid, signum]))
+
+    def _send(self, msg: bytes, fd: int | None = None) -> None:
+        """Send now, or queue behind what waits already: a burst of starts or a shutdown
+        of hundreds must neither block the daemon nor be lost."""
+        self.outbox.append((msg, fd))
+        self.flush()
+
+    def flush(self) -> None:
+        while self.outbox:
+            msg, fd = self.outbox[0]
+            try:
+                if fd is None:
+                    self.sock.send(msg)
+                else:
+                    socket.send_fds(self.sock, [msg], [fd])
+            except BlockingIOError:
+                return  # the daemon calls flush again on its next turn
+            except OSError:  # the fork server is gone: receive() says so
+                self.outbox.clear()
+                return
+            self.outbox.popleft()
+            if fd is not None:
+                os.close(fd)  # the child holds the only write end: EOF = it is gone
 
     def receive(self) -> list[list]:
         """Every report the zygote has sent so far."""
@@ -111,6 +136,10 @@ class Spawner:
 
     def close(self) -> None:
         """Close the channel: the zygote SIGKILLs whatever is left and exits."""
+        for _, fd in self.outbox:
+            if fd is not None:
+                os.close(fd)
+        self.outbox.clear()
         self.sock.close()
         self.proc.wait()
 
@@ -128,8 +157,9 @@ class _Zygote:
             os._exit(1)
 
     def serve(self, preload: list[str]) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the daemon's to handle
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # Only the daemon's socket closing ends the fork server (then it kills every group).
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_IGN)
         for module in preload:
             try:
                 importlib.import_module(module)
@@ -174,9 +204,16 @@ class _Zygote:
         it starts without a fork in its way (the next spare is forked after it starts)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         zygote = os.getpid()
+        with open("/proc/self/comm", "rb") as f:
+            name = f.read().strip()
+        _prctl(_PR_SET_NAME, SPARE_NAME)  # so that the spare bears the name from its first instant
         try:
             pid = os.fork()
         except OSError:
+            pid = -1
+        if pid != 0:
+            _prctl(_PR_SET_NAME, name)
+        if pid < 0:
             ours.close(), theirs.close()
             return
         if pid == 0:
@@ -186,9 +223,6 @@ class _Zygote:
                 for fd in self.own_fds:
                     os.close(fd)
                 _setup(zygote)
-                with open("/proc/self/comm", "rb") as f:
-                    name = f.read().strip()
-                _prctl(_PR_SET_NAME, SPARE_NAME)
                 try:
                     data, fds, _, _ = socket.recv_fds(theirs, _MAX, 1)
                 except OSError:
@@ -301,7 +335,9 @@ def _setup(zygote: int) -> None:
         os._exit(1)
     signal.set_wakeup_fd(-1)
     # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec.
-    for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
+    # ... and the fork server ignores SIGINT, SIGTERM, SIGHUP and SIGQUIT: not so its children.
+    for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                signal.SIGPIPE, signal.SIGXFSZ):  # fmt: skip
         signal.signal(sig, signal.SIG_DFL)
 
 

@@ -3,6 +3,7 @@ that restarts, processes that must not outlive their worker."""
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import subprocess
@@ -185,14 +186,20 @@ def test_a_gap_in_the_sequence_is_reported_with_its_size():
 
 
 def test_a_worker_whose_fork_server_dies_exits_and_is_replaced(make_cluster):
-    c = make_cluster(workers=2, cluster=FAST)
+    c = make_cluster(workers=2, cluster=FAST, calls={"nested": {"command": ["sh", "-c", "sleep 600 & sleep 600; wait"]}})
     leader = c.leader()
     locs = [leader.get("sleeper", f"z{i}") for i in range(4)]
+    nested = [leader.get("nested", f"n{i}") for i in range(2)]
     daemon = c.procs["node1"].pid
     zygote = next(int(pid) for pid in os.listdir("/proc") if pid.isdigit() and _ppid(int(pid)) == daemon)
     os.kill(zygote, signal.SIGKILL)
     assert c.procs["node1"].wait(10) == 1  # it says why and exits, rather than limp on
     assert "the fork server died" in c.log("node1")
+    # Not one of node1's processes is left, down to the children of its commands: what
+    # still runs is node2's (a sleeper each, and sh with two sleeps for each command).
+    on_node2 = sum(l.node == "node2" for l in locs) + 3 * sum(l.node == "node2" for l in nested)
+    assert any(l.node == "node1" for l in nested)
+    wait_for(lambda: len(c.processes()) == on_node2, 3, 0.02, "node1's process groups to be gone")
     wait_for(lambda: {n.name: n.state for n in leader.nodes()}["node1"] == "down", 5, 0.05, "node1 down")
     for l in locs:
         assert leader.get("sleeper", l.key).node == "node2"
@@ -218,3 +225,33 @@ def test_the_fork_servers_spare_is_replaced_and_dies_with_its_worker(make_cluste
     wait_for(lambda: c.spares(), 5, 0.02, "a spare again")
     c.kill("node1", signal.SIGKILL)
     wait_for(lambda: not c.spares() and not c.processes(), 3, 0.02, "spare and processes gone with the worker")
+
+
+def test_bursts_of_starts_and_a_shutdown_of_hundreds_lose_nothing(make_cluster):
+    """Hundreds of requests at once fill the socket to the fork server: they must wait
+    their turn, neither fail nor block the daemon."""
+    import zmq
+
+    from forsetid import protocol as p
+
+    c = make_cluster(workers=1)
+    n = 400
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(c.endpoint("node1"))
+    try:
+        for i in range(n):
+            sock.send(p.encode(p.Get(id=i + 1, group="sleeper", key=f"b{i}")))
+        replies = []
+        for _ in range(n):
+            assert sock.poll(30_000), f"only {len(replies)} of {n} answers"
+            replies.append(p.decode(sock.recv()))
+    finally:
+        sock.close()
+    assert [type(r).__name__ for r in replies if not isinstance(r, p.Found)] == []
+    assert len({r.location.pid for r in replies}) == n
+    with c.leader().events("sleeper") as events:
+        c.kill("node1", signal.SIGTERM)
+        reasons = collections.Counter(events.next_event(10).reason for _ in range(n))
+    assert reasons == {"shutdown": n}
+    assert c.procs["node1"].wait(20) == 0
