@@ -179,7 +179,9 @@ class Cluster:
 
     def spares(self) -> list[int]:
         """The fork servers' spares: entry processes forked ahead, waiting for a key."""
-        return [int(e) for e in os.listdir("/proc") if e.isdigit() and _is_spare(e) and _marked(e, self.tag)]
+        daemons = {p.pid for p in self.procs.values()}
+        return [int(e) for e in os.listdir("/proc")
+                if e.isdigit() and _is_spare(e) and _marked(e, self.tag) and ppid(e) not in daemons]  # fmt: skip
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         self.procs[name].send_signal(sig)
@@ -229,3 +231,12 @@ def _marked(pid: str, tag: str) -> bool:
             return f"FORSETI_TEST_CLUSTER={tag}".encode() in f.read().split(b"\0")
     except OSError:
         return False
+
+
+def ppid(pid) -> int:
+    """(A fork server names itself like a spare for the instant of forking one.)"""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except OSError:
+        return -1
