@@ -165,9 +165,9 @@ class Client:
 
     def _open_near(self) -> "NearCache | None":
         if self._cache:
-            if self._events_endpoint is None:
-                self._events_endpoint = self.info().events
-            self.near = NearCache(self._ctx, self._events_endpoint)
+            info = self.info()
+            self._events_endpoint = info.events
+            self.near = NearCache(self._ctx, info.events, info.silence)
         return self.near
 
     def _located(self, near: "NearCache | None", msg: p.Get | p.Find) -> Location | None:
@@ -252,10 +252,10 @@ class NearCache:
     for ``silence`` seconds (the leader ticks every heartbeat; a leader that died cannot
     publish exits, so a silent stream must not be trusted)."""
 
-    silence = 3.0  # seconds without a tick or event after which nothing is answered
     max_size = 100_000  # locations kept at most; beyond, lookups go to the node
 
-    def __init__(self, ctx: zmq.Context, endpoint: str) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, silence: float = 3.0) -> None:
+        self.silence = silence  # seconds without a tick or event after which nothing is answered
         self.cache = LocationCache(adopt=False)
         self.heard: float | None = None  # when the stream last spoke; None = not live
         self._sub = ctx.socket(zmq.SUB)

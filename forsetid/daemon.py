@@ -413,7 +413,8 @@ class Daemon:
 
     def _info(self, msg: p.Info) -> p.InfoReply:
         c = self.config
-        return p.InfoReply(id=msg.id, node=c.node.name, role=c.node.role, events=c.cluster.events)
+        return p.InfoReply(id=msg.id, node=c.node.name, role=c.node.role, events=c.cluster.events,
+                           silence=c.cluster.heartbeat * c.cluster.liveness)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -175,6 +175,7 @@ class InfoReply(Msg, tag="info-reply"):
     role: str
     events: str
     version: int = VERSION
+    silence: float = 3.0  # heartbeat x liveness: an event stream quiet this long is dead
 
 
 class Error(Msg, tag="error"):

@@ -101,3 +101,10 @@ def test_gap_and_new_epoch_empty_the_cache(make_cluster):
     sent = client.requests
     assert wait_for(lambda: client.find("sleeper", "k3"), what="k3 re-registered") == loc  # the same process
     assert client.requests > sent
+
+
+def test_the_near_cache_trusts_a_silent_stream_as_long_as_the_cluster_does(make_cluster):
+    c = make_cluster(workers=1, cluster={"heartbeat": 0.2, "liveness": 3})
+    with Client(c.endpoint("node1"), cache=True) as client:
+        client.find("sleeper", "x")  # opens the near cache
+        assert abs(client.near.silence - 0.6) < 1e-9
