@@ -168,7 +168,9 @@ def test_stop_terminates_and_reports(cluster):
 
 def test_stop_escalates_to_sigkill_after_stop_timeout(make_cluster):
     c = make_cluster(workers=1, calls={
-        "stubborn": {"command": ["sh", "-c", "trap '' TERM; while true; do sleep 0.05; done"], "stop_timeout": 0.3},
+        # Ready only once the trap is set (a shell-written "R" line on the ready fd).
+        "stubborn": {"command": ["sh", "-c", "trap '' TERM; eval 'echo R >&'$FORSETI_READY_FD; while true; do sleep 0.05; done"],
+                     "stop_timeout": 0.3, "ready": True},
     })  # fmt: skip
     client = c.client()
     loc = client.get("stubborn", "s")
