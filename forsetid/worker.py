@@ -219,10 +219,10 @@ class Worker:
         self.cache.learn(proc.location, self.cache.seq)
         return [("leader", p.Spawned(id=proc.spawn_id, location=proc.location))]
 
-    def _fail(self, proc: Proc, reason: str) -> list:
+    def _fail(self, proc: Proc, reason: str, crash: bool = True) -> list:
         proc.failed = True
         self.by_key.pop((proc.group, proc.key), None)
-        out: list = [("leader", self._failure(proc, reason)), *self._crashed(proc.group)]
+        out: list = [("leader", self._failure(proc, reason)), *(self._crashed(proc.group) if crash else ())]
         if proc.pid is not None:
             out.append(("signal", proc.pid, signal.SIGKILL))
         return out
@@ -235,15 +235,15 @@ class Worker:
         if proc is None:
             return []
         self.procs.pop(proc.token, None)
+        if self.by_key.get((proc.group, proc.key)) is proc:  # (the key may be starting anew)
+            del self.by_key[(proc.group, proc.key)]
         code, sig = (None, -returncode) if returncode < 0 else (returncode, None)
         if proc.location is None:
             if proc.failed:
                 return []
             how = f"killed by signal {sig}" if sig else f"exited with code {code}"
-            self.by_key.pop((proc.group, proc.key), None)
             failure = self._failure(proc, f"the process {how} before it was ready")
             return [("leader", failure), *self._crashed(proc.group)]
-        self.by_key.pop((proc.group, proc.key), None)
         self.cache.forget(proc.location)
         reason = proc.stopping or "exit"
         out = [("leader", p.Exited(location=proc.location, exit_code=code, signal=sig, reason=reason, at=self.wall()))]
@@ -287,7 +287,7 @@ class Worker:
             if proc.location is not None:
                 out += self._stop(proc, "shutdown")
             elif not proc.failed:
-                out += self._fail(proc, "the node is shutting down")
+                out += self._fail(proc, "the node is shutting down", crash=False)
         return out
 
     @property
@@ -327,7 +327,7 @@ class Worker:
         self.leader_lost, self.welcomed, self.last_heard = True, False, now
         self.patience = min(2 * self.patience, max(10.0, self.silence))
         out: list = [("reconnect",), ("leader", self.hello())]
-        for fid, (client, client_id, _) in list(self.forwards.items()):
+        for client, client_id, _ in self.forwards.values():
             out.append(("client", client, self._no_leader(client_id)))
         self.forwards.clear()
         return out
