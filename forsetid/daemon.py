@@ -42,6 +42,8 @@ def waiting(sock: zmq.Socket):
         if not sock.getsockopt(EVENTS) & POLLIN:
             return
         yield sock.recv_multipart(NOBLOCK)
+
+
 GRACE = 1.0  # seconds beyond the longest stop_timeout that a shutdown may take
 
 
@@ -335,21 +337,22 @@ class Daemon:
         if chunk and b"\n" not in data and len(data) < 4096:
             self.ready_fds[fd] = (token, data)
             return
-        self._unwatch(fd)
-        del self.ready_fds[fd]
-        os.close(fd)
+        self._forget_ready(fd)
         if data:
             self._carry_out(self.worker.on_ready(token, data.split(b"\n", 1)[0].decode(errors="replace")))
 
     def _close_ready(self, token: int) -> None:
+        """Take what a process wrote on its ready pipe before it failed or exited."""
         for fd, (t, _) in list(self.ready_fds.items()):
             if t == token:
-                os.set_blocking(fd, False)
-                self._on_ready(fd)  # reads what is there, then closes
-                if fd in self.ready_fds:
-                    self._unwatch(fd)
-                    del self.ready_fds[fd]
-                    os.close(fd)
+                self._on_ready(fd)  # reads what is there (the pipe is non-blocking)
+                if fd in self.ready_fds:  # nothing, or half a line: no more will come
+                    self._forget_ready(fd)
+
+    def _forget_ready(self, fd: int) -> None:
+        self._unwatch(fd)
+        del self.ready_fds[fd]
+        os.close(fd)
 
     # -- carrying out the worker's effects --
 

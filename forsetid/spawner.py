@@ -40,7 +40,9 @@ import msgspec
 
 READY_FD_ENV = "FORSETI_READY_FD"
 _MAX = 1 << 20
-_PR_SET_PDEATHSIG = 1
+_PR_SET_PDEATHSIG, _PR_SET_NAME = 1, 15
+SPARE_NAME = b"forseti-spare"  # /proc/PID/comm of a spare waiting for its key
+_libc = None
 
 
 def _prctl(option: int, arg) -> None:
@@ -51,11 +53,6 @@ def _prctl(option: int, arg) -> None:
         _libc.prctl(option, arg, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: the zygote still kills on EOF
         pass
-
-
-_libc = None
-_PR_SET_NAME = 15
-SPARE_NAME = b"forseti-spare"  # /proc/PID/comm of a spare waiting for its key
 
 
 def die_with_parent() -> None:
@@ -175,6 +172,8 @@ class _Zygote:
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         self.own_fds = (wake_r, wake_w)
+        with open("/proc/self/comm", "rb") as f:
+            self.name = f.read().strip()  # what a spare is called again once it has its key
         self.fork_spare()
         import select
 
@@ -203,9 +202,7 @@ class _Zygote:
         """Fork the next ``entry`` process ahead of need: set up and waiting for its key,
         it starts without a fork in its way (the next spare is forked after it starts)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        zygote = os.getpid()
-        with open("/proc/self/comm", "rb") as f:
-            name = f.read().strip()
+        zygote, name = os.getpid(), self.name
         _prctl(_PR_SET_NAME, SPARE_NAME)  # so that the spare bears the name from its first instant
         try:
             pid = os.fork()
