@@ -92,7 +92,8 @@ def test_slow_starts_block_neither_lookups_nor_other_starts(cluster):
     t0 = time.monotonic()
     for t in threads:
         t.start()
-    time.sleep(0.2)  # the slow starts are under way
+    # The slow starts are under way once their three processes run (beside "existing").
+    wait_for(lambda: len(cluster.processes()) == 4, 1.0, 0.01, "three slow starts under way")
     for _ in range(10):
         assert c.get("sleeper", "existing") == existing
     assert c.find("slow", "delay4") is None
