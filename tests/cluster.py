@@ -4,6 +4,7 @@ directory, started as subprocesses and always torn down, leftovers included."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -40,9 +41,21 @@ def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01, what: str 
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the ephemeral range: a port 0 bind hands out ports that the
+    daemons' own outgoing connections may take before the daemon that was to listen
+    there binds it."""
+    low = 20000
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        high = min(int(f.read().split()[0]), 32768)
+    for _ in range(100):
+        port = random.randrange(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def toml_value(v) -> str:
