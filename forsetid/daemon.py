@@ -80,8 +80,8 @@ class Daemon:
         self.is_leader = role in ("leader", "both")
         self.is_worker = role in ("worker", "both")
         # The fork server starts first: its preloading overlaps the daemon's own start.
-        preload = sorted({c.entry.partition(":")[0] for c in config.calls.values() if c.entry})
-        self.spawner = Spawner(preload) if self.is_worker else None
+        entries = sorted({c.entry for c in config.calls.values() if c.entry})
+        self.spawner = Spawner(entries) if self.is_worker else None
         self.ctx = zmq.Context()
         self.poller = zmq.Poller()
         self.handlers: dict = {}  # socket or fd -> what to call when readable
@@ -380,9 +380,11 @@ class Daemon:
         if call.command is not None:
             command = [substitute(a, proc.group, proc.key, node) for a in call.command]
         args = [*call.args, *proc.args]
-        fd = self.spawner.spawn(proc.token, call.entry, command, args, self.worker.env(proc), proc.key)
+        fd, pid = self.spawner.spawn(proc.token, call.entry, command, args, self.worker.env(proc), proc.key)
         self.ready_fds[fd] = (proc.token, b"")
         self._watch(fd, self._on_ready)
+        if pid is not None:  # a spare took it
+            self._carry_out(self.worker.on_spawned(proc.token, pid))
 
     def _to_leader(self, msg: p.Msg) -> None:
         try:

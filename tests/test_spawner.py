@@ -1,0 +1,88 @@
+"""The fork server and its spares, driven directly (no daemon): real forks, real kills."""
+
+import os
+import select
+import signal
+import time
+
+import pytest
+
+from forsetid.spawner import Spawner
+
+SLEEPER = "forsetid.examples:sleeper"
+
+
+@pytest.fixture
+def spawner():
+    sp = Spawner([SLEEPER])
+    yield sp
+    sp.close()  # the fork server kills every process it started, spares included
+
+
+def reports(sp: Spawner, until, timeout: float = 5.0) -> list:
+    """Reports from the fork server until ``until(all so far)`` holds."""
+    got: list = []
+    deadline = time.monotonic() + timeout
+    while not until(got):
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out; reports so far: {got}"
+        select.select([sp], [], [], left)
+        got += sp.receive()
+    return got
+
+
+def spare_of(sp: Spawner) -> int:
+    reports(sp, lambda _: sp.spares)
+    return next(iter(sp.spares))
+
+
+def ready_line(fd: int, timeout: float = 5.0) -> bytes:
+    assert select.select([fd], [], [], timeout)[0], "no ready line"
+    line = os.read(fd, 4096)
+    os.close(fd)
+    return line
+
+
+def dead(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def test_an_entry_start_takes_the_spare_at_once_and_the_next_spare_follows(spawner):
+    spare = spare_of(spawner)
+    fd, pid = spawner.spawn(1, SLEEPER, None, [], {"FORSETI_KEY": "a"}, "a")
+    assert pid == spare  # known at once: no "spawned" report to wait for
+    assert ready_line(fd) == b"R \n"
+    following = spare_of(spawner)
+    assert following != pid and not dead(pid)
+    spawner.signal(pid, signal.SIGKILL)
+    got = reports(spawner, lambda got: any(r[:2] == ["exited", pid] for r in got))
+    assert ["exited", pid, -signal.SIGKILL] in got
+
+
+def test_a_spare_that_died_waiting_is_passed_over_and_the_fork_server_starts_it(spawner):
+    spare = spare_of(spawner)
+    os.kill(spare, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while not dead(spare):  # dead, but its exit not reported yet: the daemon still holds it
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    fd, pid = spawner.spawn(7, SLEEPER, None, [], {"FORSETI_KEY": "b"}, "b")
+    assert pid is None  # it went the slow way
+    got = reports(spawner, lambda got: any(r[:2] == ["spawned", 7] for r in got))
+    started = next(r[2] for r in got if r[:2] == ["spawned", 7])
+    assert started != spare
+    assert ready_line(fd) == b"R \n"
+
+
+def test_command_starts_never_take_a_spare(spawner):
+    spare = spare_of(spawner)
+    fd, pid = spawner.spawn(3, None, ["sleep", "30"], [], {}, "c")
+    assert pid is None
+    got = reports(spawner, lambda got: any(r[:2] == ["spawned", 3] for r in got))
+    assert next(r[2] for r in got if r[:2] == ["spawned", 3]) != spare
+    assert spawner.spares == {spare: spawner.spares[spare]}
+    os.close(fd)
