@@ -171,6 +171,8 @@ class Client:
         return self.near
 
     def _located(self, near: "NearCache | None", msg: p.Get | p.Find) -> Location | None:
+        if near is not None:
+            msg.seq, msg.epoch = near.position()
         reply = self._request(msg)
         if near is not None and reply.location is not None:
             near.learn(reply.location, reply.seq, reply.epoch)
@@ -285,6 +287,12 @@ class NearCache:
         self.sync()  # events that overtook the reply count first
         if self.heard is not None and len(self.cache) < self.max_size:
             self.cache.learn(loc, seq, epoch)
+
+    def position(self) -> tuple[int, str]:
+        """The events applied so far, as (seq, epoch): a node whose cache is behind them
+        must not answer from it (it might tell of a process whose exit is known here)."""
+        self.sync()
+        return (self.cache.seq, self.cache.epoch or "") if self.heard is not None else (0, "")
 
     def drop(self, group: str, key: str) -> None:
         loc = self.cache.get(group, key)

@@ -30,6 +30,10 @@ class LocationCache:
     def __len__(self) -> int:
         return len(self._d)
 
+    def has_seen(self, seq: int, epoch: str) -> bool:
+        """Whether the events up to ``seq`` of ``epoch`` ("": none) are applied here."""
+        return not epoch or (epoch == self.epoch and seq <= self.seq)
+
     def learn(self, loc: Location, seq: int, epoch: str | None = None) -> None:
         """A location the leader answered with while at event ``seq`` of ``epoch`` (None:
         known first hand). An answer from another leader's life is not kept."""

@@ -1,6 +1,7 @@
 """``forsetid``: the socket loop around the leader's and the worker's decisions.
 
-One thread, one ``zmq.Poller``. The leader part owns a ROUTER (workers and clients)
+One thread, one ``select.poll`` over plain file descriptors: the ZeroMQ sockets' own
+(``ZMQ_FD``) next to pipes and the fork server's socket. The leader part owns a ROUTER (workers and clients)
 and an XPUB (events); the worker part owns a DEALER to the leader, a SUB to its events,
 a ROUTER for local clients, the fork server's socket and the ready pipes of processes
 being started. In role "both" the worker reaches its leader over ``inproc://``.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import signal
 import sys
 import time
@@ -27,21 +29,8 @@ from .worker import Proc, Worker, substitute
 log = logging.getLogger("forsetid")
 
 BATCH = 256  # messages taken from one socket before looking at the others
-NOBLOCK, MORE_NOBLOCK, EVENTS, POLLIN = zmq.NOBLOCK, zmq.SNDMORE | zmq.NOBLOCK, zmq.EVENTS, zmq.POLLIN
-
-
-def waiting(sock: zmq.Socket):
-    """The messages waiting on ``sock`` (at most BATCH), each a list of frames: the first
-    one the poller announced, then as long as ZMQ_EVENTS says there are more (cheaper
-    than a recv that ends in a zmq.Again exception)."""
-    try:
-        yield sock.recv_multipart(NOBLOCK)
-    except zmq.Again:
-        return
-    for _ in range(BATCH - 1):
-        if not sock.getsockopt(EVENTS) & POLLIN:
-            return
-        yield sock.recv_multipart(NOBLOCK)
+NOBLOCK, MORE_NOBLOCK, EVENTS = zmq.NOBLOCK, zmq.SNDMORE | zmq.NOBLOCK, zmq.EVENTS
+POLLIN = int(zmq.POLLIN)  # a plain int: `events & zmq.POLLIN` builds an enum each time (~1 us)
 
 
 GRACE = 1.0  # seconds beyond the longest stop_timeout that a shutdown may take
@@ -83,8 +72,12 @@ class Daemon:
         entries = sorted({c.entry for c in config.calls.values() if c.entry})
         self.spawner = Spawner(entries) if self.is_worker else None
         self.ctx = zmq.Context()
-        self.poller = zmq.Poller()
-        self.handlers: dict = {}  # socket or fd -> what to call when readable
+        self.poller = select.poll()
+        self.handlers: dict[int, tuple] = {}  # fd -> (what to call when readable, socket or fd)
+        # ZeroMQ sockets used since their last ZMQ_EVENTS check: a send or recv may have
+        # taken in the signal of a message that their ZMQ_FD will then not announce.
+        self.unchecked: set[zmq.Socket] = set()
+        self.fds: dict[zmq.Socket, int] = {}
         self.ready_fds: dict[int, tuple[int, bytes]] = {}  # fd -> (token, bytes so far)
         self.stopping = False
         self.fatal: str | None = None  # set when the daemon cannot go on
@@ -149,12 +142,31 @@ class Daemon:
                 raise ConfigError(f"{self.config.path}: cannot bind {endpoint}: {exc}") from None
 
     def _watch(self, sock_or_fd, handler) -> None:
-        self.handlers[sock_or_fd] = handler
-        self.poller.register(sock_or_fd, zmq.POLLIN)
+        fd = sock_or_fd
+        if isinstance(sock_or_fd, zmq.Socket):
+            fd = self.fds[sock_or_fd] = sock_or_fd.getsockopt(zmq.FD)
+            self.unchecked.add(sock_or_fd)
+        self.handlers[fd] = (handler, sock_or_fd)
+        self.poller.register(fd, select.POLLIN)
 
     def _unwatch(self, sock_or_fd) -> None:
-        self.handlers.pop(sock_or_fd, None)
-        self.poller.unregister(sock_or_fd)
+        fd = sock_or_fd
+        if isinstance(sock_or_fd, zmq.Socket):
+            fd = self.fds.pop(sock_or_fd)
+            self.unchecked.discard(sock_or_fd)
+        self.handlers.pop(fd, None)
+        self.poller.unregister(fd)
+
+    def _waiting(self, sock: zmq.Socket):
+        """The messages waiting on ``sock`` (at most BATCH), each a list of frames, for as
+        long as ZMQ_EVENTS says there is one. A ZMQ_FD is a signal, not a level: after
+        the last check, sending on the socket makes it unchecked again."""
+        for _ in range(BATCH):
+            if not sock.getsockopt(EVENTS) & POLLIN:
+                self.unchecked.discard(sock)
+                return
+            yield sock.recv_multipart(NOBLOCK)
+        self.unchecked.add(sock)  # more may wait: look again before sleeping
 
     # -- the loop --
 
@@ -183,11 +195,16 @@ class Daemon:
             self.close()
 
     def _poll_once(self, timeout_ms: int) -> None:
-        for sock_or_fd, _ in self.poller.poll(timeout_ms):
-            handler = self.handlers.get(sock_or_fd)
-            if handler is not None:
+        # One poll() and a ZMQ_EVENTS check of only the sockets that need one: zmq_poll
+        # would check every socket twice and poll twice, each a system call.
+        due = [self.fds[sock] for sock in self.unchecked if sock.getsockopt(EVENTS) & POLLIN]
+        self.unchecked.clear()
+        ready = self.poller.poll(0 if due else timeout_ms)
+        for fd in due + [fd for fd, _ in ready if fd not in due]:
+            entry = self.handlers.get(fd)  # (gone if a handler before it closed it)
+            if entry is not None:
                 try:
-                    handler(sock_or_fd)
+                    entry[0](entry[1])
                 except Exception:  # a bug must cost one message, not the daemon
                     self.faults.exception("internal error while handling input")
         now = time.monotonic()
@@ -258,13 +275,14 @@ class Daemon:
     def _on_subscribe(self, sock: zmq.Socket) -> None:
         # A new subscription gets a tick on its own topic at once: the subscriber then
         # knows that it is live and where the sequence stands.
-        for frame, *_ in waiting(sock):
+        for frame, *_ in self._waiting(sock):
             if frame[:1] == b"\x01":
                 topic = frame[1:]
                 group = topic[:-1].decode(errors="replace") if topic.endswith(b"\0") else None
                 self._publish(topic, self.leader.tick(group))
 
     def _publish(self, topic: bytes, msg: p.Msg) -> None:
+        self.unchecked.add(self.pub)
         try:
             self.pub.send(topic, MORE_NOBLOCK)
             self.pub.send(p.encode(msg), NOBLOCK)
@@ -281,7 +299,7 @@ class Daemon:
                 self._carry_out(self.worker.on_client(client, msg))
 
     def _on_leader(self, sock: zmq.Socket) -> None:
-        for frames in waiting(sock):
+        for frames in self._waiting(sock):
             try:
                 msg = p.decode(frames[-1])
             except p.BadMessage as exc:
@@ -290,7 +308,7 @@ class Daemon:
             self._carry_out(self.worker.on_leader(msg))
 
     def _on_event(self, sock: zmq.Socket) -> None:
-        for frames in waiting(sock):
+        for frames in self._waiting(sock):
             try:
                 msg = p.decode(frames[-1])
             except p.BadMessage as exc:
@@ -387,6 +405,7 @@ class Daemon:
             self._carry_out(self.worker.on_spawned(proc.token, pid))
 
     def _to_leader(self, msg: p.Msg) -> None:
+        self.unchecked.add(self.dealer)
         try:
             self.dealer.send(p.encode(msg), NOBLOCK)
         except zmq.Again:
@@ -396,7 +415,7 @@ class Daemon:
 
     def _receive(self, sock: zmq.Socket):
         """Decoded (peer, message) pairs from a ROUTER; bad input is answered here."""
-        for frames in waiting(sock):
+        for frames in self._waiting(sock):
             peer = frames[0]
             if len(frames) != 2:
                 error = p.Error(kind=p.BAD_MESSAGE, message=f"expected 1 frame, got {len(frames) - 1}")
@@ -410,6 +429,7 @@ class Daemon:
                 self._send(sock, peer, exc.reply)
 
     def _send(self, sock: zmq.Socket, peer: bytes, msg: p.Msg) -> None:
+        self.unchecked.add(sock)
         try:
             sock.send(peer, MORE_NOBLOCK)  # two sends: cheaper than send_multipart
             sock.send(p.encode(msg), NOBLOCK)

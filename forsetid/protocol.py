@@ -101,15 +101,24 @@ class Msg(msgspec.Struct, tag_field="t", kw_only=True):
 # -- requests (client -> worker or leader; a worker forwards what it cannot answer) --
 
 
+# Get and find: ``seq`` and ``epoch`` say which events the asker has applied already (a
+# client's near cache); a worker whose cache has not seen them yet asks the leader
+# instead of answering from it, so that nobody hears of a process after its exit.
+
+
 class Get(Msg, tag="get"):
     group: Group
     key: Key
     args: list[Arg] = []
+    seq: int = 0
+    epoch: str = ""
 
 
 class Find(Msg, tag="find"):
     group: Group
     key: Key
+    seq: int = 0
+    epoch: str = ""
 
 
 class Stop(Msg, tag="stop"):

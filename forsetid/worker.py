@@ -131,7 +131,7 @@ class Worker:
     def on_client(self, client: bytes, msg: p.Msg) -> list:
         if isinstance(msg, (p.Get, p.Find)):
             loc = self.cache.get(msg.group, msg.key)
-            if loc is not None:
+            if loc is not None and self.cache.has_seen(msg.seq, msg.epoch):
                 return [("client", client, p.Found(id=msg.id, location=loc, seq=self.cache.seq, epoch=self.cache.epoch or ""))]
         elif not isinstance(msg, p.CLIENT_REQUESTS):
             tag = type(msg).__struct_config__.tag

@@ -63,6 +63,19 @@ def test_cache_hit_answers_without_leader():
     assert worker.forwards == {}
 
 
+def test_a_cache_behind_the_askers_events_asks_the_leader():
+    """A client that has seen an exit event must not hear of that process from a worker
+    whose own event stream lags: such a worker forwards instead of answering."""
+    worker, _ = make()
+    loc = p.Location("users", "k", "node2", 77)
+    worker.on_event(p.Event(seq=1, epoch="e1", kind="started", location=loc))
+    for seq, epoch, answers in ((0, "", True), (1, "e1", True), (2, "e1", False), (1, "e0", False)):
+        (effect,) = worker.on_client(b"cli", p.Find(id=4, group="users", key="k", seq=seq, epoch=epoch))
+        assert (effect[0] == "client") == answers, (seq, epoch)
+        if not answers:
+            assert isinstance(effect[1], p.Find) and (effect[1].seq, effect[1].epoch) == (seq, epoch)
+
+
 def test_miss_is_forwarded_and_reply_routed_back():
     worker, _ = make()
     worker.on_event(p.Tick(seq=0, epoch="e1"))
