@@ -316,6 +316,8 @@ class Daemon:
                 continue
             if isinstance(msg, (p.Event, p.Tick)):
                 self.worker.on_event(msg)
+                if isinstance(msg, p.Event) and msg.kind == "started" and msg.location.node == self.worker.node:
+                    self.spawner.refill()  # one of ours is registered: now fork the next spare
 
     def _on_spawner(self, fd: int) -> None:
         try:
@@ -399,10 +401,11 @@ class Daemon:
             command = [substitute(a, proc.group, proc.key, node) for a in call.command]
         args = [*call.args, *proc.args]
         fd, pid = self.spawner.spawn(proc.token, call.entry, command, args, self.worker.env(proc), proc.key)
-        self.ready_fds[fd] = (proc.token, b"")
-        self._watch(fd, self._on_ready)
-        if pid is not None:  # a spare took it
-            self._carry_out(self.worker.on_spawned(proc.token, pid))
+        if fd is not None:
+            self.ready_fds[fd] = (proc.token, b"")
+            self._watch(fd, self._on_ready)
+        if pid is not None:  # a spare took it (and, with no ready pipe, runs the entry already)
+            self._carry_out(self.worker.on_spawned(proc.token, pid, running=fd is None))
 
     def _to_leader(self, msg: p.Msg) -> None:
         self.unchecked.add(self.dealer)

@@ -242,10 +242,11 @@ class Leader:
         wait = self._take_pending(peer, msg.id, (loc.group, loc.key))
         if wait is not None:
             self.placement.add(wait.node, -1)  # registered (or killed) below instead
-        out = self._adopt(peer, loc)
+        adopted = self._adopt(peer, loc)  # the started event (or the kill of a duplicate)
         current = self.store.get(loc.group, loc.key)
-        out += [(waiter, p.Found(id=req, location=current, seq=self.seq, epoch=self.epoch)) for waiter, req in wait.waiters] if wait else []
-        return out
+        # The waiting callers first: they wait for this answer, the subscribers do not.
+        out: Out = [(waiter, p.Found(id=req, location=current, seq=self.seq, epoch=self.epoch)) for waiter, req in wait.waiters] if wait else []
+        return out + adopted
 
     def _adopt(self, peer: bytes, loc: p.Location) -> Out:
         """A live process a worker reports: registered if its key is free; if another

@@ -12,7 +12,7 @@ at once.
 An ``entry`` start is faster still from a *spare*: an entry process forked ahead of
 need, set up and waiting for its key on a socket that the daemon holds. The daemon
 hands the key straight to it (no fork, no fork server on the way) and asks for the
-next spare.
+next spare once that start is registered (``refill()``).
 
 Daemon <-> zygote: MessagePack lists over a SOCK_SEQPACKET socketpair.
 
@@ -22,7 +22,10 @@ Daemon <-> zygote: MessagePack lists over a SOCK_SEQPACKET socketpair.
   process itself signals readiness
 * ``["spare"]`` -> ``["spare", pid]`` with the spare's socket attached (none if the fork
   failed); the daemon sends it ``[entry, args, env, key]`` with the ready pipe's write
-  end, as the zygote would
+  end, as the zygote would, or with none when the entry is one the zygote resolved at
+  start and the process need not signal readiness itself: such a spare runs that
+  function's code already, so it counts as started the moment it has its key
+* ``["preloaded", entries]``, the zygote's first word: the entries it resolved
 * ``["signal", pid, signum]`` (to the process's whole process group)
 * ``["exited", pid, returncode]`` (negative: killed by that signal), spares included
 
@@ -49,6 +52,11 @@ import msgspec
 READY_FD_ENV = "FORSETI_READY_FD"
 _MAX = 1 << 20
 _PR_SET_PDEATHSIG, _PR_SET_NAME = 1, 15
+# Held blocked, with their default action, by the fork server (a stop aimed at it, or a
+# pipe closed under it, must not end it) and released by each child: one sent to a child
+# before that instant is delivered then. Python's own choice for the last two, to ignore
+# them, would survive an exec.
+_HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE, signal.SIGXFSZ)
 SPARE_NAME = b"forseti-spare"  # /proc/PID/comm of a spare waiting for its key
 _libc = None
 
@@ -66,6 +74,12 @@ def _prctl(option: int, arg) -> None:
 def die_with_parent() -> None:
     """Have the kernel SIGKILL this process when its parent dies (Linux)."""
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _ready_pipe() -> tuple[int, int]:
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    return r, w
 
 
 class Spawner:
@@ -92,40 +106,49 @@ class Spawner:
         self.outbox: collections.deque = collections.deque()  # what did not fit in the socket yet
         self.spares: dict[int, socket.socket] = {}  # pid -> the socket it waits on
         self.asked = False  # for a spare, not yet come
+        self.preloaded: set[str] = set()  # entries every spare has resolved already
         if entries:
-            self._want_spare()
+            self.refill()
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def spawn(self, token: int, entry, command, args: list, env: dict, key: str) -> tuple[int, int | None]:
+    def spawn(self, token: int, entry, command, args: list, env: dict, key: str) -> tuple[int | None, int | None]:
         """Start a process: returns the read end of its ready pipe, and its pid when a
-        spare took the key (otherwise a ``spawned`` report tells it)."""
-        r, w = os.pipe()
-        os.set_blocking(r, False)
+        spare took the key (otherwise a ``spawned`` report tells it). A pid with no pipe:
+        the spare had resolved the entry already, so the process has started."""
         if command is None:
+            started = entry in self.preloaded and READY_FD_ENV not in env  # once a spare has the key
+            r, w = (None, None) if started else _ready_pipe()
             pid = self._use_spare(msgspec.msgpack.encode([entry, args, env, key]), w)
             if pid is not None:
                 return r, pid
+            if started:
+                r, w = _ready_pipe()  # the fork server's child tells when it has its function
+        else:
+            r, w = _ready_pipe()
         self._send(msgspec.msgpack.encode(["spawn", token, entry, command, args, env, key]), w)
         return r, None
 
-    def _use_spare(self, job: bytes, ready_w: int) -> int | None:
+    def _use_spare(self, job: bytes, ready_w: int | None) -> int | None:
         while self.spares:
             pid, sock = self.spares.popitem()
             try:
-                socket.send_fds(sock, [job], [ready_w])
+                socket.send_fds(sock, [job], [] if ready_w is None else [ready_w])
             except OSError:  # it died waiting (its exit report is on the way)
                 continue
             finally:
                 sock.close()
-            os.close(ready_w)  # the process holds the only write end: EOF = it is gone
-            self._want_spare()
-            return pid
-        self._want_spare()  # spares are asked for on demand: one that died is not replaced in a loop
+            if ready_w is not None:
+                os.close(ready_w)  # the process holds the only write end: EOF = it is gone
+            return pid  # the next one is forked on refill()
+        self.refill()  # spares are asked for on demand: one that died is not replaced in a loop
         return None
 
-    def _want_spare(self) -> None:
+    def refill(self) -> None:
+        """Have a spare forked ahead, unless one waits or is on its way. The daemon calls
+        this once a start that took a spare is registered, not at once: on one machine,
+        a fork would take the CPU from the answer to the caller of that very start."""
         if not self.spares and not self.asked:
             self.asked = True
             self._send(msgspec.msgpack.encode(["spare"]))
@@ -167,7 +190,9 @@ class Spawner:
             if not data:
                 raise RuntimeError("the fork server died")
             report = msgspec.msgpack.decode(data)
-            if report[0] == "spare":  # (without a socket when the fork failed)
+            if report[0] == "preloaded":
+                self.preloaded = set(report[1])
+            elif report[0] == "spare":  # (without a socket when the fork failed)
                 self.asked = False
                 if fds:
                     self.spares[report[1]] = socket.socket(fileno=fds[0])
@@ -202,14 +227,18 @@ class _Zygote:
 
     def serve(self, entries: list[str]) -> None:
         # Only the daemon's socket closing ends the fork server (then it kills every group).
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-            signal.signal(sig, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+        for sig in _HELD_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
         self.entries = entries
-        for module in sorted({entry.partition(":")[0] for entry in entries}):
+        resolved = []
+        for entry in entries:
             try:
-                importlib.import_module(module)
+                _resolve(entry)
+                resolved.append(entry)
             except BaseException as exc:  # reported again, per process, when one starts
-                print(f"forsetid: cannot preload {module}: {exc!r}", file=sys.stderr)
+                print(f"forsetid: cannot preload {entry}: {exc!r}", file=sys.stderr)
+        self.send(["preloaded", resolved])
         # What is imported now is shared with every child: keep the collector off it, or
         # its first pass in a child would touch (and so copy) every page of it.
         gc.collect()
@@ -278,7 +307,7 @@ class _Zygote:
                 _prctl(_PR_SET_NAME, name)
                 entry, args, env, key = msgspec.msgpack.decode(data)
                 os.environ.update(env)
-                _run_entry(entry, args, env, key, fds[0])
+                _run_entry(entry, args, env, key, fds[0] if fds else None)
             finally:
                 os._exit(1)
         theirs.close()
@@ -362,11 +391,8 @@ def _setup(zygote: int) -> None:
     if os.getppid() != zygote:  # it died before prctl took effect
         os._exit(1)
     signal.set_wakeup_fd(-1)
-    # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec.
-    # ... and the fork server ignores SIGINT, SIGTERM, SIGHUP and SIGQUIT: not so its children.
-    for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                signal.SIGPIPE, signal.SIGXFSZ):  # fmt: skip
-        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
 
 
 def _rehearse(entries: list[str]) -> None:
@@ -407,8 +433,9 @@ def _child(entry, command, args, env, key, ready_w: int, err_w: int, zygote: int
         os._exit(1)
 
 
-def _run_entry(entry: str, args: list, env: dict, key: str, ready_w: int) -> None:
-    """Call the entry function in this process (set up already): never returns."""
+def _run_entry(entry: str, args: list, env: dict, key: str, ready_w: int | None) -> None:
+    """Call the entry function in this process (set up already): never returns. No
+    ready pipe: the daemon counts the process as started already."""
     code = 1
     try:
         try:
@@ -418,7 +445,7 @@ def _run_entry(entry: str, args: list, env: dict, key: str, ready_w: int) -> Non
             os._exit(1)
         if READY_FD_ENV in env:
             os.environ[READY_FD_ENV] = str(ready_w)
-        else:
+        elif ready_w is not None:
             _tell(ready_w, "R ")
         try:
             fn(key, *args)
@@ -446,7 +473,10 @@ def _resolve(entry: str):
     return obj
 
 
-def _tell(fd: int, line: str) -> None:
+def _tell(fd: int | None, line: str) -> None:
+    if fd is None:  # no one listens: the log has it
+        print(f"forsetid: {line}", file=sys.stderr)
+        return
     try:
         os.write(fd, (line.replace("\n", " ") + "\n").encode())
         os.close(fd)

@@ -41,7 +41,7 @@ class Proc:
     args: list
     pid: int | None = None
     ready_line: str | None = None  # "R <endpoint>" or "E <reason>", once read
-    spawned: bool = False  # the fork server has started it (and a command has exec'd)
+    running: bool = False  # runs its own code: a command has exec'd, or a spare had the entry resolved
     location: p.Location | None = None  # set once started
     failed: bool = False  # a start failure was reported; waiting only for its exit
     stopping: p.Reason | None = None
@@ -179,11 +179,13 @@ class Worker:
             return None
         return substitute(proc.call.endpoint, proc.group, proc.key, self.node)
 
-    def on_spawned(self, token: int, pid: int) -> list:
+    def on_spawned(self, token: int, pid: int, running: bool = False) -> list:
+        """The process exists; ``running``: an entry's function is imported already
+        (a spare that had resolved it), so it has started as far as it must."""
         proc = self.procs.get(token)
         if proc is None:
             return []
-        proc.pid, proc.spawned = pid, True
+        proc.pid, proc.running = pid, running or proc.call.command is not None
         self.by_pid[pid] = proc
         if proc.failed:  # it timed out before the fork server answered
             return [("signal", pid, signal.SIGKILL)]
@@ -211,7 +213,7 @@ class Worker:
             return self._fail(proc, line[1:].strip() or "the process reported a start failure")
         if line is not None and line.startswith("R"):
             endpoint = line[1:].strip() or self.endpoint(proc)
-        elif proc.call.command is not None and not proc.call.ready and proc.spawned:
+        elif proc.running and not proc.call.ready:
             endpoint = self.endpoint(proc)
         else:
             return []

@@ -10,11 +10,12 @@ import pytest
 from forsetid.spawner import Spawner
 
 SLEEPER = "forsetid.examples:sleeper"
+SLOW_READY = "forsetid.examples:slow_ready"  # signals readiness itself
 
 
 @pytest.fixture
 def spawner():
-    sp = Spawner([SLEEPER])
+    sp = Spawner([SLEEPER, SLOW_READY])
     yield sp
     sp.close()  # the fork server kills every process it started, spares included
 
@@ -53,14 +54,39 @@ def dead(pid: int) -> bool:
 
 def test_an_entry_start_takes_the_spare_at_once_and_the_next_spare_follows(spawner):
     spare = spare_of(spawner)
-    fd, pid = spawner.spawn(1, SLEEPER, None, [], {"FORSETI_KEY": "a"}, "a")
+    fd, pid = spawner.spawn(1, SLOW_READY, None, [0], {"FORSETI_KEY": "a", "FORSETI_READY_FD": ""}, "a")
     assert pid == spare  # known at once: no "spawned" report to wait for
     assert ready_line(fd) == b"R \n"
+    assert not spawner.spares and not spawner.asked  # the daemon asks when the start is registered
+    spawner.refill()
     following = spare_of(spawner)
     assert following != pid and not dead(pid)
     spawner.signal(pid, signal.SIGKILL)
     got = reports(spawner, lambda got: any(r[:2] == ["exited", pid] for r in got))
     assert ["exited", pid, -signal.SIGKILL] in got
+
+
+def test_an_entry_the_fork_server_resolved_is_handed_over_without_a_ready_pipe(spawner):
+    spare = spare_of(spawner)  # (the fork server's first word, before any spare, names what it resolved)
+    assert spawner.preloaded == {SLEEPER, SLOW_READY}
+    fd, pid = spawner.spawn(2, SLEEPER, None, [], {"FORSETI_KEY": "n"}, "n")
+    assert (fd, pid) == (None, spare)  # started: nothing more to wait for
+    assert not dead(pid)
+    spawner.signal(pid, signal.SIGTERM)
+    got = reports(spawner, lambda got: any(r[:2] == ["exited", pid] for r in got))
+    assert ["exited", pid, -signal.SIGTERM] in got
+
+
+def test_a_spare_given_an_entry_it_cannot_load_says_so_on_its_ready_pipe():
+    sp = Spawner([SLEEPER, "forsetid.examples:no_such_function"])
+    try:
+        spare_of(sp)
+        assert sp.preloaded == {SLEEPER}
+        fd, pid = sp.spawn(5, "forsetid.examples:no_such_function", None, [], {}, "x")
+        assert pid is not None and fd is not None  # not resolved ahead: the pipe tells
+        assert ready_line(fd).startswith(b"E cannot load entry")
+    finally:
+        sp.close()
 
 
 def test_a_spare_that_died_waiting_is_passed_over_and_the_fork_server_starts_it(spawner):

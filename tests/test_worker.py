@@ -144,6 +144,15 @@ def test_ready_before_spawned_answer():
     assert isinstance(msg, p.Spawned) and msg.location.pid == 4242
 
 
+def test_an_entry_a_spare_had_resolved_counts_as_started_when_handed_over():
+    worker, _ = make()
+    proc = spawn(worker, "k", ENTRY, spawn_id=10)
+    (msg,) = to_leader(worker.on_spawned(proc.token, 4242, running=True))
+    assert msg == p.Spawned(id=10, location=p.Location("users", "k", "node1", 4242, None, WALL))
+    ready = spawn(worker, "r", READY, spawn_id=11)  # one that signals readiness still must
+    assert worker.on_spawned(ready.token, 4243, running=True) == []
+
+
 def test_command_without_ready_counts_on_spawned():
     worker, _ = make()
     proc = spawn(worker, "k", PLAIN, spawn_id=8)
