@@ -14,7 +14,9 @@ need, set up and waiting for its key on a socket that the daemon holds. The daem
 hands the key straight to it (no fork, no fork server on the way) and asks for the
 next spare once that start is registered (``refill()``).
 
-Daemon <-> zygote: MessagePack lists over a SOCK_SEQPACKET socketpair.
+Daemon <-> zygote: lists over a SOCK_SEQPACKET socketpair, in ``marshal`` (both ends
+are the same interpreter; the zygote imports nothing it can do without, as every page it
+maps makes each of its forks dearer: msgspec alone cost 20% more per fork).
 
 * ``["spawn", token, entry, command, args, env, key]`` with one fd attached, the write
   end of the process's *ready pipe* -> ``["spawned", token, pid]`` or
@@ -41,16 +43,15 @@ import collections
 import ctypes
 import gc
 import importlib
+import marshal
 import os
 import signal
 import socket
 import sys
-import traceback
-
-import msgspec
 
 READY_FD_ENV = "FORSETI_READY_FD"
 _MAX = 1 << 20
+_pack, _unpack = marshal.dumps, marshal.loads
 _PR_SET_PDEATHSIG, _PR_SET_NAME = 1, 15
 # Held blocked, with their default action, by the fork server (a stop aimed at it, or a
 # pipe closed under it, must not end it) and released by each child: one sent to a child
@@ -120,14 +121,14 @@ class Spawner:
         if command is None:
             started = entry in self.preloaded and READY_FD_ENV not in env  # once a spare has the key
             r, w = (None, None) if started else _ready_pipe()
-            pid = self._use_spare(msgspec.msgpack.encode([entry, args, env, key]), w)
+            pid = self._use_spare(_pack([entry, args, env, key]), w)
             if pid is not None:
                 return r, pid
             if started:
                 r, w = _ready_pipe()  # the fork server's child tells when it has its function
         else:
             r, w = _ready_pipe()
-        self._send(msgspec.msgpack.encode(["spawn", token, entry, command, args, env, key]), w)
+        self._send(_pack(["spawn", token, entry, command, args, env, key]), w)
         return r, None
 
     def _use_spare(self, job: bytes, ready_w: int | None) -> int | None:
@@ -151,10 +152,10 @@ class Spawner:
         a fork would take the CPU from the answer to the caller of that very start."""
         if not self.spares and not self.asked:
             self.asked = True
-            self._send(msgspec.msgpack.encode(["spare"]))
+            self._send(_pack(["spare"]))
 
     def signal(self, pid: int, signum: int) -> None:
-        self._send(msgspec.msgpack.encode(["signal", pid, signum]))
+        self._send(_pack(["signal", pid, int(signum)]))  # (marshal takes no IntEnum)
 
     def _send(self, msg: bytes, fd: int | None = None) -> None:
         """Send now, or queue behind what waits already: a burst of starts or a shutdown
@@ -189,7 +190,7 @@ class Spawner:
                 return reports
             if not data:
                 raise RuntimeError("the fork server died")
-            report = msgspec.msgpack.decode(data)
+            report = _unpack(data)
             if report[0] == "preloaded":
                 self.preloaded = set(report[1])
             elif report[0] == "spare":  # (without a socket when the fork failed)
@@ -272,7 +273,7 @@ class _Zygote:
                     for pid in self.children:
                         self.kill(pid, signal.SIGKILL)
                     return
-                self.handle(msgspec.msgpack.decode(data), fds, (wake_r, wake_w))
+                self.handle(_unpack(data), fds, (wake_r, wake_w))
 
     def fork_spare(self) -> None:
         """Fork an ``entry`` process ahead of need, and hand its socket to the daemon."""
@@ -305,7 +306,7 @@ class _Zygote:
                     os._exit(0)
                 theirs.close()
                 _prctl(_PR_SET_NAME, name)
-                entry, args, env, key = msgspec.msgpack.decode(data)
+                entry, args, env, key = _unpack(data)
                 os.environ.update(env)
                 _run_entry(entry, args, env, key, fds[0] if fds else None)
             finally:
@@ -313,7 +314,7 @@ class _Zygote:
         theirs.close()
         self.children.add(pid)
         try:
-            socket.send_fds(self.sock, [msgspec.msgpack.encode(["spare", pid])], [ours.fileno()])
+            socket.send_fds(self.sock, [_pack(["spare", pid])], [ours.fileno()])
         except OSError:
             pass  # the daemon is gone; the next recv says so
         ours.close()  # the daemon holds it now: when it closes, the spare exits
@@ -378,7 +379,7 @@ class _Zygote:
 
     def send(self, msg: list) -> None:
         try:
-            self.sock.send(msgspec.msgpack.encode(msg))
+            self.sock.send(_pack(msg))
         except OSError:
             pass  # the daemon is gone; the next recv says so
 
@@ -400,7 +401,7 @@ def _rehearse(entries: list[str]) -> None:
     process the first write to a page is a copy-on-write fault, and those faults, not
     the work, were most of a spare's start (0.5 ms here)."""
     env = {name: "" for name in ("FORSETI_GROUP", "FORSETI_KEY", "FORSETI_NODE", "FORSETI_ENDPOINT", READY_FD_ENV)}
-    msgspec.msgpack.decode(msgspec.msgpack.encode(["module:function", [], env, "key"]))
+    _unpack(_pack(["module:function", [], env, "key"]))
     os.environ.update(env)
     for name in env:
         del os.environ[name]
@@ -453,6 +454,8 @@ def _run_entry(entry: str, args: list, env: dict, key: str, ready_w: int | None)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException:
+            import traceback  # (not in the fork server: it would make every fork dearer)
+
             traceback.print_exc()
             code = 1
     finally:
