@@ -172,10 +172,12 @@ class Client:
 
     def _located(self, near: "NearCache | None", msg: p.Get | p.Find) -> Location | None:
         if near is not None:
-            msg.seq, msg.epoch = near.position()
+            msg.seq, msg.epoch = near.asking(msg.group, msg.key)
         reply = self._request(msg)
-        if near is not None and reply.location is not None:
-            near.learn(reply.location, reply.seq, reply.epoch)
+        if near is not None and reply.location is not None and not near.learn(reply.location, reply.seq, reply.epoch):
+            # Its exit arrived while the answer was on its way: a find says so; a get
+            # keeps its answer, the process it started (or found), which may exit at once.
+            return None if isinstance(msg, p.Find) else reply.location
         return reply.location
 
     def _request(self, msg: p.Msg):
@@ -267,6 +269,8 @@ class NearCache:
         self._signal = select.poll()
         self._signal.register(self._sub.getsockopt(zmq.FD), select.POLLIN)
         self.hits = 0
+        self._asked: tuple[str, str] | None = None  # the key of the request in flight
+        self._exited: list[Location] = []  # its exits applied since it was sent
 
     def lookup(self, group: str, key: str) -> Location | None:
         """The cached location, or None: ask the node."""
@@ -283,16 +287,22 @@ class NearCache:
             self.hits += 1
         return loc
 
-    def learn(self, loc: Location, seq: int, epoch: str) -> None:
-        self.sync()  # events that overtook the reply count first
-        if self.heard is not None and len(self.cache) < self.max_size:
-            self.cache.learn(loc, seq, epoch)
-
-    def position(self) -> tuple[int, str]:
-        """The events applied so far, as (seq, epoch): a node whose cache is behind them
-        must not answer from it (it might tell of a process whose exit is known here)."""
+    def asking(self, group: str, key: str) -> tuple[int, str]:
+        """Before asking the node for (group, key): the events applied so far, as (seq,
+        epoch), for the node not to answer from a cache that is behind them (it might
+        tell of a process whose exit is known here); and from now on, note that key's exits."""
         self.sync()
-        return (self.cache.seq, self.cache.epoch or "") if self.heard is not None else (0, "")
+        self._asked, self._exited = (group, key), []
+        return self.cache.seq, self.cache.epoch or ""
+
+    def learn(self, loc: Location, seq: int, epoch: str) -> bool:
+        """The node's answer about the key asked for; False if that process's exit has
+        arrived meanwhile (then it is not kept, nor to be told)."""
+        self.sync()  # events that overtook the reply count first
+        exited, self._asked = loc in self._exited, None
+        if not exited and self.heard is not None and len(self.cache) < self.max_size:
+            self.cache.learn(loc, seq, epoch)
+        return not exited
 
     def drop(self, group: str, key: str) -> None:
         loc = self.cache.get(group, key)
@@ -315,6 +325,9 @@ class NearCache:
     def apply(self, msg: p.Event | p.Tick) -> None:
         self.cache.apply(msg)
         self.heard = time.monotonic()
+        if self._asked is not None and isinstance(msg, p.Event) and msg.kind == "exited":
+            if (msg.location.group, msg.location.key) == self._asked:
+                self._exited.append(msg.location)
 
     def close(self) -> None:
         self._sub.close()

@@ -207,6 +207,8 @@ class Daemon:
                     entry[0](entry[1])
                 except Exception:  # a bug must cost one message, not the daemon
                     self.faults.exception("internal error while handling input")
+                    if isinstance(entry[1], zmq.Socket):
+                        self.unchecked.add(entry[1])  # what waits behind that message is still due
         now = time.monotonic()
         if self.is_worker:
             self._carry_out(self.worker.expire())

@@ -108,8 +108,9 @@ class Spawner:
         self.spares: dict[int, socket.socket] = {}  # pid -> the socket it waits on
         self.asked = False  # for a spare, not yet come
         self.preloaded: set[str] = set()  # entries every spare has resolved already
+        self.owed = False  # a spare was taken and not yet replaced
         if entries:
-            self.refill()
+            self._want_spare()
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -142,14 +143,20 @@ class Spawner:
                 sock.close()
             if ready_w is not None:
                 os.close(ready_w)  # the process holds the only write end: EOF = it is gone
-            return pid  # the next one is forked on refill()
-        self.refill()  # spares are asked for on demand: one that died is not replaced in a loop
+            self.owed = True  # replaced on refill()
+            return pid
+        self._want_spare()  # spares are asked for on demand: one that died is not replaced in a loop
         return None
 
     def refill(self) -> None:
-        """Have a spare forked ahead, unless one waits or is on its way. The daemon calls
-        this once a start that took a spare is registered, not at once: on one machine,
-        a fork would take the CPU from the answer to the caller of that very start."""
+        """Replace the spare a start took. The daemon calls this once that start is
+        registered, not at once: on one machine, the fork would take the CPU from the
+        answer to the caller of that very start."""
+        if self.owed:
+            self.owed = False
+            self._want_spare()
+
+    def _want_spare(self) -> None:
         if not self.spares and not self.asked:
             self.asked = True
             self._send(_pack(["spare"]))
@@ -227,10 +234,6 @@ class _Zygote:
             os._exit(1)
 
     def serve(self, entries: list[str]) -> None:
-        # Only the daemon's socket closing ends the fork server (then it kills every group).
-        signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
-        for sig in _HELD_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
         self.entries = entries
         resolved = []
         for entry in entries:
@@ -240,6 +243,12 @@ class _Zygote:
             except BaseException as exc:  # reported again, per process, when one starts
                 print(f"forsetid: cannot preload {entry}: {exc!r}", file=sys.stderr)
         self.send(["preloaded", resolved])
+        # From here on only the daemon's socket closing ends the fork server (then it kills
+        # every group). Not before the preloading: what an entry module may start as it is
+        # imported should not inherit these held.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+        for sig in _HELD_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
         # What is imported now is shared with every child: keep the collector off it, or
         # its first pass in a child would touch (and so copy) every page of it.
         gc.collect()

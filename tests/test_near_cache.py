@@ -5,6 +5,7 @@ empties the cache."""
 import os
 import signal
 
+import msgspec
 from cluster import wait_for
 
 from forsetictl import Client
@@ -108,3 +109,94 @@ def test_the_near_cache_trusts_a_silent_stream_as_long_as_the_cluster_does(make_
     with Client(c.endpoint("node1"), cache=True) as client:
         client.find("sleeper", "x")  # opens the near cache
         assert abs(client.near.silence - 0.6) < 1e-9
+
+
+# -- against a scripted node (a ROUTER and a PUB of the test's own): the races ------------
+
+
+class ScriptedNode:
+    """Answers info, and each get/find with ``answer(msg)`` after publishing what
+    ``before(msg)`` returns: the events that overtake the reply."""
+
+    def __init__(self, tmp_path, answer, before=lambda msg: [], silence: float = 3.0) -> None:
+        import threading
+
+        import zmq
+
+        self.ctx = zmq.Context()
+        self.router, self.pub = self.ctx.socket(zmq.ROUTER), self.ctx.socket(zmq.PUB)
+        self.endpoint, self.events = f"ipc://{tmp_path}/node", f"ipc://{tmp_path}/events"
+        self.router.bind(self.endpoint)
+        self.pub.bind(self.events)
+        self.answer, self.before, self.silence = answer, before, silence
+        self.asked: list[p.Msg] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def publish(self, msg: p.Msg) -> None:
+        self.pub.send_multipart([b"", p.encode(msg)])
+
+    def _serve(self) -> None:
+        while not self.done.is_set():
+            if not self.router.poll(20):
+                continue
+            peer, frame = self.router.recv_multipart()
+            msg = p.decode(frame)
+            if isinstance(msg, p.Info):
+                reply = p.InfoReply(id=msg.id, node="n1", role="worker", events=self.events, silence=self.silence)
+            else:
+                self.asked.append(msg)
+                for event in self.before(msg):
+                    self.publish(event)
+                reply = msgspec.structs.replace(self.answer(msg), id=msg.id)
+            self.router.send_multipart([peer, p.encode(reply)])
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join()
+        self.router.close(0)
+        self.pub.close(0)
+        self.ctx.term()
+
+
+X = p.Location("g", "k", "n1", 4242, None, 1.0)
+
+
+def live_near_client(node: ScriptedNode) -> Client:
+    """A near-cache client whose event stream has heard event 1 of epoch e1."""
+    client = Client(node.endpoint, timeout=5.0, cache=True)
+    client.find("g", "warm-up")  # opens the near cache
+    wait_for(lambda: (node.publish(p.Tick(seq=1, epoch="e1")), client.near.asking("g", "-")[0] == 1)[1], what="a live stream")
+    return client
+
+
+def test_an_exit_that_overtakes_the_answer_to_a_find_wins(tmp_path):
+    exit_x = p.Event(seq=2, epoch="e1", kind="exited", location=X, reason="exit", at=2.0)
+    node = ScriptedNode(tmp_path, answer=lambda msg: p.Found(location=X, seq=1, epoch="e1"),
+                        before=lambda msg: [exit_x] if msg.key == "k" else [])  # fmt: skip
+    client = live_near_client(node)
+    try:
+        # The exit reaches the client before the answer, so the answer is not told.
+        assert client.find("g", "k") is None
+        assert (node.asked[-1].seq, node.asked[-1].epoch) == (1, "e1")  # the position went with it
+        assert client.get("g", "k") == X  # a get keeps its answer (what it started may end at once)...
+        assert client.near.lookup("g", "k") is None  # ...but does not keep it
+    finally:
+        client.close()
+        node.close()
+
+
+def test_a_silent_stream_forgets_locations_but_not_how_far_it_got(tmp_path):
+    node = ScriptedNode(tmp_path, answer=lambda msg: p.Found(location=None), silence=0.3)
+    client = live_near_client(node)
+    try:
+        node.publish(p.Event(seq=2, epoch="e1", kind="exited", location=X, reason="exit", at=2.0))
+        wait_for(lambda: client.near.asking("g", "-")[0] == 2, what="the exit applied")
+        wait_for(lambda: client.near.lookup("g", "k") is None and client.near.heard is None, what="the stream judged silent")
+        assert client.find("g", "k") is None
+        # A worker whose cache lags behind that exit must still not answer from it.
+        assert (node.asked[-1].seq, node.asked[-1].epoch) == (2, "e1")
+    finally:
+        client.close()
+        node.close()

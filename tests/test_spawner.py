@@ -112,3 +112,16 @@ def test_command_starts_never_take_a_spare(spawner):
     assert next(r[2] for r in got if r[:2] == ["spawned", 3]) != spare
     assert spawner.spares == {spare: spawner.spares[spare]}
     os.close(fd)
+
+
+def test_a_node_without_entry_groups_keeps_no_spare():
+    sp = Spawner([])
+    try:
+        fd, pid = sp.spawn(4, None, ["sleep", "30"], [], {}, "c")
+        got = reports(sp, lambda got: any(r[:2] == ["spawned", 4] for r in got))
+        sp.refill()  # (the daemon calls it on every start of its node that is registered)
+        assert not sp.asked and not sp.spares
+        sp.signal(next(r[2] for r in got if r[:2] == ["spawned", 4]), signal.SIGKILL)
+        os.close(fd)
+    finally:
+        sp.close()
