@@ -171,14 +171,18 @@ class Client:
         return self.near
 
     def _located(self, near: "NearCache | None", msg: p.Get | p.Find) -> Location | None:
-        if near is not None:
-            msg.seq, msg.epoch = near.asking(msg.group, msg.key)
-        reply = self._request(msg)
-        if near is not None and reply.location is not None and not near.learn(reply.location, reply.seq, reply.epoch):
-            # Its exit arrived while the answer was on its way: a find says so; a get
-            # keeps its answer, the process it started (or found), which may exit at once.
-            return None if isinstance(msg, p.Find) else reply.location
-        return reply.location
+        if near is None:
+            return self._request(msg).location
+        msg.seq, msg.epoch = near.asking(msg.group, msg.key)
+        try:
+            reply = self._request(msg)
+            if reply.location is not None and not near.learn(reply.location, reply.seq, reply.epoch):
+                # Its exit arrived while the answer was on its way: a find says so; a get
+                # keeps its answer, the process it started (or found), which may exit at once.
+                return None if isinstance(msg, p.Find) else reply.location
+            return reply.location
+        finally:
+            near.asked()
 
     def _request(self, msg: p.Msg):
         self.requests += 1
@@ -299,10 +303,15 @@ class NearCache:
         """The node's answer about the key asked for; False if that process's exit has
         arrived meanwhile (then it is not kept, nor to be told)."""
         self.sync()  # events that overtook the reply count first
-        exited, self._asked = loc in self._exited, None
-        if not exited and self.heard is not None and len(self.cache) < self.max_size:
+        if loc in self._exited:
+            return False
+        if self.heard is not None and len(self.cache) < self.max_size:
             self.cache.learn(loc, seq, epoch)
-        return not exited
+        return True
+
+    def asked(self) -> None:
+        """The request is over (answered or not): stop noting that key's exits."""
+        self._asked, self._exited = None, []
 
     def drop(self, group: str, key: str) -> None:
         loc = self.cache.get(group, key)

@@ -207,8 +207,8 @@ class Daemon:
                     entry[0](entry[1])
                 except Exception:  # a bug must cost one message, not the daemon
                     self.faults.exception("internal error while handling input")
-                    if isinstance(entry[1], zmq.Socket):
-                        self.unchecked.add(entry[1])  # what waits behind that message is still due
+                    if entry[1] in self.fds:  # a socket still watched: what waits behind that message is due
+                        self.unchecked.add(entry[1])
         now = time.monotonic()
         if self.is_worker:
             self._carry_out(self.worker.expire())
@@ -337,17 +337,22 @@ class Daemon:
             self.fatal = str(exc)
             return
         for report in reports:
-            kind, ident, value = report
-            if kind == "spawned":
-                self._carry_out(self.worker.on_spawned(ident, value))
-            elif kind == "failed":
-                self._close_ready(ident)
-                self._carry_out(self.worker.on_spawn_failed(ident, value))
-            elif kind == "exited":
-                proc = self.worker.by_pid.get(ident)
-                if proc is not None:  # what it wrote before dying counts first
-                    self._close_ready(proc.token)
-                self._carry_out(self.worker.on_exit(ident, value))
+            try:  # they are all read already: a bug must cost one report, not those after it
+                self._on_report(*report)
+            except Exception:
+                self.faults.exception("internal error while handling a report from the fork server")
+
+    def _on_report(self, kind: str, ident: int, value) -> None:
+        if kind == "spawned":
+            self._carry_out(self.worker.on_spawned(ident, value))
+        elif kind == "failed":
+            self._close_ready(ident)
+            self._carry_out(self.worker.on_spawn_failed(ident, value))
+        elif kind == "exited":
+            proc = self.worker.by_pid.get(ident)
+            if proc is not None:  # what it wrote before dying counts first
+                self._close_ready(proc.token)
+            self._carry_out(self.worker.on_exit(ident, value))
 
     def _on_ready(self, fd: int) -> None:
         token, data = self.ready_fds[fd]
@@ -402,7 +407,11 @@ class Daemon:
         if call.command is not None:
             command = [substitute(a, proc.group, proc.key, node) for a in call.command]
         args = [*call.args, *proc.args]
-        fd, pid = self.spawner.spawn(proc.token, call.entry, command, args, self.worker.env(proc), proc.key)
+        try:
+            fd, pid = self.spawner.spawn(proc.token, call.entry, command, args, self.worker.env(proc), proc.key)
+        except ValueError as exc:
+            self._carry_out(self.worker.on_spawn_failed(proc.token, str(exc)))
+            return
         if fd is not None:
             self.ready_fds[fd] = (proc.token, b"")
             self._watch(fd, self._on_ready)

@@ -52,6 +52,7 @@ import sys
 READY_FD_ENV = "FORSETI_READY_FD"
 _MAX = 1 << 20
 _pack, _unpack = marshal.dumps, marshal.loads
+MAX_JOB = 64 << 10  # bytes of one start's arguments and environment: well within a socket's message
 _PR_SET_PDEATHSIG, _PR_SET_NAME = 1, 15
 # Held blocked, with their default action, by the fork server (a stop aimed at it, or a
 # pipe closed under it, must not end it) and released by each child: one sent to a child
@@ -118,11 +119,15 @@ class Spawner:
     def spawn(self, token: int, entry, command, args: list, env: dict, key: str) -> tuple[int | None, int | None]:
         """Start a process: returns the read end of its ready pipe, and its pid when a
         spare took the key (otherwise a ``spawned`` report tells it). A pid with no pipe:
-        the spare had resolved the entry already, so the process has started."""
+        the spare had resolved the entry already, so the process has started. ValueError:
+        the start is too large to be sent (it has not begun)."""
+        job = _pack([entry, args, env, key])
+        if len(job) > MAX_JOB:
+            raise ValueError(f"its arguments and environment take {len(job):,} bytes; a start takes at most {MAX_JOB:,}")
         if command is None:
             started = entry in self.preloaded and READY_FD_ENV not in env  # once a spare has the key
             r, w = (None, None) if started else _ready_pipe()
-            pid = self._use_spare(_pack([entry, args, env, key]), w)
+            pid = self._use_spare(job, w)
             if pid is not None:
                 return r, pid
             if started:
@@ -181,7 +186,7 @@ class Spawner:
             except BlockingIOError:
                 return  # the daemon calls flush again on its next turn
             except OSError:  # the fork server is gone: receive() says so
-                self.outbox.clear()
+                self._drop_outbox()
                 return
             self.outbox.popleft()
             if fd is not None:
@@ -209,12 +214,15 @@ class Spawner:
             else:
                 reports.append(report)
 
-    def close(self) -> None:
-        """Close the channel: the zygote SIGKILLs whatever is left and exits."""
+    def _drop_outbox(self) -> None:
         for _, fd in self.outbox:
             if fd is not None:
                 os.close(fd)
         self.outbox.clear()
+
+    def close(self) -> None:
+        """Close the channel: the zygote SIGKILLs whatever is left and exits."""
+        self._drop_outbox()
         for sock in self.spares.values():
             sock.close()
         self.spares.clear()
@@ -234,6 +242,12 @@ class _Zygote:
             os._exit(1)
 
     def serve(self, entries: list[str]) -> None:
+        # Only the daemon's socket closing ends the fork server (then it kills every group).
+        # Held before the entry modules are imported: a thread one of them starts inherits
+        # the mask, and the fork server must not die of a signal that thread takes.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+        for sig in _HELD_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
         self.entries = entries
         resolved = []
         for entry in entries:
@@ -243,12 +257,6 @@ class _Zygote:
             except BaseException as exc:  # reported again, per process, when one starts
                 print(f"forsetid: cannot preload {entry}: {exc!r}", file=sys.stderr)
         self.send(["preloaded", resolved])
-        # From here on only the daemon's socket closing ends the fork server (then it kills
-        # every group). Not before the preloading: what an entry module may start as it is
-        # imported should not inherit these held.
-        signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
-        for sig in _HELD_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
         # What is imported now is shared with every child: keep the collector off it, or
         # its first pass in a child would touch (and so copy) every page of it.
         gc.collect()

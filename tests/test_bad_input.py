@@ -79,3 +79,13 @@ def test_oversized_message_is_dropped_and_the_daemon_lives(cluster, raw):
     sock.send(b"x" * (p.MAX_MESSAGE + 1))
     assert not sock.poll(300)  # ZeroMQ drops the peer; there is no one to answer
     assert cluster.client("node1").get("sleeper", "still-here").pid > 0
+
+
+def test_start_arguments_too_large_for_a_start_fail_that_start_only(cluster):
+    from forsetictl import SpawnError
+
+    client = cluster.client("node1")
+    with pytest.raises(SpawnError, match="bytes; a start takes at most"):
+        client.get("sleeper", "huge", args=["x" * 70_000])  # fits in a message, not in a start
+    assert client.find("sleeper", "huge") is None
+    assert client.get("sleeper", "small").pid > 0

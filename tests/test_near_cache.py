@@ -4,6 +4,7 @@ empties the cache."""
 
 import os
 import signal
+import time
 
 import msgspec
 from cluster import wait_for
@@ -130,6 +131,7 @@ class ScriptedNode:
         self.pub.bind(self.events)
         self.answer, self.before, self.silence = answer, before, silence
         self.asked: list[p.Msg] = []
+        self.client: Client | None = None
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -147,12 +149,16 @@ class ScriptedNode:
                 reply = p.InfoReply(id=msg.id, node="n1", role="worker", events=self.events, silence=self.silence)
             else:
                 self.asked.append(msg)
-                for event in self.before(msg):
-                    self.publish(event)
+                if events := self.before(msg):
+                    for event in events:
+                        self.publish(event)
+                    time.sleep(0.05)  # (two connections: give the events a head start)
                 reply = msgspec.structs.replace(self.answer(msg), id=msg.id)
             self.router.send_multipart([peer, p.encode(reply)])
 
     def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
         self.done.set()
         self.thread.join()
         self.router.close(0)
@@ -164,10 +170,12 @@ X = p.Location("g", "k", "n1", 4242, None, 1.0)
 
 
 def live_near_client(node: ScriptedNode) -> Client:
-    """A near-cache client whose event stream has heard event 1 of epoch e1."""
-    client = Client(node.endpoint, timeout=5.0, cache=True)
+    """A near-cache client whose event stream has heard event 1 of epoch e1 (closed
+    with the node)."""
+    node.client = client = Client(node.endpoint, timeout=5.0, cache=True)
     client.find("g", "warm-up")  # opens the near cache
     wait_for(lambda: (node.publish(p.Tick(seq=1, epoch="e1")), client.near.asking("g", "-")[0] == 1)[1], what="a live stream")
+    client.near.asked()
     return client
 
 
@@ -175,22 +183,21 @@ def test_an_exit_that_overtakes_the_answer_to_a_find_wins(tmp_path):
     exit_x = p.Event(seq=2, epoch="e1", kind="exited", location=X, reason="exit", at=2.0)
     node = ScriptedNode(tmp_path, answer=lambda msg: p.Found(location=X, seq=1, epoch="e1"),
                         before=lambda msg: [exit_x] if msg.key == "k" else [])  # fmt: skip
-    client = live_near_client(node)
     try:
+        client = live_near_client(node)
         # The exit reaches the client before the answer, so the answer is not told.
         assert client.find("g", "k") is None
         assert (node.asked[-1].seq, node.asked[-1].epoch) == (1, "e1")  # the position went with it
         assert client.get("g", "k") == X  # a get keeps its answer (what it started may end at once)...
         assert client.near.lookup("g", "k") is None  # ...but does not keep it
     finally:
-        client.close()
         node.close()
 
 
 def test_a_silent_stream_forgets_locations_but_not_how_far_it_got(tmp_path):
     node = ScriptedNode(tmp_path, answer=lambda msg: p.Found(location=None), silence=0.3)
-    client = live_near_client(node)
     try:
+        client = live_near_client(node)
         node.publish(p.Event(seq=2, epoch="e1", kind="exited", location=X, reason="exit", at=2.0))
         wait_for(lambda: client.near.asking("g", "-")[0] == 2, what="the exit applied")
         wait_for(lambda: client.near.lookup("g", "k") is None and client.near.heard is None, what="the stream judged silent")
@@ -198,5 +205,4 @@ def test_a_silent_stream_forgets_locations_but_not_how_far_it_got(tmp_path):
         # A worker whose cache lags behind that exit must still not answer from it.
         assert (node.asked[-1].seq, node.asked[-1].epoch) == (2, "e1")
     finally:
-        client.close()
         node.close()

@@ -116,12 +116,38 @@ def test_command_starts_never_take_a_spare(spawner):
 
 def test_a_node_without_entry_groups_keeps_no_spare():
     sp = Spawner([])
+    fd = None
     try:
         fd, pid = sp.spawn(4, None, ["sleep", "30"], [], {}, "c")
         got = reports(sp, lambda got: any(r[:2] == ["spawned", 4] for r in got))
         sp.refill()  # (the daemon calls it on every start of its node that is registered)
         assert not sp.asked and not sp.spares
-        sp.signal(next(r[2] for r in got if r[:2] == ["spawned", 4]), signal.SIGKILL)
+    finally:
+        if fd is not None:
+            os.close(fd)
+        sp.close()  # (the fork server kills what it started)
+
+
+def test_a_start_too_large_to_send_is_refused_and_the_channel_goes_on(spawner):
+    spare_of(spawner)
+    with pytest.raises(ValueError, match="bytes"):
+        spawner.spawn(6, SLEEPER, None, list(range(50_000)), {}, "huge")
+    assert spawner.spares  # the spare is still there...
+    fd, pid = spawner.spawn(8, None, ["sleep", "30"], [], {}, "small")
+    got = reports(spawner, lambda got: any(r[:2] == ["spawned", 8] for r in got))  # ...and so is the channel
+    os.close(fd)
+    spawner.signal(next(r[2] for r in got if r[:2] == ["spawned", 8]), signal.SIGKILL)
+
+
+def test_the_fork_server_outlives_a_stop_signal_that_a_thread_of_an_entry_module_could_take():
+    sp = Spawner(["threaded:run"])
+    try:
+        spare_of(sp)  # preloaded: the module's thread runs in the fork server
+        os.kill(sp.pid, signal.SIGTERM)
+        fd, pid = sp.spawn(9, None, ["sleep", "30"], [], {}, "after")
+        got = reports(sp, lambda got: any(r[:2] == ["spawned", 9] for r in got))  # it still serves
+        assert sp.proc.poll() is None
         os.close(fd)
+        sp.signal(next(r[2] for r in got if r[:2] == ["spawned", 9]), signal.SIGKILL)
     finally:
         sp.close()
