@@ -48,6 +48,7 @@ import os
 import signal
 import socket
 import sys
+import time
 
 READY_FD_ENV = "FORSETI_READY_FD"
 _MAX = 1 << 20
@@ -289,6 +290,7 @@ class _Zygote:
                 if not data:  # the daemon is gone: nothing may outlive it
                     for pid in self.children:
                         self.kill(pid, signal.SIGKILL)
+                    self.bury()
                     return
                 self.handle(_unpack(data), fds, (wake_r, wake_w))
 
@@ -384,6 +386,19 @@ class _Zygote:
                 return
             self.children.discard(pid)
             self.send(["exited", pid, os.waitstatus_to_exitcode(status)])
+
+    def bury(self, seconds: float = 2.0) -> None:
+        """Reap the children just killed (for a while: one stuck in the kernel may not
+        die), rather than leave zombies to an init that may not reap them."""
+        deadline = time.monotonic() + seconds
+        while self.children and time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                time.sleep(0.005)
+            self.children.discard(pid)
 
     def kill(self, pid: int, signum: int) -> None:
         try:

@@ -151,3 +151,15 @@ def test_the_fork_server_outlives_a_stop_signal_that_a_thread_of_an_entry_module
         sp.signal(next(r[2] for r in got if r[:2] == ["spawned", 9]), signal.SIGKILL)
     finally:
         sp.close()
+
+
+def test_the_fork_server_leaves_no_zombie_behind():
+    sp = Spawner([SLEEPER])
+    try:
+        spare = spare_of(sp)
+        fd, pid = sp.spawn(10, None, ["sleep", "30"], [], {}, "z")
+        started = next(r[2] for r in reports(sp, lambda got: any(r[:2] == ["spawned", 10] for r in got)) if r[:2] == ["spawned", 10])
+        os.close(fd)
+    finally:
+        sp.close()  # it kills what it started and reaps it before it exits
+    assert not os.path.exists(f"/proc/{spare}") and not os.path.exists(f"/proc/{started}")
