@@ -1,10 +1,11 @@
 """``forsetid``: the socket loop around the leader's and the worker's decisions.
 
 One thread, one ``select.poll`` over plain file descriptors: the ZeroMQ sockets' own
-(``ZMQ_FD``) next to pipes and the fork server's socket. The leader part owns a ROUTER (workers and clients)
-and an XPUB (events); the worker part owns a DEALER to the leader, a SUB to its events,
-a ROUTER for local clients, the fork server's socket and the ready pipes of processes
-being started. In role "both" the worker reaches its leader over ``inproc://``.
+(``ZMQ_FD``) next to pipes and the fork server's socket. The leader part owns a ROUTER
+(workers and clients) and an XPUB (events); the worker part owns a DEALER to the
+leader, a SUB to its events, a ROUTER for local clients, the fork server's socket and
+the ready pipes of processes being started. In role "both" the worker reaches its
+leader over ``inproc://``.
 """
 
 from __future__ import annotations

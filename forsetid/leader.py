@@ -243,10 +243,12 @@ class Leader:
         if wait is not None:
             self.placement.add(wait.node, -1)  # registered (or killed) below instead
         adopted = self._adopt(peer, loc)  # the started event (or the kill of a duplicate)
+        if wait is None:
+            return adopted
         current = self.store.get(loc.group, loc.key)
         # The waiting callers first: they wait for this answer, the subscribers do not.
-        out: Out = [(waiter, p.Found(id=req, location=current, seq=self.seq, epoch=self.epoch)) for waiter, req in wait.waiters] if wait else []
-        return out + adopted
+        found = [(waiter, p.Found(id=req, location=current, seq=self.seq, epoch=self.epoch)) for waiter, req in wait.waiters]
+        return found + adopted
 
     def _adopt(self, peer: bytes, loc: p.Location) -> Out:
         """A live process a worker reports: registered if its key is free; if another

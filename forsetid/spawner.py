@@ -398,7 +398,8 @@ class _Zygote:
                 return
             if pid == 0:
                 time.sleep(0.005)
-            self.children.discard(pid)
+            else:
+                self.children.discard(pid)
 
     def kill(self, pid: int, signum: int) -> None:
         try:
