@@ -39,6 +39,7 @@ process itself through ``forsetictl.ready()`` when its group has ``ready = true`
 
 from __future__ import annotations
 
+import _signal
 import collections
 import ctypes
 import gc
@@ -60,6 +61,9 @@ _PR_SET_PDEATHSIG, _PR_SET_NAME = 1, 15
 # before that instant is delivered then. Python's own choice for the last two, to ignore
 # them, would survive an exec.
 _HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE, signal.SIGXFSZ)
+# A child sets its signals through the C core of `signal` (`_signal`), with plain ints: the
+# Python wrappers' enum conversions touch, and so copy, some 50 shared pages (~150 us here).
+_CHILD_SIGCHLD, _CHILD_DEFAULT, _CHILD_HELD = int(signal.SIGCHLD), int(signal.SIG_DFL), [int(s) for s in _HELD_SIGNALS]
 SPARE_NAME = b"forseti-spare"  # /proc/PID/comm of a spare waiting for its key
 _libc = None
 
@@ -425,8 +429,8 @@ def _setup(zygote: int) -> None:
     if os.getppid() != zygote:  # it died before prctl took effect
         os._exit(1)
     signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
+    _signal.signal(_CHILD_SIGCHLD, _CHILD_DEFAULT)
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, _CHILD_HELD)
 
 
 def _rehearse(entries: list[str]) -> None:
