@@ -23,8 +23,8 @@ maps makes each of its forks dearer: msgspec alone cost 20% more per fork).
   ``["failed", token, reason]``; ``env`` holds ``FORSETI_READY_FD`` (any value) when the
   process itself signals readiness
 * ``["spare"]`` -> ``["spare", pid]`` with the spare's socket attached (none if the fork
-  failed); the daemon sends it ``[entry, args, env, key]`` with the ready pipe's write
-  end, as the zygote would, or with none when the entry is one the zygote resolved at
+  failed); the daemon sends it the ``spawn`` message it would send the zygote, with the
+  ready pipe's write end, or with none when the entry is one the zygote resolved at
   start and the process need not signal readiness itself: such a spare runs that
   function's code already, so it counts as started the moment it has its key
 * ``["preloaded", entries]``, the zygote's first word: the entries it resolved
@@ -126,7 +126,7 @@ class Spawner:
         spare took the key (otherwise a ``spawned`` report tells it). A pid with no pipe:
         the spare had resolved the entry already, so the process has started. ValueError:
         the start is too large to be sent (it has not begun)."""
-        job = _pack([entry, args, env, key])
+        job = _pack(["spawn", token, entry, command, args, env, key])  # for a spare or the zygote
         if len(job) > MAX_JOB:
             raise ValueError(f"its arguments and environment take {len(job):,} bytes; a start takes at most {MAX_JOB:,}")
         if command is None:
@@ -139,7 +139,7 @@ class Spawner:
                 r, w = _ready_pipe()  # the fork server's child tells when it has its function
         else:
             r, w = _ready_pipe()
-        self._send(_pack(["spawn", token, entry, command, args, env, key]), w)
+        self._send(job, w)
         return r, None
 
     def _use_spare(self, job: bytes, ready_w: int | None) -> int | None:
@@ -253,15 +253,14 @@ class _Zygote:
         signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
         for sig in _HELD_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
-        self.entries = entries
-        resolved = []
+        self.resolved = []  # (a failed import is not retried in every spare: only on a start)
         for entry in entries:
             try:
                 _resolve(entry)
-                resolved.append(entry)
+                self.resolved.append(entry)
             except BaseException as exc:  # reported again, per process, when one starts
                 print(f"forsetid: cannot preload {entry}: {exc!r}", file=sys.stderr)
-        self.send(["preloaded", resolved])
+        self.send(["preloaded", self.resolved])
         # What is imported now is shared with every child: keep the collector off it, or
         # its first pass in a child would touch (and so copy) every page of it.
         gc.collect()
@@ -320,7 +319,7 @@ class _Zygote:
                 for fd in self.own_fds:
                     os.close(fd)
                 _setup(zygote)
-                _rehearse(self.entries)
+                _rehearse(self.resolved)
                 try:
                     data, fds, _, _ = socket.recv_fds(theirs, _MAX, 1)
                 except OSError:
@@ -329,7 +328,7 @@ class _Zygote:
                     os._exit(0)
                 theirs.close()
                 _prctl(_PR_SET_NAME, name)
-                entry, args, env, key = _unpack(data)
+                _, _, entry, _, args, env, key = _unpack(data)
                 os.environ.update(env)
                 _run_entry(entry, args, env, key, fds[0] if fds else None)
             finally:
@@ -438,15 +437,12 @@ def _rehearse(entries: list[str]) -> None:
     process the first write to a page is a copy-on-write fault, and those faults, not
     the work, were most of a spare's start (0.5 ms here)."""
     env = {name: "" for name in ("FORSETI_GROUP", "FORSETI_KEY", "FORSETI_NODE", "FORSETI_ENDPOINT", READY_FD_ENV)}
-    _unpack(_pack(["module:function", [], env, "key"]))
+    _unpack(_pack(["spawn", 0, "module:function", None, [], env, "key"]))
     os.environ.update(env)
     for name in env:
         del os.environ[name]
-    for entry in entries:
-        try:
-            _resolve(entry)
-        except BaseException:  # reported when a process of it starts
-            pass
+    for entry in entries:  # (resolved by the zygote already: this only touches the pages)
+        _resolve(entry)
 
 
 def _child(entry, command, args, env, key, ready_w: int, err_w: int, zygote: int) -> None:

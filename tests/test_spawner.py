@@ -6,6 +6,7 @@ import signal
 import time
 
 import pytest
+from cluster import wait_for
 
 from forsetid.spawner import Spawner
 
@@ -30,6 +31,12 @@ def reports(sp: Spawner, until, timeout: float = 5.0) -> list:
         select.select([sp], [], [], left)
         got += sp.receive()
     return got
+
+
+def spawned_pid(sp: Spawner, token: int) -> int:
+    """The pid that the fork server reports for the start ``token``."""
+    got = reports(sp, lambda got: any(r[:2] == ["spawned", token] for r in got))
+    return next(r[2] for r in got if r[:2] == ["spawned", token])
 
 
 def spare_of(sp: Spawner) -> int:
@@ -92,15 +99,10 @@ def test_a_spare_given_an_entry_it_cannot_load_says_so_on_its_ready_pipe():
 def test_a_spare_that_died_waiting_is_passed_over_and_the_fork_server_starts_it(spawner):
     spare = spare_of(spawner)
     os.kill(spare, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while not dead(spare):  # dead, but its exit not reported yet: the daemon still holds it
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_for(lambda: dead(spare), what="the spare dead")  # (its exit not reported yet: the daemon still holds it)
     fd, pid = spawner.spawn(7, SLEEPER, None, [], {"FORSETI_KEY": "b"}, "b")
     assert pid is None  # it went the slow way
-    got = reports(spawner, lambda got: any(r[:2] == ["spawned", 7] for r in got))
-    started = next(r[2] for r in got if r[:2] == ["spawned", 7])
-    assert started != spare
+    assert spawned_pid(spawner, 7) != spare
     assert ready_line(fd) == b"R \n"
 
 
@@ -108,8 +110,7 @@ def test_command_starts_never_take_a_spare(spawner):
     spare = spare_of(spawner)
     fd, pid = spawner.spawn(3, None, ["sleep", "30"], [], {}, "c")
     assert pid is None
-    got = reports(spawner, lambda got: any(r[:2] == ["spawned", 3] for r in got))
-    assert next(r[2] for r in got if r[:2] == ["spawned", 3]) != spare
+    assert spawned_pid(spawner, 3) != spare
     assert spawner.spares == {spare: spawner.spares[spare]}
     os.close(fd)
 
@@ -118,8 +119,8 @@ def test_a_node_without_entry_groups_keeps_no_spare():
     sp = Spawner([])
     fd = None
     try:
-        fd, pid = sp.spawn(4, None, ["sleep", "30"], [], {}, "c")
-        got = reports(sp, lambda got: any(r[:2] == ["spawned", 4] for r in got))
+        fd, _ = sp.spawn(4, None, ["sleep", "30"], [], {}, "c")
+        spawned_pid(sp, 4)
         sp.refill()  # (the daemon calls it on every start of its node that is registered)
         assert not sp.asked and not sp.spares
     finally:
@@ -133,10 +134,9 @@ def test_a_start_too_large_to_send_is_refused_and_the_channel_goes_on(spawner):
     with pytest.raises(ValueError, match="bytes"):
         spawner.spawn(6, SLEEPER, None, list(range(50_000)), {}, "huge")
     assert spawner.spares  # the spare is still there...
-    fd, pid = spawner.spawn(8, None, ["sleep", "30"], [], {}, "small")
-    got = reports(spawner, lambda got: any(r[:2] == ["spawned", 8] for r in got))  # ...and so is the channel
+    fd, _ = spawner.spawn(8, None, ["sleep", "30"], [], {}, "small")
+    spawner.signal(spawned_pid(spawner, 8), signal.SIGKILL)  # ...and so is the channel
     os.close(fd)
-    spawner.signal(next(r[2] for r in got if r[:2] == ["spawned", 8]), signal.SIGKILL)
 
 
 def test_the_fork_server_outlives_a_stop_signal_that_a_thread_of_an_entry_module_could_take():
@@ -144,11 +144,10 @@ def test_the_fork_server_outlives_a_stop_signal_that_a_thread_of_an_entry_module
     try:
         spare_of(sp)  # preloaded: the module's thread runs in the fork server
         os.kill(sp.pid, signal.SIGTERM)
-        fd, pid = sp.spawn(9, None, ["sleep", "30"], [], {}, "after")
-        got = reports(sp, lambda got: any(r[:2] == ["spawned", 9] for r in got))  # it still serves
+        fd, _ = sp.spawn(9, None, ["sleep", "30"], [], {}, "after")
+        sp.signal(spawned_pid(sp, 9), signal.SIGKILL)  # it still serves
         assert sp.proc.poll() is None
         os.close(fd)
-        sp.signal(next(r[2] for r in got if r[:2] == ["spawned", 9]), signal.SIGKILL)
     finally:
         sp.close()
 
@@ -157,8 +156,8 @@ def test_the_fork_server_leaves_no_zombie_behind():
     sp = Spawner([SLEEPER])
     try:
         spare = spare_of(sp)
-        fd, pid = sp.spawn(10, None, ["sleep", "30"], [], {}, "z")
-        started = next(r[2] for r in reports(sp, lambda got: any(r[:2] == ["spawned", 10] for r in got)) if r[:2] == ["spawned", 10])
+        fd, _ = sp.spawn(10, None, ["sleep", "30"], [], {}, "z")
+        started = spawned_pid(sp, 10)
         os.close(fd)
     finally:
         sp.close()  # it kills what it started and reaps it before it exits
