@@ -26,15 +26,20 @@ also sent to every new subscription, which then knows that it is live).
 
 from __future__ import annotations
 
+import itertools
+import random
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
+import zmq
+
+from .const import GROUP_MAX, GROUP_PATTERN
 
 VERSION = 1
 MAX_MESSAGE = 1 << 20  # bytes a client may send; ZeroMQ drops larger frames (MAXMSGSIZE)
 MAX_PEER_MESSAGE = 64 << 20  # at the leader's ROUTER, where a worker's hello lists all it runs
 
-Group = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
+Group = Annotated[str, msgspec.Meta(min_length=1, max_length=GROUP_MAX, pattern=GROUP_PATTERN)]
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=1024, pattern=r"^[^\x00]*$")]  # argv/env take no NUL
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=86400)]
 Arg = Union[str, int, float, bool, None]
@@ -195,14 +200,26 @@ class Error(Msg, tag="error"):
 # -- worker <-> leader --
 
 
+class Starting(msgspec.Struct, frozen=True):
+    """A start under way on a worker, and the id of the ``spawn`` it will answer."""
+
+    id: int
+    group: str
+    key: str
+
+
 class Hello(Msg, tag="hello"):
     """A worker's first message, and again whenever the leader does not know it (the
-    leader restarted, or took it for dead): all it runs, and every group it knows."""
+    leader restarted, or took it for dead): all it runs and is starting, and every
+    group it knows. ``welcomed_by``: the epoch of the last leader that welcomed it ("":
+    none), which tells a new leader that it has a predecessor."""
 
     node: str
     incarnation: str
     capacity: int = 0
     processes: list[Location] = []
+    starting: list[Starting] = []
+    welcomed_by: str = ""
     calls: dict[str, Call] = {}
     suspended: dict[str, Seconds] = {}  # group -> seconds left
 
@@ -351,3 +368,66 @@ def _version_error(version: Any, req_id: int) -> Error:
 def topic(group: str) -> bytes:
     """The PUB topic of a group's events."""
     return group.encode() + b"\0"
+
+
+def tag(msg: Msg) -> str:
+    """A message's ``"t"``, as the wire spells it."""
+    return type(msg).__struct_config__.tag
+
+
+def request_ids() -> "itertools.count[int]":
+    """Ids for one sender's requests. They start at random: a reply meant for another
+    life of the same peer (a restarted leader or worker) must not match a new request."""
+    return itertools.count(random.getrandbits(48) + 1)
+
+
+_EVENTS, _POLLIN, _NOBLOCK = zmq.EVENTS, int(zmq.POLLIN), zmq.NOBLOCK
+
+
+def waiting(sock: zmq.Socket, limit: int):
+    """The messages waiting on ``sock`` (at most ``limit``), each a list of frames, for as
+    long as ZMQ_EVENTS says one waits. A socket's ZMQ_FD signals a change, not a level:
+    only asking ZMQ_EVENTS until it says "nothing" re-arms it, so a reader that stops
+    at ``limit`` must look again before it sleeps."""
+    for _ in range(limit):
+        if not sock.getsockopt(_EVENTS) & _POLLIN:
+            return
+        yield sock.recv_multipart(_NOBLOCK)
+
+
+class Sequence:
+    """Where a subscriber stands in the event stream of one publisher: its epoch and
+    the last count seen (``seq`` for every group, or a group's ``gseq``).
+
+    Events count up by one; a tick repeats the count. A count that jumps ahead means
+    events were lost (the publisher's high-water mark, a reconnect); a new epoch is a
+    new leader, whose events say nothing of the old one's. Either way whoever keeps a
+    picture built from the events must throw it away: nothing fills a gap."""
+
+    NEW_EPOCH = -1  # what follow() returns when the count started again under a new leader
+
+    def __init__(self) -> None:
+        self.epoch: str | None = None
+        self.n = 0
+
+    def follow(self, epoch: str, n: int, is_event: bool) -> int | None:
+        """Step over an event's (or a tick's) stamp: the number of events missed just
+        before it (0: none, NEW_EPOCH: unknown), or None if it was seen already."""
+        step = 1 if is_event else 0
+        if epoch != self.epoch:
+            missed = self.NEW_EPOCH
+        elif n < self.n + step:
+            return None
+        else:
+            missed = n - self.n - step
+        self.epoch, self.n = epoch, n
+        return missed
+
+    def has_seen(self, n: int, epoch: str) -> bool:
+        """Whether the events up to ``n`` of ``epoch`` ("": none at all) are behind us."""
+        return not epoch or (epoch == self.epoch and n <= self.n)
+
+    def not_behind(self, n: int, epoch: str | None) -> bool:
+        """Whether an answer given at event ``n`` of ``epoch`` (None: known first hand)
+        is as new as what was applied: one older than an applied exit must not undo it."""
+        return n >= self.n and (epoch is None or epoch == self.epoch)

@@ -1,0 +1,66 @@
+"""What the decisions ask the socket loops to do: small typed values, no I/O.
+
+``Leader`` and ``Worker`` (``leader.py``, ``worker.py``) take one input and return a
+list of these; ``leader_io.py`` and ``worker_io.py`` carry each out through one table
+keyed by its type, as the decisions dispatch messages by theirs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import protocol as p
+
+
+@dataclass(slots=True)
+class Reply:
+    """Send ``msg`` to ``peer`` on the socket the input came in on (a ROUTER): the
+    leader's for a leader, the worker's client socket for a worker."""
+
+    peer: bytes
+    msg: p.Msg
+
+
+@dataclass(slots=True)
+class Publish:
+    """Broadcast an event on the leader's events socket, under its group's topic."""
+
+    event: p.Event
+
+
+@dataclass(slots=True)
+class ToLeader:
+    """Send ``msg`` to the leader (a worker's DEALER)."""
+
+    msg: p.Msg
+
+
+@dataclass(slots=True)
+class Start:
+    """Start a process through the fork server: everything it needs, decided already
+    (the command with its placeholders filled, the arguments, the environment)."""
+
+    token: int  # the worker's name for this start, in the fork server's reports
+    entry: str | None
+    command: list[str] | None
+    args: list
+    env: dict[str, str]
+    key: str
+
+
+@dataclass(slots=True)
+class Signal:
+    """Send ``signum`` to a process's whole process group."""
+
+    pid: int
+    signum: int
+
+
+@dataclass(slots=True)
+class Reconnect:
+    """The leader has been silent too long: drop the socket to it and open a new one."""
+
+
+@dataclass(slots=True)
+class RefillSpare:
+    """A start that took the fork server's spare is registered: fork the next spare."""
