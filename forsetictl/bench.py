@@ -606,7 +606,8 @@ def _simulate_one(workers: int, keys: int, ops: int) -> dict:
     elapsed = 0.0
     for msg in gets:  # a placement decision: a get of a new key, then its start reported
         t = clock()
-        ((peer, spawn),) = leader.handle(b"client", msg)
+        (reply,) = leader.handle(b"client", msg)
+        peer, spawn = reply.peer, reply.msg
         elapsed += clock() - t
         loc = p.Location("sim", spawn.key, leader.node_of[peer], 1, None, now)
         leader.handle(peer, p.Spawned(id=spawn.id, location=loc))

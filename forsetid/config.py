@@ -10,7 +10,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from .const import DEFAULT_EVENTS, DEFAULT_LEADER, DEFAULT_LISTEN, GROUP_MAX, GROUP_PATTERN, GROUP_RULE
 from .protocol import Call
+from .store import BACKENDS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,12 +28,12 @@ class ConfigError(Exception):
 
 class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True):
     name: str = "forseti"
-    leader: str = "tcp://127.0.0.1:7070"
-    events: str = "tcp://127.0.0.1:7071"
+    leader: str = DEFAULT_LEADER
+    events: str = DEFAULT_EVENTS
     nodes: list[str] = []
     max_retries: Annotated[int, msgspec.Meta(ge=0)] = 20
     max_time: Annotated[float, msgspec.Meta(gt=0)] = 10.0
-    backend: Literal["memory"] = "memory"
+    backend: str = "memory"  # a name in store.BACKENDS
     heartbeat: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     liveness: Annotated[int, msgspec.Meta(ge=1)] = 3
 
@@ -39,7 +41,7 @@ class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True):
 class NodeConfig(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(min_length=1)] = msgspec.field(default_factory=socket.gethostname)
     role: Role = "both"
-    listen: str = "tcp://127.0.0.1:7072"
+    listen: str = DEFAULT_LISTEN
     capacity: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
@@ -55,7 +57,7 @@ class Config(msgspec.Struct):
         return self.cluster.leader if self.node.role == "leader" else self.node.listen
 
 
-_GROUP_NAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+_GROUP_NAME = re.compile(GROUP_PATTERN)
 
 
 def load(path: str) -> Config:
@@ -74,14 +76,17 @@ def parse(raw: dict, path: str = "<config>") -> Config:
     if unknown:
         raise ConfigError(f"{path}: unknown section [{sorted(unknown)[0]}]; expected [cluster], [node] or [calls.NAME]")
     cluster = _convert(raw.get("cluster", {}), ClusterConfig, path, "cluster")
+    if cluster.backend not in BACKENDS:
+        known = ", ".join(map(repr, BACKENDS))
+        raise ConfigError(f"{path}: cluster.backend: unknown backend {cluster.backend!r} (expected one of: {known})")
     node = _convert(raw.get("node", {}), NodeConfig, path, "node")
     calls_raw = raw.get("calls", {})
     if not isinstance(calls_raw, dict):
         raise ConfigError(f"{path}: calls: expected tables [calls.NAME]")
     calls = {}
     for name, table in calls_raw.items():
-        if not _GROUP_NAME.match(name):
-            raise ConfigError(f"{path}: calls.{name}: a group name is 1-128 of A-Z a-z 0-9 _ . : @ -")
+        if not _GROUP_NAME.match(name) or len(name) > GROUP_MAX:
+            raise ConfigError(f"{path}: calls.{name}: {GROUP_RULE}")
         calls[name] = _convert(table, Call, path, f"calls.{name}")
     return Config(cluster=cluster, node=node, calls=calls, path=path)
 

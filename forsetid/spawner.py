@@ -51,7 +51,8 @@ import socket
 import sys
 import time
 
-READY_FD_ENV = "FORSETI_READY_FD"
+from .const import NOT_READY, READY, READY_FD_ENV, SPARE_NAME, ready_line
+
 _MAX = 1 << 20
 _pack, _unpack = marshal.dumps, marshal.loads
 MAX_JOB = 64 << 10  # bytes of one start's arguments and environment: well within a socket's message
@@ -64,7 +65,6 @@ _HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, s
 # A child sets its signals through the C core of `signal` (`_signal`), with plain ints: the
 # Python wrappers' enum conversions touch, and so copy, some 50 shared pages (~150 us here).
 _CHILD_SIGCHLD, _CHILD_DEFAULT, _CHILD_HELD = int(signal.SIGCHLD), int(signal.SIG_DFL), [int(s) for s in _HELD_SIGNALS]
-SPARE_NAME = b"forseti-spare"  # /proc/PID/comm of a spare waiting for its key
 _libc = None
 
 
@@ -475,12 +475,12 @@ def _run_entry(entry: str, args: list, env: dict, key: str, ready_w: int | None)
         try:
             fn = _resolve(entry)
         except BaseException as exc:
-            _tell(ready_w, f"E cannot load entry {entry!r}: {type(exc).__name__}: {exc}")
+            _tell(ready_w, NOT_READY, f"cannot load entry {entry!r}: {type(exc).__name__}: {exc}")
             os._exit(1)
         if READY_FD_ENV in env:
             os.environ[READY_FD_ENV] = str(ready_w)
         elif ready_w is not None:
-            _tell(ready_w, "R ")
+            _tell(ready_w, READY)
         try:
             fn(key, *args)
             code = 0
@@ -509,12 +509,12 @@ def _resolve(entry: str):
     return obj
 
 
-def _tell(fd: int | None, line: str) -> None:
+def _tell(fd: int | None, tag: str, text: str = "") -> None:
     if fd is None:  # no one listens: the log has it
-        print(f"forsetid: {line}", file=sys.stderr)
+        print(f"forsetid: {tag} {text}", file=sys.stderr)
         return
     try:
-        os.write(fd, (line.replace("\n", " ") + "\n").encode())
+        os.write(fd, ready_line(tag, text))
         os.close(fd)
     except OSError:
         pass

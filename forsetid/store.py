@@ -59,3 +59,11 @@ class MemoryStore:
 
     def __len__(self) -> int:
         return len(self._by_key)
+
+
+# `cluster.backend` -> the store it names; config.py refuses any other name.
+BACKENDS: dict[str, type] = {"memory": MemoryStore}
+
+
+def open_store(backend: str) -> Store:
+    return BACKENDS[backend]()

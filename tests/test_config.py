@@ -228,3 +228,17 @@ def test_missing_file(tmp_path):
 def test_parse_without_file_names_the_source():
     with pytest.raises(config.ConfigError, match=r"^<config>: node.role"):
         config.parse({"node": {"role": 1}})
+
+
+def test_an_unknown_backend_names_the_key_and_the_known_ones(tmp_path):
+    message = error(tmp_path, """
+        [cluster]
+        backend = "zookeeper"
+    """)
+    assert "cluster.backend" in message and "'zookeeper'" in message and "'memory'" in message
+
+
+def test_the_store_comes_from_the_backend_named():
+    from forsetid.store import BACKENDS, MemoryStore, open_store
+
+    assert isinstance(open_store("memory"), MemoryStore) and set(BACKENDS) == {"memory"}

@@ -10,42 +10,49 @@ import zmq
 
 from forsetid import protocol as p
 from forsetid.config import parse
-from forsetid.daemon import Daemon
+from forsetid.daemon import build
+from forsetid.loop import Loop
 
 
 @pytest.fixture
-def daemon(tmp_path):
+def loop(tmp_path):
     config = parse({
         "cluster": {"leader": f"ipc://{tmp_path}/leader", "events": f"ipc://{tmp_path}/events", "heartbeat": 0.1},
         "node": {"name": "n1", "role": "both", "listen": f"ipc://{tmp_path}/n1"},
         "calls": {"default": {"entry": "forsetid.examples:echo"}},
     })  # fmt: skip
-    dm = Daemon(config)
-    yield dm
-    dm.close()  # the fork server goes with it
+    loop = build(config)
+    yield loop
+    loop.close()  # the fork server goes with it
 
 
-def turn_until(dm: Daemon, done, seconds: float = 3.0) -> None:
+def worker_of(loop: Loop):
+    (part,) = [part for part in loop.parts if hasattr(part, "worker")]
+    return part.worker
+
+
+def turn_until(loop: Loop, done, seconds: float = 3.0) -> None:
     deadline = time.monotonic() + seconds
     while not done():
         assert time.monotonic() < deadline, "timed out"
-        dm._poll_once(20)
+        loop.poll_once(20)
 
 
-def test_a_handler_that_raises_costs_one_request_not_those_behind_it(daemon):
-    turn_until(daemon, lambda: daemon.worker.welcomed)
-    on_client = daemon.worker.on_client
+def test_a_handler_that_raises_costs_one_request_not_those_behind_it(loop, tmp_path):
+    worker = worker_of(loop)
+    turn_until(loop, lambda: worker.welcomed)
+    on_client = worker.on_client
 
     def buggy(client, msg):
         if isinstance(msg, p.Find) and msg.key == "boom":
             raise RuntimeError("a bug")
         return on_client(client, msg)
 
-    daemon.worker.on_client = buggy
+    worker.on_client = buggy
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     try:
-        sock.connect(daemon.config.node.listen)
+        sock.connect(f"ipc://{tmp_path}/n1")
         sock.send(p.encode(p.Find(id=1, group="default", key="boom")))
         sock.send(p.encode(p.Info(id=2)))
         sock.send(p.encode(p.Info(id=3)))
@@ -56,14 +63,15 @@ def test_a_handler_that_raises_costs_one_request_not_those_behind_it(daemon):
                 answered.append(p.decode(sock.recv()).id)
             return answered == [2, 3]
 
-        turn_until(daemon, replies)
+        turn_until(loop, replies)
     finally:
         sock.close()
 
 
-def test_an_event_handler_that_raises_once_does_not_stop_the_event_stream(daemon):
-    turn_until(daemon, lambda: daemon.worker.welcomed)
-    on_event = daemon.worker.on_event
+def test_an_event_handler_that_raises_once_does_not_stop_the_event_stream(loop):
+    worker = worker_of(loop)
+    turn_until(loop, lambda: worker.welcomed)
+    on_event = worker.on_event
     seen = []
 
     def buggy(msg):
@@ -72,5 +80,5 @@ def test_an_event_handler_that_raises_once_does_not_stop_the_event_stream(daemon
             raise RuntimeError("a bug")
         return on_event(msg)
 
-    daemon.worker.on_event = buggy
-    turn_until(daemon, lambda: len(seen) >= 5)  # ticks every 0.1 s keep coming in
+    worker.on_event = buggy
+    turn_until(loop, lambda: len(seen) >= 5)  # ticks every 0.1 s keep coming in

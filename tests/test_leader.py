@@ -4,8 +4,29 @@ import itertools
 
 import pytest
 
+from forsetid import leader as decisions
 from forsetid import protocol as p
-from forsetid.leader import PUBLISH, Leader
+from forsetid.effects import Publish, Reply
+
+PUBLISH = None  # the "peer" of a published event in the pairs below
+
+
+def pairs(effects) -> list:
+    """The leader's effects as (peer, message) pairs, PUBLISH the peer of an event:
+    what every test here asserts about, said shortly. Nothing else may come out."""
+    out = []
+    for e in effects:
+        assert type(e) in (Reply, Publish), e
+        out.append((e.peer, e.msg) if isinstance(e, Reply) else (PUBLISH, e.event))
+    return out
+
+
+class Leader(decisions.Leader):
+    def handle(self, peer, msg):
+        return pairs(super().handle(peer, msg))
+
+    def expire(self):
+        return pairs(super().expire())
 
 CALLS = {"users": p.Call(command=["true", "{key}"]), "other": p.Call(entry="pkg.mod:func")}
 CLIENT = b"client-1"
@@ -429,7 +450,7 @@ def test_a_spawn_answer_for_another_key_is_not_taken_for_this_one():
     done = leader.handle(peer("node1"), p.Spawned(id=spawn.id, location=old))
     assert replies(done) == [] and leader.store.get("users", "x") == old  # x registered, y still pending
     assert ("users", "y") in leader.pending
-    assert Leader(CALLS)._next_id != Leader(CALLS)._next_id  # ids differ between leader lives
+    assert next(Leader(CALLS)._ids) != next(Leader(CALLS)._ids)  # ids differ between leader lives
 
 
 def test_hello_of_a_key_pending_elsewhere_keeps_one_and_the_load_true():
@@ -482,3 +503,75 @@ def test_stop_of_a_process_on_an_unknown_node_drops_it():
     leader.store.put(location)  # as if it had been registered without a live node
     out = leader.handle(CLIENT, p.Stop(id=3, group="users", key="k"))
     assert p.Stopped(id=3, found=True) in replies(out) and leader.store.get("users", "k") is None
+
+
+# -- guarantees 7 and 8 --
+
+
+def test_info_is_answered_by_the_leader():
+    about = p.InfoReply(node="lead", role="leader", events="ipc:///x/events", silence=3.0)
+    leader = Leader(CALLS, about=about)
+    assert only(leader.handle(CLIENT, p.Info(id=4))) == (CLIENT, p.InfoReply(id=4, node="lead", role="leader",
+                                                                              events="ipc:///x/events", silence=3.0))  # fmt: skip
+
+
+def test_a_worker_reports_exits_and_starts_only_of_its_own_node():
+    leader = make(["node1", "node2"])
+    mine = start(leader, "k")
+    assert mine.node == "node1"
+    forged = p.Exited(location=mine, exit_code=0, signal=None, reason="exit", at=1.0)
+    assert leader.handle(peer("node2"), forged) == []
+    assert leader.store.get("users", "k") == mine
+    fake = loc("node1", "new")
+    assert leader.handle(peer("node2"), p.Spawned(id=1, location=fake)) == []
+    assert leader.store.get("users", "new") is None
+    assert events(leader.handle(peer("node1"), forged)) and leader.store.get("users", "k") is None
+
+
+def test_a_start_under_way_in_a_hello_makes_every_get_wait_for_it():
+    leader = make(["node2"])
+    out = hello(leader, "node1", incarnation="i1")
+    out = leader.handle(peer("node1"), p.Hello(id=2, node="node1", incarnation="i1", starting=[p.Starting(777, "users", "k")]))
+    assert not any(isinstance(m, p.Spawn) for _, m in out)  # nothing to send again: it is theirs
+    assert loads(leader) == {"node1": 1, "node2": 0}
+    assert get(leader, "k", id=5) == [] and get(leader, "k", client=b"other", id=6) == []  # no second start
+    location = loc("node1", "k")
+    out = leader.handle(peer("node1"), p.Spawned(id=777, location=location))
+    assert replies(out) == [p.Found(id=5, location=location, seq=1, epoch=leader.epoch)]
+    assert replies(out, b"other") == [p.Found(id=6, location=location, seq=1, epoch=leader.epoch)]
+    assert loads(leader) == {"node1": 1, "node2": 0}
+
+
+def test_a_start_under_way_elsewhere_or_registered_already_is_not_adopted_twice():
+    leader = make(["node1", "node2"])
+    running = start(leader, "k")  # on node1
+    spawn_out = get(leader, "j")  # pending on node2
+    starting = [p.Starting(1, "users", "k"), p.Starting(2, "users", "j")]
+    leader.handle(peer("node1"), p.Hello(id=3, node="node1", incarnation="inc-1", processes=[running], starting=starting))
+    assert leader.pending[("users", "j")].node == spawn_of(spawn_out)[0] == "node2"
+    assert ("users", "k") not in leader.pending
+
+
+def test_a_leader_with_a_predecessor_places_no_new_key_until_its_workers_said_hello():
+    now = [50.0]
+    leader = Leader(CALLS, heartbeat=1.0, liveness=3, clock=lambda: 1.0, monotonic=lambda: now[0])
+    out = leader.handle(peer("node1"), p.Hello(id=1, node="node1", incarnation="i", welcomed_by="old-epoch"))
+    assert leader.recovering_until == 53.0
+    assert get(leader, "k", id=5) == []  # held: node2 may be starting it
+    starting = [p.Starting(9, "users", "k")]
+    leader.handle(peer("node2"), p.Hello(id=1, node="node2", incarnation="i", welcomed_by="old-epoch", starting=starting))
+    now[0] = 52.0
+    assert leader.expire() == []
+    now[0] = 53.5  # (both kept in touch meanwhile)
+    leader.last_seen.update(node1=53.0, node2=53.0)
+    assert leader.expire() == [] and leader.recovering_until is None
+    assert leader.pending[("users", "k")].waiters == [(CLIENT, 5)]  # waits for node2's start, not a new one
+    (to, spawn), = get(leader, "j", id=6)  # once recovered, new keys are placed at once
+    assert isinstance(spawn, p.Spawn) and to == peer("node1")
+
+
+def test_a_fresh_cluster_places_at_once():
+    leader = make()
+    hello(leader, "node1")
+    assert leader.recovering_until is None
+    assert isinstance(only(get(leader, "k"))[1], p.Spawn)

@@ -3,6 +3,7 @@
 import signal
 
 from forsetid import protocol as p
+from forsetid.effects import RefillSpare, Reply, Signal, Start, ToLeader
 from forsetid.worker import Proc, Worker, substitute
 
 ENTRY = p.Call(entry="pkg.mod:func", start_timeout=5.0, stop_timeout=2.0)
@@ -27,17 +28,17 @@ def make(**kwargs):
 
 
 def to_leader(effects):
-    return [e[1] for e in effects if e[0] == "leader" and not isinstance(e[1], (p.Ping, p.Hello))]
+    return [e.msg for e in effects if isinstance(e, ToLeader) and not isinstance(e.msg, (p.Ping, p.Hello))]
 
 
 def signals(effects):
-    return [(e[1], e[2]) for e in effects if e[0] == "signal"]
+    return [(e.pid, e.signum) for e in effects if isinstance(e, Signal)]
 
 
 def spawn(worker, key="k", call=ENTRY, group="users", spawn_id=50) -> Proc:
-    (kind, proc), = worker.on_leader(p.Spawn(id=spawn_id, group=group, key=key, call=call))
-    assert kind == "spawn"
-    return proc
+    (start,) = worker.on_leader(p.Spawn(id=spawn_id, group=group, key=key, call=call))
+    assert isinstance(start, Start)
+    return worker.procs[start.token]
 
 
 def started(worker, key="k", call=ENTRY, pid=4242, group="users", spawn_id=50):
@@ -59,7 +60,7 @@ def test_cache_hit_answers_without_leader():
     loc = p.Location("users", "k", "node2", 77)
     worker.on_event(p.Event(seq=1, epoch="e1", kind="started", location=loc))
     for req in (p.Get(id=9, group="users", key="k"), p.Find(id=10, group="users", key="k")):
-        assert worker.on_client(b"cli", req) == [("client", b"cli", p.Found(id=req.id, location=loc, seq=1, epoch="e1"))]
+        assert worker.on_client(b"cli", req) == [Reply(b"cli", p.Found(id=req.id, location=loc, seq=1, epoch="e1"))]
     assert worker.forwards == {}
 
 
@@ -71,39 +72,42 @@ def test_a_cache_behind_the_askers_events_asks_the_leader():
     worker.on_event(p.Event(seq=1, epoch="e1", kind="started", location=loc))
     for seq, epoch, answers in ((0, "", True), (1, "e1", True), (2, "e1", False), (1, "e0", False)):
         (effect,) = worker.on_client(b"cli", p.Find(id=4, group="users", key="k", seq=seq, epoch=epoch))
-        assert (effect[0] == "client") == answers, (seq, epoch)
+        assert isinstance(effect, Reply) == answers, (seq, epoch)
         if not answers:
-            assert isinstance(effect[1], p.Find) and (effect[1].seq, effect[1].epoch) == (seq, epoch)
+            assert isinstance(effect.msg, p.Find) and (effect.msg.seq, effect.msg.epoch) == (seq, epoch)
 
 
 def test_miss_is_forwarded_and_reply_routed_back():
     worker, _ = make()
     worker.on_event(p.Tick(seq=0, epoch="e1"))
-    (kind, msg), = worker.on_client(b"cli", p.Get(id=9, group="users", key="k"))
-    assert kind == "leader" and isinstance(msg, p.Get) and (msg.group, msg.key) == ("users", "k")
+    (effect,) = worker.on_client(b"cli", p.Get(id=9, group="users", key="k"))
+    msg = effect.msg
+    assert isinstance(effect, ToLeader) and isinstance(msg, p.Get) and (msg.group, msg.key) == ("users", "k")
     assert msg.id != 9 and msg.id in worker.forwards
-    (_, other), = worker.on_client(b"cli2", p.Get(id=9, group="users", key="j"))
-    assert other.id != msg.id
+    (other,) = worker.on_client(b"cli2", p.Get(id=9, group="users", key="j"))
+    assert other.msg.id != msg.id
     loc = p.Location("users", "k", "node2", 77)
     out = worker.on_leader(p.Found(id=msg.id, location=loc, seq=0, epoch="e1"))
-    assert out == [("client", b"cli", p.Found(id=9, location=loc, seq=0, epoch="e1"))]
+    assert out == [Reply(b"cli", p.Found(id=9, location=loc, seq=0, epoch="e1"))]
     assert worker.on_leader(p.Found(id=msg.id, location=loc, seq=0, epoch="e1")) == []  # answered once
     # ... and the location is cached for the next client
-    assert worker.on_client(b"cli3", p.Find(id=3, group="users", key="k"))[0][2].location == loc
+    assert worker.on_client(b"cli3", p.Find(id=3, group="users", key="k"))[0].msg.location == loc
 
 
 def test_forwarded_error_and_other_requests_are_routed_back():
     worker, _ = make()
-    (_, fwd), = worker.on_client(b"cli", p.Nodes(id=4))
-    assert isinstance(fwd, p.Nodes)
+    (effect,) = worker.on_client(b"cli", p.Nodes(id=4))
+    fwd = effect.msg
+    assert isinstance(effect, ToLeader) and isinstance(fwd, p.Nodes)
     err = p.Error(id=fwd.id, kind=p.UNKNOWN_GROUP, message="unknown group 'x'")
-    assert worker.on_leader(err) == [("client", b"cli", p.Error(id=4, kind=p.UNKNOWN_GROUP, message="unknown group 'x'"))]
+    assert worker.on_leader(err) == [Reply(b"cli", p.Error(id=4, kind=p.UNKNOWN_GROUP, message="unknown group 'x'"))]
 
 
 def test_non_request_from_client_is_refused():
     worker, _ = make()
-    (kind, client, err), = worker.on_client(b"cli", p.Spawned(id=3, location=p.Location("g", "k", "n", 1)))
-    assert (kind, client, err.id, err.kind) == ("client", b"cli", 3, p.BAD_MESSAGE) and "'spawned'" in err.message
+    (reply,) = worker.on_client(b"cli", p.Spawned(id=3, location=p.Location("g", "k", "n", 1)))
+    err = reply.msg
+    assert (reply.peer, err.id, err.kind) == (b"cli", 3, p.BAD_MESSAGE) and "'spawned'" in err.message
 
 
 # -- starting --
@@ -175,7 +179,7 @@ def test_spawn_failed_from_fork_server():
     worker, _ = make()
     proc = spawn(worker, "k", PLAIN, spawn_id=9)
     out = worker.on_spawn_failed(proc.token, "command not found: sleep")
-    assert out == [("leader", p.SpawnFailed(id=9, group="users", key="k", reason="command not found: sleep"))]
+    assert out == [ToLeader(p.SpawnFailed(id=9, group="users", key="k", reason="command not found: sleep"))]
     assert worker.idle
     spawn(worker, "k", PLAIN)  # may be tried again
 
@@ -200,7 +204,7 @@ def test_start_timeout_before_fork_server_answers():
     proc = spawn(worker, "k", ENTRY)
     clock.now += 6
     assert isinstance(to_leader(worker.expire())[0], p.SpawnFailed)
-    assert worker.on_spawned(proc.token, 4242) == [("signal", 4242, signal.SIGKILL)]
+    assert worker.on_spawned(proc.token, 4242) == [Signal(4242, signal.SIGKILL)]
 
 
 def test_exit_before_ready_is_a_start_failure():
@@ -239,7 +243,7 @@ def test_kill_terms_then_kills_after_stop_timeout():
     worker, clock = make()
     _, msg = started(worker, "k", pid=4242)
     out = worker.on_leader(p.Kill(location=msg.location, reason="stopped"))
-    assert out == [("signal", 4242, signal.SIGTERM)]
+    assert out == [Signal(4242, signal.SIGTERM)]
     assert worker.on_leader(p.Kill(location=msg.location)) == []  # already stopping
     clock.now += 1.9
     assert signals(worker.expire()) == []
@@ -254,7 +258,7 @@ def test_kill_of_unknown_pid_answers_at_once():
     _, msg = started(worker, "k", pid=4242)
     other = p.Location("users", "k", "node1", 999)
     out = worker.on_leader(p.Kill(location=other, reason="conflict"))
-    assert out == [("leader", p.Exited(location=other, exit_code=None, signal=None, reason="conflict", at=WALL))]
+    assert out == [ToLeader(p.Exited(location=other, exit_code=None, signal=None, reason="conflict", at=WALL))]
     gone = p.Location("users", "absent", "node1", 1)
     assert to_leader(worker.on_leader(p.Kill(location=gone)))[0].reason == "stopped"
     assert worker.by_pid[4242].stopping is None
@@ -282,7 +286,7 @@ def test_spawn_of_a_running_key_answers_with_it():
     worker, _ = make()
     _, msg = started(worker, "k", pid=4242)
     assert worker.on_leader(p.Spawn(id=60, group="users", key="k", call=ENTRY)) == [
-        ("leader", p.Spawned(id=60, location=msg.location))]
+        ToLeader(p.Spawned(id=60, location=msg.location))]
 
 
 def test_hello_reports_running_processes():
@@ -311,9 +315,54 @@ def test_substitute():
 
 def test_a_repeated_spawn_of_a_starting_key_is_adopted():
     w, clock = make()
-    out = w.on_leader(p.Spawn(id=1, group="g", key="k", call=p.Call(entry="m:f")))
-    (_, proc), = out
+    (start,) = w.on_leader(p.Spawn(id=1, group="g", key="k", call=p.Call(entry="m:f")))
     assert w.on_leader(p.Spawn(id=2, group="g", key="k", call=p.Call(entry="m:f"))) == []
-    w.on_spawned(proc.token, 4242)
-    (kind, msg), = w.on_ready(proc.token, "R ")
-    assert kind == "leader" and isinstance(msg, p.Spawned) and msg.id == 2
+    w.on_spawned(start.token, 4242)
+    (effect,) = w.on_ready(start.token, "R ")
+    assert isinstance(effect, ToLeader) and isinstance(effect.msg, p.Spawned) and effect.msg.id == 2
+
+
+# -- what the decisions say that the loop used to decide --
+
+
+def test_a_start_carries_its_argv_args_and_environment():
+    worker, _ = make()
+    call = p.Call(command=["serve", "--key", "{key}", "{group}@{node}"], args=["-v", 2], ready=True,
+                  endpoint="ipc:///run/{key}")  # fmt: skip
+    (start,) = worker.on_leader(p.Spawn(id=5, group="users", key="alice", call=call, args=["x"]))
+    assert isinstance(start, Start)
+    assert (start.entry, start.command, start.args, start.key) == (
+        None, ["serve", "--key", "alice", "users@node1"], ["-v", 2, "x"], "alice")  # fmt: skip
+    assert start.env == {"FORSETI_GROUP": "users", "FORSETI_KEY": "alice", "FORSETI_NODE": "node1",
+                         "FORSETI_ENDPOINT": "ipc:///run/alice", "FORSETI_READY_FD": ""}  # fmt: skip
+    (entry,) = worker.on_leader(p.Spawn(id=6, group="users", key="bob", call=ENTRY))
+    assert (entry.entry, entry.command, entry.args) == ("pkg.mod:func", None, [])
+
+
+def test_a_spare_is_refilled_once_one_of_our_starts_is_registered():
+    worker, _ = make()
+    mine = p.Location("users", "k", "node1", 77)
+    theirs = p.Location("users", "j", "node2", 78)
+    assert worker.on_event(p.Event(seq=1, epoch="e1", kind="started", location=theirs)) == []
+    assert worker.on_event(p.Event(seq=2, epoch="e1", kind="started", location=mine)) == [RefillSpare()]
+    assert worker.on_event(p.Event(seq=3, epoch="e1", kind="exited", location=mine)) == []
+
+
+def test_info_is_answered_by_the_worker():
+    about = p.InfoReply(node="node1", role="both", events="ipc:///x/events", silence=1.5)
+    worker = Worker("node1", about=about)
+    assert worker.on_client(b"cli", p.Info(id=7)) == [Reply(b"cli", p.InfoReply(id=7, node="node1", role="both",
+                                                                                  events="ipc:///x/events", silence=1.5))]  # fmt: skip
+
+
+def test_hello_lists_the_starts_under_way_with_the_id_they_answer():
+    worker, _ = make()
+    _, running = started(worker, "k", pid=4242, spawn_id=50)
+    spawn(worker, "j", READY, spawn_id=51)
+    failing = spawn(worker, "f", READY, spawn_id=52)
+    worker.on_spawn_failed(failing.token, "no such program")
+    hello = worker.hello()
+    assert hello.processes == [running.location]
+    assert hello.starting == [p.Starting(51, "users", "j")]
+    assert hello.welcomed_by == "e1"  # the leader that welcomed it
+    assert Worker("node9").hello().welcomed_by == ""

@@ -1,0 +1,89 @@
+"""The leader's sockets: a ROUTER for workers and clients, an XPUB for events. Messages
+are decided by ``leader.Leader``; this part carries out what it returns."""
+
+from __future__ import annotations
+
+import time
+
+import zmq
+
+from . import protocol as p
+from .config import Config
+from .effects import Publish, Reply
+from .leader import Leader
+from .loop import Loop
+from .store import open_store
+
+
+class LeaderIO:
+    def __init__(self, loop: Loop, config: Config, about: p.InfoReply, inproc: str) -> None:
+        cluster = config.cluster
+        self.loop = loop
+        self.heartbeat = cluster.heartbeat
+        self.leader = Leader(config.calls, cluster.nodes, open_store(cluster.backend), cluster.heartbeat,
+                             cluster.liveness, about=about)  # fmt: skip
+        # Workers' hellos list all they run: the leader's limit is the larger one.
+        self.router = loop.socket(zmq.ROUTER, self._on_router, p.MAX_PEER_MESSAGE)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        loop.bind(self.router, cluster.leader, inproc + "-leader")
+        self.pub = loop.socket(zmq.XPUB, self._on_subscribe, p.MAX_MESSAGE)
+        self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)
+        loop.bind(self.pub, cluster.events, inproc + "-events")
+        self.next_tick = time.monotonic() + cluster.heartbeat
+        self._carry = {Reply: self._reply, Publish: self._publish_event}
+
+    def carry_out(self, effects: list) -> None:
+        carry = self._carry
+        for effect in effects:
+            carry[type(effect)](effect)
+
+    def _reply(self, effect: Reply) -> None:
+        self.loop.send(self.router, effect.peer, effect.msg)
+
+    def _publish_event(self, effect: Publish) -> None:
+        self._publish(p.topic(effect.event.location.group), effect.event)
+
+    def _publish(self, topic: bytes, msg: p.Msg) -> None:
+        # A subscriber that does not keep up loses it: the sequence gap tells it.
+        self.loop.send_one(self.pub, p.encode(msg), topic)
+
+    # -- input --
+
+    def _on_router(self, sock: zmq.Socket) -> None:
+        for peer, msg in self.loop.receive(sock):
+            self.carry_out(self.leader.handle(peer, msg))
+
+    def _on_subscribe(self, sock: zmq.Socket) -> None:
+        # A new subscription gets a tick on its own topic at once: the subscriber then
+        # knows that it is live and where the sequence stands.
+        for frame, *_ in self.loop.waiting(sock):
+            if frame[:1] == b"\x01":
+                topic = frame[1:]
+                group = topic[:-1].decode(errors="replace") if topic.endswith(b"\0") else None
+                self._publish(topic, self.leader.tick(group))
+
+    # -- the loop's part --
+
+    def deadline(self) -> float:
+        end = self.leader.next_deadline()
+        return self.next_tick if end is None else min(self.next_tick, end)
+
+    def turn(self) -> None:
+        now = time.monotonic()
+        if now >= self.next_tick:
+            self.next_tick = now + self.heartbeat
+            self._publish(b"", self.leader.tick())
+        elif now < (self.leader.next_deadline() or float("inf")):
+            return
+        self.carry_out(self.leader.expire())
+
+    def begin_shutdown(self) -> float:
+        return 0.0
+
+    @property
+    def idle(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass  # its sockets go with the loop's context

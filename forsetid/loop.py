@@ -1,0 +1,260 @@
+"""The one thread of a daemon: a ``select.poll`` over plain file descriptors, and the
+sending and receiving that every part shares.
+
+The ZeroMQ sockets are polled through their own ``ZMQ_FD`` next to pipes and the fork
+server's socket: zmq_poll would check every socket twice and poll twice per turn, each
+a system call. A ``ZMQ_FD`` signals a change, not a level: a socket that was sent or
+received on since ZMQ_EVENTS was last asked may hold a message its fd will not announce,
+so such sockets are kept in ``unchecked`` and asked before the loop sleeps.
+
+The parts (``leader_io.LeaderIO``, ``worker_io.WorkerIO``) open their sockets here, say
+what to call when one is readable, and are given a turn after every poll for their
+timers. Every message a peer sends comes in through :meth:`Loop.receive` (decoding and
+the answer to bad input live there, and so will any check of who sent it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import time
+from typing import Protocol
+
+import zmq
+
+from . import protocol as p
+from .config import ConfigError
+
+log = logging.getLogger("forsetid")
+
+BATCH = 256  # messages taken from one socket before looking at the others
+NOBLOCK, MORE_NOBLOCK, EVENTS = zmq.NOBLOCK, zmq.SNDMORE | zmq.NOBLOCK, zmq.EVENTS
+POLLIN = int(zmq.POLLIN)  # a plain int: `events & zmq.POLLIN` builds an enum each time (~1 us)
+GRACE = 1.0  # seconds beyond the parts' own that a shutdown may take
+LAST_WORDS = 0.05  # seconds the loop still turns after a shutdown, for the last reports to leave
+
+
+class Part(Protocol):
+    """One role's half of a daemon, as the loop sees it."""
+
+    def deadline(self) -> float:
+        """When it next needs a turn (monotonic)."""
+
+    def turn(self) -> None:
+        """After every poll: timers and whatever waits for the clock."""
+
+    def begin_shutdown(self) -> float:
+        """Start stopping; returns how many seconds that may take."""
+
+    @property
+    def idle(self) -> bool:
+        """Nothing left to wait for before exiting."""
+
+    def close(self) -> None: ...
+
+
+class RateLimitedLog:
+    """At most one line per ``every`` seconds, saying how many were held back: a flood of
+    junk must not flood the log (or cost the loop its time)."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.every = every
+        self.next = 0.0
+        self.held = 0
+
+    def warning(self, fmt: str, *args) -> None:
+        self._log(log.warning, fmt, args)
+
+    def exception(self, fmt: str, *args) -> None:
+        self._log(log.exception, fmt, args)
+
+    def _log(self, method, fmt: str, args) -> None:
+        now = time.monotonic()
+        if now < self.next:
+            self.held += 1
+            return
+        if self.held:
+            fmt += f" (and {self.held} more like it)"
+        method(fmt, *args)
+        self.next, self.held = now + self.every, 0
+
+
+class Loop:
+    def __init__(self, config_path: str = "<config>") -> None:
+        self.config_path = config_path
+        self.ctx = zmq.Context()
+        self.poller = select.poll()
+        self.handlers: dict[int, tuple] = {}  # fd -> (what to call when readable, socket or fd)
+        self.unchecked: set[zmq.Socket] = set()
+        self.fds: dict[zmq.Socket, int] = {}
+        self.parts: list[Part] = []  # the roles' parts, in the order they take their turns
+        self.stopping = False
+        self.exit: tuple[int, str] | None = None  # (status, why) when the daemon cannot go on
+        self.junk = RateLimitedLog()
+        self.faults = RateLimitedLog()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        os.set_blocking(self._wake_r, False)
+        self.watch(self._wake_r, self._on_signal)
+
+    # -- set-up --
+
+    def socket(self, kind: int, handler, max_message: int = -1) -> zmq.Socket:
+        sock = self.ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 500)
+        sock.setsockopt(zmq.MAXMSGSIZE, max_message)
+        self.watch(sock, handler)
+        return sock
+
+    def bind(self, sock: zmq.Socket, *endpoints: str) -> None:
+        for endpoint in endpoints:
+            try:
+                sock.bind(endpoint)
+            except zmq.ZMQError as exc:
+                raise ConfigError(f"{self.config_path}: cannot bind {endpoint}: {exc}") from None
+
+    def watch(self, sock_or_fd, handler) -> None:
+        fd = sock_or_fd
+        if isinstance(sock_or_fd, zmq.Socket):
+            fd = self.fds[sock_or_fd] = sock_or_fd.getsockopt(zmq.FD)
+            self.unchecked.add(sock_or_fd)
+        self.handlers[fd] = (handler, sock_or_fd)
+        self.poller.register(fd, select.POLLIN)
+
+    def unwatch(self, sock_or_fd) -> None:
+        fd = sock_or_fd
+        if isinstance(sock_or_fd, zmq.Socket):
+            fd = self.fds.pop(sock_or_fd)
+            self.unchecked.discard(sock_or_fd)
+        self.handlers.pop(fd, None)
+        self.poller.unregister(fd)
+
+    def fail(self, status: int, why: str) -> None:
+        """The daemon cannot go on: exit with ``status`` after this turn."""
+        if self.exit is None:
+            self.exit = (status, why)
+
+    # -- messages --
+
+    def waiting(self, sock: zmq.Socket):
+        """The messages waiting on ``sock`` (at most BATCH), each a list of frames."""
+        n = 0
+        for frames in p.waiting(sock, BATCH):
+            n += 1
+            yield frames
+        if n == BATCH:
+            self.unchecked.add(sock)  # more may wait: look again before sleeping
+        else:
+            self.unchecked.discard(sock)  # ZMQ_EVENTS said "nothing": its fd is armed again
+
+    def receive(self, sock: zmq.Socket):
+        """Decoded (peer, message) pairs from a ROUTER; bad input is answered here."""
+        for frames in self.waiting(sock):
+            peer = frames[0]
+            if len(frames) != 2:
+                error = p.Error(kind=p.BAD_MESSAGE, message=f"expected 1 frame, got {len(frames) - 1}")
+                self.junk.warning("bad message from a peer: %s", error.message)
+                self.send(sock, peer, error)
+                continue
+            try:
+                yield peer, p.decode(frames[1])
+            except p.BadMessage as exc:
+                self.junk.warning("bad message from a peer: %s", exc)
+                self.send(sock, peer, exc.reply)
+
+    def decoded(self, sock: zmq.Socket, what: str):
+        """Decoded messages from a DEALER or SUB (the last frame of each); bad ones are logged."""
+        for frames in self.waiting(sock):
+            try:
+                yield p.decode(frames[-1])
+            except p.BadMessage as exc:
+                self.junk.warning("bad %s: %s", what, exc)
+
+    def send(self, sock: zmq.Socket, peer: bytes, msg: p.Msg) -> None:
+        """To one peer of a ROUTER; a peer that is gone or not keeping up loses it."""
+        self.unchecked.add(sock)
+        try:
+            sock.send(peer, MORE_NOBLOCK)  # two sends: cheaper than send_multipart
+            sock.send(p.encode(msg), NOBLOCK)
+        except zmq.ZMQError as exc:  # gone (EHOSTUNREACH) or not keeping up (EAGAIN)
+            log.debug("reply to a peer dropped: %s", exc)
+
+    def send_one(self, sock: zmq.Socket, frame: bytes, topic: bytes | None = None) -> bool:
+        """On a DEALER (or, with a topic, a PUB); False if it would have blocked."""
+        self.unchecked.add(sock)
+        try:
+            if topic is not None:
+                sock.send(topic, MORE_NOBLOCK)
+            sock.send(frame, NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
+
+    # -- running --
+
+    def run(self) -> int:
+        parts = self.parts
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)
+        signal.set_wakeup_fd(self._wake_w)
+        deadline = None
+        try:
+            while True:
+                if self.exit is not None:
+                    log.error("%s: exiting", self.exit[1])
+                    return self.exit[0]
+                if self.stopping:
+                    if deadline is None:
+                        log.info("shutting down")
+                        deadline = time.monotonic() + max(part.begin_shutdown() for part in parts) + GRACE
+                    if all(part.idle for part in parts) or time.monotonic() > deadline:
+                        self.drain(LAST_WORDS)
+                        return 0
+                self.poll_once(self._timeout())
+        finally:
+            self.close()
+
+    def poll_once(self, timeout_ms: int) -> None:
+        due = [self.fds[sock] for sock in self.unchecked if sock.getsockopt(EVENTS) & POLLIN]
+        self.unchecked.clear()
+        ready = self.poller.poll(0 if due else timeout_ms)
+        for fd in due + [fd for fd, _ in ready if fd not in due]:
+            entry = self.handlers.get(fd)  # (gone if a handler before it closed it)
+            if entry is not None:
+                try:
+                    entry[0](entry[1])
+                except Exception:  # a bug must cost one message, not the daemon
+                    self.faults.exception("internal error while handling input")
+                    if entry[1] in self.fds:  # a socket still watched: what waits behind that message is due
+                        self.unchecked.add(entry[1])
+        for part in self.parts:
+            part.turn()
+
+    def drain(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self.poll_once(int(left * 1000) + 1)
+
+    def _timeout(self) -> int:
+        now = time.monotonic()
+        soonest = min([now + 1.0, *(part.deadline() for part in self.parts)])
+        return max(0, int((soonest - now) * 1000) + 1)
+
+    def _on_signal(self, fd: int) -> None:
+        try:
+            while os.read(fd, 512):
+                pass
+        except BlockingIOError:
+            pass
+        self.stopping = True
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for part in self.parts:
+            part.close()
+        self.parts = []
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+        self.ctx.destroy(linger=500)

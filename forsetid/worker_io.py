@@ -1,0 +1,192 @@
+"""A worker's sockets and pipes: a DEALER to the leader, a SUB to its events, a ROUTER
+for local clients (``node.listen``), the fork server's socket and the ready pipes of
+processes being started. Everything that comes in is decided by ``worker.Worker``;
+this part carries out what it returns."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+import zmq
+
+from . import protocol as p
+from .config import Config
+from .const import READY_LINE_MAX
+from .effects import Reconnect, RefillSpare, Reply, Signal, Start, ToLeader
+from .loop import Loop
+from .spawner import Spawner
+from .worker import Worker
+
+log = logging.getLogger("forsetid")
+
+
+class WorkerIO:
+    def __init__(self, loop: Loop, config: Config, about: p.InfoReply, spawner: Spawner,
+                 leader: str, events: str) -> None:  # fmt: skip
+        node, cluster = config.node, config.cluster
+        self.loop, self.spawner, self.leader_endpoint = loop, spawner, leader
+        self.worker = Worker(node.name, node.capacity, config.calls, cluster.heartbeat, cluster.liveness,
+                             cluster.max_retries, cluster.max_time, about=about)  # fmt: skip
+        self.ready_fds: dict[int, tuple[int, bytes]] = {}  # fd -> (token, bytes so far)
+        self.clients = loop.socket(zmq.ROUTER, self._on_client, p.MAX_MESSAGE)
+        self.clients.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        loop.bind(self.clients, node.listen)
+        self.sub = loop.socket(zmq.SUB, self._on_event)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.connect(events)
+        self.dealer = self._connect()
+        loop.watch(spawner.fileno(), self._on_spawner)
+        self._carry = {
+            Reply: self._reply, ToLeader: self._to_leader, Start: self._start, Signal: self._signal,
+            Reconnect: self._reconnect, RefillSpare: self._refill,
+        }  # fmt: skip
+        self.carry_out([ToLeader(self.worker.hello())])
+
+    def carry_out(self, effects: list) -> None:
+        carry = self._carry
+        for effect in effects:
+            carry[type(effect)](effect)
+
+    # -- effects --
+
+    def _reply(self, effect: Reply) -> None:
+        self.loop.send(self.clients, effect.peer, effect.msg)
+
+    def _to_leader(self, effect: ToLeader) -> None:
+        if not self.loop.send_one(self.dealer, p.encode(effect.msg)):
+            log.warning("the leader is not reachable: %s dropped", type(effect.msg).__name__)
+
+    def _start(self, s: Start) -> None:
+        try:
+            fd, pid = self.spawner.spawn(s.token, s.entry, s.command, s.args, s.env, s.key)
+        except ValueError as exc:
+            self.carry_out(self.worker.on_spawn_failed(s.token, str(exc)))
+            return
+        if fd is not None:
+            self.ready_fds[fd] = (s.token, b"")
+            self.loop.watch(fd, self._on_ready)
+        if pid is not None:  # a spare took it (and, with no ready pipe, runs the entry already)
+            self.carry_out(self.worker.on_spawned(s.token, pid, running=fd is None))
+
+    def _signal(self, effect: Signal) -> None:
+        self.spawner.signal(effect.pid, effect.signum)
+
+    def _reconnect(self, _: Reconnect) -> None:
+        log.warning("no word from the leader at %s: reconnecting (next try in %.1f s)", self.leader_endpoint,
+                    self.worker.patience)  # fmt: skip
+        self.loop.unwatch(self.dealer)
+        self.dealer.close(linger=0)  # what was queued for the lost leader goes too
+        self.dealer = self._connect()
+
+    def _refill(self, _: RefillSpare) -> None:
+        self.spawner.refill()
+
+    def _connect(self) -> zmq.Socket:
+        dealer = self.loop.socket(zmq.DEALER, self._on_leader)
+        dealer.connect(self.leader_endpoint)
+        return dealer
+
+    # -- input --
+
+    def _on_client(self, sock: zmq.Socket) -> None:
+        for client, msg in self.loop.receive(sock):
+            self.carry_out(self.worker.on_client(client, msg))
+
+    def _on_leader(self, sock: zmq.Socket) -> None:
+        for msg in self.loop.decoded(sock, "message from the leader"):
+            self.carry_out(self.worker.on_leader(msg))
+
+    def _on_event(self, sock: zmq.Socket) -> None:
+        for msg in self.loop.decoded(sock, "event"):
+            if isinstance(msg, (p.Event, p.Tick)):
+                self.carry_out(self.worker.on_event(msg))
+
+    def _on_spawner(self, fd: int) -> None:
+        try:
+            reports = self.spawner.receive()
+        except RuntimeError as exc:
+            # Its children died with it (PDEATHSIG), but not their own children: kill
+            # every group we know of. Exiting lets the leader see this worker go down and
+            # start them elsewhere; a supervisor may restart it.
+            self.loop.unwatch(fd)
+            for pid in self.worker.by_pid:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            self.loop.fail(1, str(exc))
+            return
+        for kind, ident, value in reports:
+            try:  # they are all read already: a bug must cost one report, not those after it
+                self._on_report(kind, ident, value)
+            except Exception:
+                self.loop.faults.exception("internal error while handling a report from the fork server")
+
+    def _on_report(self, kind: str, ident: int, value) -> None:
+        if kind == "spawned":
+            self.carry_out(self.worker.on_spawned(ident, value))
+        elif kind == "failed":
+            self._close_ready(ident)
+            self.carry_out(self.worker.on_spawn_failed(ident, value))
+        elif kind == "exited":
+            proc = self.worker.by_pid.get(ident)
+            if proc is not None:  # what it wrote before dying counts first
+                self._close_ready(proc.token)
+            self.carry_out(self.worker.on_exit(ident, value))
+
+    def _on_ready(self, fd: int) -> None:
+        token, data = self.ready_fds[fd]
+        try:
+            chunk = os.read(fd, READY_LINE_MAX)
+        except BlockingIOError:
+            return
+        data += chunk
+        if chunk and b"\n" not in data and len(data) < READY_LINE_MAX:
+            self.ready_fds[fd] = (token, data)
+            return
+        self._forget_ready(fd)
+        if data:
+            self.carry_out(self.worker.on_ready(token, data.split(b"\n", 1)[0].decode(errors="replace")))
+
+    def _close_ready(self, token: int) -> None:
+        """Take what a process wrote on its ready pipe before it failed or exited."""
+        for fd, (t, _) in list(self.ready_fds.items()):
+            if t == token:
+                self._on_ready(fd)  # reads what is there (the pipe is non-blocking)
+                if fd in self.ready_fds:  # nothing, or half a line: no more will come
+                    self._forget_ready(fd)
+
+    def _forget_ready(self, fd: int) -> None:
+        self.loop.unwatch(fd)
+        del self.ready_fds[fd]
+        os.close(fd)
+
+    # -- the loop's part --
+
+    def deadline(self) -> float:
+        if self.spawner.outbox:  # the fork server's socket was full: try again soon
+            return time.monotonic() + 0.001
+        return self.worker.next_deadline()
+
+    def turn(self) -> None:
+        if self.worker.refused:
+            self.loop.fail(2, f"the leader refused this node: {self.worker.refused}")
+        self.carry_out(self.worker.expire())
+        self.spawner.flush()
+
+    def begin_shutdown(self) -> float:
+        self.carry_out(self.worker.shutdown())
+        return self.worker.stop_timeout
+
+    @property
+    def idle(self) -> bool:
+        return self.worker.idle
+
+    def close(self) -> None:
+        self.spawner.close()
+        for fd in self.ready_fds:
+            os.close(fd)
+        self.ready_fds.clear()
