@@ -11,11 +11,11 @@ from . import protocol as p
 from .config import Config
 from .effects import Publish, Reply
 from .leader import Leader
-from .loop import Loop
+from .loop import Loop, Part
 from .store import open_store
 
 
-class LeaderIO:
+class LeaderIO(Part):
     def __init__(self, loop: Loop, config: Config, about: p.InfoReply, inproc: str) -> None:
         cluster = config.cluster
         self.loop = loop
@@ -31,12 +31,7 @@ class LeaderIO:
         self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)
         loop.bind(self.pub, cluster.events, inproc + "-events")
         self.next_tick = time.monotonic() + cluster.heartbeat
-        self._carry = {Reply: self._reply, Publish: self._publish_event}
-
-    def carry_out(self, effects: list) -> None:
-        carry = self._carry
-        for effect in effects:
-            carry[type(effect)](effect)
+        self.carry = {Reply: self._reply, Publish: self._publish_event}
 
     def _reply(self, effect: Reply) -> None:
         self.loop.send(self.router, effect.peer, effect.msg)
@@ -77,13 +72,3 @@ class LeaderIO:
         elif now < (self.leader.next_deadline() or float("inf")):
             return
         self.carry_out(self.leader.expire())
-
-    def begin_shutdown(self) -> float:
-        return 0.0
-
-    @property
-    def idle(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass  # its sockets go with the loop's context

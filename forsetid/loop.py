@@ -20,7 +20,7 @@ import os
 import select
 import signal
 import time
-from typing import Protocol
+from typing import Callable
 
 import zmq
 
@@ -36,23 +36,35 @@ GRACE = 1.0  # seconds beyond the parts' own that a shutdown may take
 LAST_WORDS = 0.05  # seconds the loop still turns after a shutdown, for the last reports to leave
 
 
-class Part(Protocol):
-    """One role's half of a daemon, as the loop sees it."""
+class Part:
+    """One role's half of a daemon, as the loop sees it. ``carry`` maps each type of
+    effect its decisions return to the method that carries it out."""
+
+    carry: dict[type, Callable]
+
+    def carry_out(self, effects: list) -> None:
+        carry = self.carry
+        for effect in effects:
+            carry[type(effect)](effect)
 
     def deadline(self) -> float:
         """When it next needs a turn (monotonic)."""
+        return float("inf")
 
     def turn(self) -> None:
         """After every poll: timers and whatever waits for the clock."""
 
     def begin_shutdown(self) -> float:
         """Start stopping; returns how many seconds that may take."""
+        return 0.0
 
     @property
     def idle(self) -> bool:
         """Nothing left to wait for before exiting."""
+        return True
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release what the loop's context does not (its sockets go with it)."""
 
 
 class RateLimitedLog:

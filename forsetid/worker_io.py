@@ -16,14 +16,14 @@ from . import protocol as p
 from .config import Config
 from .const import READY_LINE_MAX
 from .effects import Reconnect, RefillSpare, Reply, Signal, Start, ToLeader
-from .loop import Loop
+from .loop import Loop, Part
 from .spawner import Spawner
 from .worker import Worker
 
 log = logging.getLogger("forsetid")
 
 
-class WorkerIO:
+class WorkerIO(Part):
     def __init__(self, loop: Loop, config: Config, about: p.InfoReply, spawner: Spawner,
                  leader: str, events: str) -> None:  # fmt: skip
         node, cluster = config.node, config.cluster
@@ -39,16 +39,11 @@ class WorkerIO:
         self.sub.connect(events)
         self.dealer = self._connect()
         loop.watch(spawner.fileno(), self._on_spawner)
-        self._carry = {
+        self.carry = {
             Reply: self._reply, ToLeader: self._to_leader, Start: self._start, Signal: self._signal,
             Reconnect: self._reconnect, RefillSpare: self._refill,
         }  # fmt: skip
         self.carry_out([ToLeader(self.worker.hello())])
-
-    def carry_out(self, effects: list) -> None:
-        carry = self._carry
-        for effect in effects:
-            carry[type(effect)](effect)
 
     # -- effects --
 
