@@ -50,13 +50,12 @@ class LocationCache:
     def apply(self, msg: Event | Tick) -> bool:
         """Apply an event or tick; False if it revealed a gap (a gap or a new leader
         empties the cache first)."""
-        is_event = isinstance(msg, Event)
-        missed = self.events.follow(msg.epoch, msg.seq, is_event)
+        missed = self.events.follow(msg.epoch, msg.seq, isinstance(msg, Event))
         if missed is None:
             return True  # a duplicate, or a tick already seen
         if missed:
             self.clear()
-        if is_event:
+        if isinstance(msg, Event):
             loc = msg.location
             if msg.kind == "started":
                 k = (loc.group, loc.key)

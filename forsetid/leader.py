@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import msgspec
 
@@ -364,7 +365,7 @@ class Leader:
         known = ", ".join(sorted(self.calls)) or "none"
         return _error(msg, p.UNKNOWN_GROUP, f"unknown group '{group}' (known: {known})")
 
-    _handlers = {
+    _handlers: dict[type, Callable[[Leader, bytes, Any], Out]] = {
         p.Get: _get, p.Find: _find, p.Stop: _stop, p.List: _list, p.Nodes: _nodes,
         p.Calls: _calls, p.AddCall: _add_call, p.Info: _info, p.Hello: _hello, p.Spawned: _spawned,
         p.SpawnFailed: _spawn_failed, p.Exited: _exited, p.Ping: _ping,

@@ -19,6 +19,7 @@ import signal
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Callable
 
 import msgspec
 
@@ -72,7 +73,7 @@ class Worker:
         self.by_key: dict[tuple[str, str], Proc] = {}
         self.forwards: dict[int, tuple[bytes, int, p.Msg]] = {}
         # (when, n, what to call with ident, ident): n keeps equal times in order.
-        self.timers: list[tuple[float, int, object, int]] = []
+        self.timers: list[tuple[float, int, Callable[[int], list], int]] = []
         self._timer_n = itertools.count()
         self.hello_id = 0
         self.welcomed = False
@@ -303,7 +304,7 @@ class Worker:
         return self._stop(proc, msg.reason)
 
     def _stop(self, proc: Proc, reason: p.Reason) -> list:
-        if proc.stopping is not None:
+        if proc.stopping is not None or proc.pid is None:
             return []
         proc.stopping = reason
         self._timer(proc.call.stop_timeout, self._stop_timed_out, proc.token)
@@ -371,7 +372,7 @@ class Worker:
     def _no_leader(self, req_id: int) -> p.Error:
         return p.Error(id=req_id, kind=p.NO_LEADER, message=f"node {self.node} has no leader at the moment; try again")
 
-    def _timer(self, delay: float, action, ident: int) -> None:
+    def _timer(self, delay: float, action: Callable[[int], list], ident: int) -> None:
         """Call ``action(ident)`` (it returns effects) ``delay`` seconds from now."""
         heapq.heappush(self.timers, (self.clock() + delay, next(self._timer_n), action, ident))
 
