@@ -372,7 +372,7 @@ def topic(group: str) -> bytes:
 
 def tag(msg: Msg) -> str:
     """A message's ``"t"``, as the wire spells it."""
-    return type(msg).__struct_config__.tag
+    return str(type(msg).__struct_config__.tag)
 
 
 def request_ids() -> "itertools.count[int]":
@@ -390,7 +390,7 @@ def waiting(sock: zmq.Socket, limit: int):
     only asking ZMQ_EVENTS until it says "nothing" re-arms it, so a reader that stops
     at ``limit`` must look again before it sleeps."""
     for _ in range(limit):
-        if not sock.getsockopt(_EVENTS) & _POLLIN:
+        if not int(sock.getsockopt(_EVENTS)) & _POLLIN:
             return
         yield sock.recv_multipart(_NOBLOCK)
 
