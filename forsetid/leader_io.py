@@ -56,7 +56,7 @@ class LeaderIO(Part):
             if frame[:1] == b"\x01":
                 topic = frame[1:]
                 group = topic[:-1].decode(errors="replace") if topic.endswith(b"\0") else None
-                self._publish(topic, self.leader.tick(group))
+                self._publish(topic, self.leader.events.tick(group))
 
     # -- the loop's part --
 
@@ -68,7 +68,7 @@ class LeaderIO(Part):
         now = time.monotonic()
         if now >= self.next_tick:
             self.next_tick = now + self.heartbeat
-            self._publish(b"", self.leader.tick())
+            self._publish(b"", self.leader.events.tick())
         elif now < (self.leader.next_deadline() or float("inf")):
             return
         self.carry_out(self.leader.expire())

@@ -30,6 +30,7 @@ class WorkerIO(Part):
         self.loop, self.spawner, self.leader_endpoint = loop, spawner, leader
         self.worker = Worker(node.name, node.capacity, config.calls, cluster.heartbeat, cluster.liveness,
                              cluster.max_retries, cluster.max_time, about=about)  # fmt: skip
+        self.processes = self.worker.processes  # where the fork server's reports go
         self.ready_fds: dict[int, tuple[int, bytes]] = {}  # fd -> (token, bytes so far)
         self.clients = loop.socket(zmq.ROUTER, self._on_client, p.MAX_MESSAGE)
         self.clients.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -58,13 +59,13 @@ class WorkerIO(Part):
         try:
             fd, pid = self.spawner.spawn(s.token, s.entry, s.command, s.args, s.env, s.key)
         except ValueError as exc:
-            self.carry_out(self.worker.on_spawn_failed(s.token, str(exc)))
+            self.carry_out(self.processes.on_spawn_failed(s.token, str(exc)))
             return
         if fd is not None:
             self.ready_fds[fd] = (s.token, b"")
             self.loop.watch(fd, self._on_ready)
         if pid is not None:  # a spare took it (and, with no ready pipe, runs the entry already)
-            self.carry_out(self.worker.on_spawned(s.token, pid, running=fd is None))
+            self.carry_out(self.processes.on_spawned(s.token, pid, running=fd is None))
 
     def _signal(self, effect: Signal) -> None:
         self.spawner.signal(effect.pid, effect.signum)
@@ -107,7 +108,7 @@ class WorkerIO(Part):
             # every group we know of. Exiting lets the leader see this worker go down and
             # start them elsewhere; a supervisor may restart it.
             self.loop.unwatch(fd)
-            for pid in self.worker.by_pid:
+            for pid in self.processes.by_pid:
                 try:
                     os.killpg(pid, signal.SIGKILL)
                 except OSError:
@@ -122,15 +123,15 @@ class WorkerIO(Part):
 
     def _on_report(self, kind: str, ident: int, value) -> None:
         if kind == "spawned":
-            self.carry_out(self.worker.on_spawned(ident, value))
+            self.carry_out(self.processes.on_spawned(ident, value))
         elif kind == "failed":
             self._close_ready(ident)
-            self.carry_out(self.worker.on_spawn_failed(ident, value))
+            self.carry_out(self.processes.on_spawn_failed(ident, value))
         elif kind == "exited":
-            proc = self.worker.by_pid.get(ident)
+            proc = self.processes.by_pid.get(ident)
             if proc is not None:  # what it wrote before dying counts first
                 self._close_ready(proc.token)
-            self.carry_out(self.worker.on_exit(ident, value))
+            self.carry_out(self.processes.on_exit(ident, value))
 
     def _on_ready(self, fd: int) -> None:
         token, data = self.ready_fds[fd]
@@ -144,7 +145,7 @@ class WorkerIO(Part):
             return
         self._forget_ready(fd)
         if data:
-            self.carry_out(self.worker.on_ready(token, data.split(b"\n", 1)[0].decode(errors="replace")))
+            self.carry_out(self.processes.on_ready(token, data.split(b"\n", 1)[0].decode(errors="replace")))
 
     def _close_ready(self, token: int) -> None:
         """Take what a process wrote on its ready pipe before it failed or exited."""
@@ -173,8 +174,8 @@ class WorkerIO(Part):
         self.spawner.flush()
 
     def begin_shutdown(self) -> float:
-        self.carry_out(self.worker.shutdown())
-        return self.worker.stop_timeout
+        self.carry_out(self.processes.shutdown())
+        return self.processes.stop_timeout
 
     @property
     def idle(self) -> bool:

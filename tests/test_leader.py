@@ -133,7 +133,7 @@ def test_worker_messages_from_unregistered_peer_are_refused():
     _, spawn = spawn_of(out)
     to, err = only(leader.handle(b"stranger", p.Spawned(id=spawn.id, location=loc("node1", "k"))))
     assert to == b"stranger" and err.kind == p.BAD_MESSAGE and "registered worker" in err.message
-    assert ("users", "k") in leader.pending
+    assert ("users", "k") in leader.starts.pending
 
 
 def test_reply_kinds_are_refused():
@@ -160,7 +160,7 @@ def test_get_with_no_worker():
     leader = make()
     to, err = only(get(leader, "k", id=6))
     assert to == CLIENT and err.kind == p.NO_WORKER and err.id == 6
-    assert leader.pending == {}
+    assert leader.starts.pending == {}
 
 
 def test_one_spawn_for_many_gets_and_all_waiters_answered():
@@ -180,8 +180,8 @@ def test_one_spawn_for_many_gets_and_all_waiters_answered():
     assert started[0].kind == "started" and started[0].location == location and started[0].reason is None
     found = [(to, m) for to, m in out if to is not PUBLISH]
     assert sorted((to, m.id) for to, m in found) == sorted([(CLIENT, 1), *clients])
-    assert all(isinstance(m, p.Found) and m.location == location and m.seq == leader.seq for _, m in found)
-    assert leader.pending == {} and leader.spawns == {}
+    assert all(isinstance(m, p.Found) and m.location == location and m.seq == leader.events.seq for _, m in found)
+    assert leader.starts.pending == {} and leader.starts.spawns == {}
 
     # Once registered, a get answers at once from the dictionary.
     to, again = only(get(leader, "k", id=50))
@@ -203,10 +203,10 @@ def test_different_keys_spawn_in_parallel():
     (node_a, spawn_a), (node_b, spawn_b) = spawn_of(out_a), spawn_of(out_b)
     assert spawn_a.id != spawn_b.id
     assert {node_a, node_b} == {"node1", "node2"}  # the first start counts as load already
-    assert set(leader.pending) == {("users", "a"), ("users", "b")}
+    assert set(leader.starts.pending) == {("users", "a"), ("users", "b")}
     out, loc_b = answer(leader, out_b)  # answers may come back in any order
     assert [m.location for m in replies(out)] == [loc_b]
-    assert ("users", "a") in leader.pending
+    assert ("users", "a") in leader.starts.pending
 
 
 @pytest.mark.parametrize("n", [1, 4])
@@ -245,7 +245,7 @@ def test_spawn_failed_answers_all_waiters_and_leaves_nothing():
         assert isinstance(err, p.Error) and err.kind == p.SPAWN_FAILED
         assert "command not found" in err.message and "users/k" in err.message
     assert events(failed) == []
-    assert leader.pending == {} and leader.spawns == {} and len(leader.store) == 0
+    assert leader.starts.pending == {} and leader.starts.spawns == {} and len(leader.store) == 0
     assert loads(leader) == {"node1": 0} and node_info(leader)["node1"].processes == 0
     assert spawn_of(get(leader, "k"))[0] == "node1"  # a later get tries again
 
@@ -263,7 +263,7 @@ def test_spawned_from_wrong_peer_or_unknown_id_answers_no_waiter():
     stray = loc(other, "k")
     out2 = leader.handle(peer(other), p.Spawned(id=spawn.id + 99, location=stray))
     assert [e.location for e in events(out2)] == [stray] and replies(out2) == []
-    assert ("users", "k") in leader.pending
+    assert ("users", "k") in leader.starts.pending
     done, location = answer(leader, out)
     assert (peer(node), p.Kill(location=location, reason="conflict")) in done
     assert [m.location for m in replies(done)] == [stray]
@@ -288,10 +288,10 @@ def test_exited_drops_and_publishes():
 def test_exited_with_stale_pid_changes_nothing():
     leader = make(["node1"])
     location = start(leader, "k")
-    seq = leader.seq
+    seq = leader.events.seq
     stale = p.Location("users", "k", "node1", location.pid + 1)
     assert leader.handle(peer("node1"), p.Exited(location=stale, exit_code=0, signal=None, reason="exit", at=1.0)) == []
-    assert leader.store.get("users", "k") == location and leader.seq == seq and loads(leader) == {"node1": 1}
+    assert leader.store.get("users", "k") == location and leader.events.seq == seq and loads(leader) == {"node1": 1}
 
 
 def test_stop_absent_key():
@@ -349,7 +349,7 @@ def test_event_seq_counts_by_one():
     assert [e.gseq for e in seen] == list(range(1, 7))
     assert {e.epoch for e in seen} == {leader.epoch}
     assert [e.kind for e in seen] == ["started", "exited"] * 3
-    assert leader.tick() == p.Tick(seq=6, epoch=leader.epoch) and leader.tick("users").gseq == 6
+    assert leader.events.tick() == p.Tick(seq=6, epoch=leader.epoch) and leader.events.tick("users").gseq == 6
 
 
 def test_ping_pong():
@@ -389,7 +389,7 @@ def test_rehello_with_new_incarnation_fails_its_pending_starts():
     out = hello(leader, node, incarnation="inc-2")
     errors = [m for to, m in out if to == CLIENT]
     assert len(errors) == 1 and errors[0].kind == p.SPAWN_FAILED and errors[0].id == 1
-    assert leader.pending == {} and loads(leader) == {"node1": 0}
+    assert leader.starts.pending == {} and loads(leader) == {"node1": 0}
     assert get(leader, "k", id=2) != []  # not queued behind the dead start
 
 
@@ -449,7 +449,7 @@ def test_a_spawn_answer_for_another_key_is_not_taken_for_this_one():
     old = loc("node1", "x")
     done = leader.handle(peer("node1"), p.Spawned(id=spawn.id, location=old))
     assert replies(done) == [] and leader.store.get("users", "x") == old  # x registered, y still pending
-    assert ("users", "y") in leader.pending
+    assert ("users", "y") in leader.starts.pending
     assert next(Leader(CALLS)._ids) != next(Leader(CALLS)._ids)  # ids differ between leader lives
 
 
@@ -548,24 +548,24 @@ def test_a_start_under_way_elsewhere_or_registered_already_is_not_adopted_twice(
     spawn_out = get(leader, "j")  # pending on node2
     starting = [p.Starting(1, "users", "k"), p.Starting(2, "users", "j")]
     leader.handle(peer("node1"), p.Hello(id=3, node="node1", incarnation="inc-1", processes=[running], starting=starting))
-    assert leader.pending[("users", "j")].node == spawn_of(spawn_out)[0] == "node2"
-    assert ("users", "k") not in leader.pending
+    assert leader.starts.pending[("users", "j")].node == spawn_of(spawn_out)[0] == "node2"
+    assert ("users", "k") not in leader.starts.pending
 
 
 def test_a_leader_with_a_predecessor_places_no_new_key_until_its_workers_said_hello():
     now = [50.0]
     leader = Leader(CALLS, heartbeat=1.0, liveness=3, clock=lambda: 1.0, monotonic=lambda: now[0])
     out = leader.handle(peer("node1"), p.Hello(id=1, node="node1", incarnation="i", welcomed_by="old-epoch"))
-    assert leader.recovering_until == 53.0
+    assert leader.starts.recovering_until == 53.0
     assert get(leader, "k", id=5) == []  # held: node2 may be starting it
     starting = [p.Starting(9, "users", "k")]
     leader.handle(peer("node2"), p.Hello(id=1, node="node2", incarnation="i", welcomed_by="old-epoch", starting=starting))
     now[0] = 52.0
     assert leader.expire() == []
     now[0] = 53.5  # (both kept in touch meanwhile)
-    leader.last_seen.update(node1=53.0, node2=53.0)
-    assert leader.expire() == [] and leader.recovering_until is None
-    assert leader.pending[("users", "k")].waiters == [(CLIENT, 5)]  # waits for node2's start, not a new one
+    leader.members.last_seen.update(node1=53.0, node2=53.0)
+    assert leader.expire() == [] and leader.starts.recovering_until is None
+    assert leader.starts.pending[("users", "k")].waiters == [(CLIENT, 5)]  # waits for node2's start, not a new one
     (to, spawn), = get(leader, "j", id=6)  # once recovered, new keys are placed at once
     assert isinstance(spawn, p.Spawn) and to == peer("node1")
 
@@ -573,5 +573,5 @@ def test_a_leader_with_a_predecessor_places_no_new_key_until_its_workers_said_he
 def test_a_fresh_cluster_places_at_once():
     leader = make()
     hello(leader, "node1")
-    assert leader.recovering_until is None
+    assert leader.starts.recovering_until is None
     assert isinstance(only(get(leader, "k"))[1], p.Spawn)

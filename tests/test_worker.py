@@ -4,7 +4,8 @@ import signal
 
 from forsetid import protocol as p
 from forsetid.effects import RefillSpare, Reply, Signal, Start, ToLeader
-from forsetid.worker import Proc, Worker, substitute
+from forsetid.processes import Proc, substitute
+from forsetid.worker import Worker
 
 ENTRY = p.Call(entry="pkg.mod:func", start_timeout=5.0, stop_timeout=2.0)
 READY = p.Call(command=["server", "{key}"], ready=True, start_timeout=5.0, endpoint="ipc:///run/{group}/{key}.sock")
@@ -38,15 +39,15 @@ def signals(effects):
 def spawn(worker, key="k", call=ENTRY, group="users", spawn_id=50) -> Proc:
     (start,) = worker.on_leader(p.Spawn(id=spawn_id, group=group, key=key, call=call))
     assert isinstance(start, Start)
-    return worker.procs[start.token]
+    return worker.processes.procs[start.token]
 
 
 def started(worker, key="k", call=ENTRY, pid=4242, group="users", spawn_id=50):
     """A process brought up to ready; returns it and its Spawned message."""
     proc = spawn(worker, key, call, group, spawn_id)
-    out = worker.on_spawned(proc.token, pid)
+    out = worker.processes.on_spawned(proc.token, pid)
     if not out:
-        out = worker.on_ready(proc.token, "R ")
+        out = worker.processes.on_ready(proc.token, "R ")
     (msg,) = to_leader(out)
     assert isinstance(msg, p.Spawned)
     return proc, msg
@@ -117,17 +118,17 @@ def test_spawn_effect_and_env():
     worker, _ = make()
     proc = spawn(worker, "alice", READY, spawn_id=7)
     assert (proc.group, proc.key, proc.spawn_id, proc.call) == ("users", "alice", 7, READY)
-    env = worker.env(proc)
+    env = worker.processes.env(proc)
     assert env["FORSETI_GROUP"] == "users" and env["FORSETI_KEY"] == "alice" and env["FORSETI_NODE"] == "node1"
     assert env["FORSETI_ENDPOINT"] == "ipc:///run/users/alice.sock"
-    assert "FORSETI_ENDPOINT" not in worker.env(spawn(worker, "bob", ENTRY))
+    assert "FORSETI_ENDPOINT" not in worker.processes.env(spawn(worker, "bob", ENTRY))
 
 
 def test_ready_line_with_endpoint():
     worker, _ = make()
     proc = spawn(worker, "k", READY, spawn_id=7)
-    assert worker.on_spawned(proc.token, 4242) == []  # not ready yet
-    (msg,) = to_leader(worker.on_ready(proc.token, "R tcp://10.0.0.1:5555"))
+    assert worker.processes.on_spawned(proc.token, 4242) == []  # not ready yet
+    (msg,) = to_leader(worker.processes.on_ready(proc.token, "R tcp://10.0.0.1:5555"))
     assert msg == p.Spawned(id=7, location=p.Location("users", "k", "node1", 4242, "tcp://10.0.0.1:5555", WALL))
     assert worker.cache.get("users", "k") == msg.location
 
@@ -143,42 +144,42 @@ def test_ready_line_without_endpoint_uses_template():
 def test_ready_before_spawned_answer():
     worker, _ = make()
     proc = spawn(worker, "k", ENTRY)
-    assert worker.on_ready(proc.token, "R ") == []
-    (msg,) = to_leader(worker.on_spawned(proc.token, 4242))
+    assert worker.processes.on_ready(proc.token, "R ") == []
+    (msg,) = to_leader(worker.processes.on_spawned(proc.token, 4242))
     assert isinstance(msg, p.Spawned) and msg.location.pid == 4242
 
 
 def test_an_entry_a_spare_had_resolved_counts_as_started_when_handed_over():
     worker, _ = make()
     proc = spawn(worker, "k", ENTRY, spawn_id=10)
-    (msg,) = to_leader(worker.on_spawned(proc.token, 4242, running=True))
+    (msg,) = to_leader(worker.processes.on_spawned(proc.token, 4242, running=True))
     assert msg == p.Spawned(id=10, location=p.Location("users", "k", "node1", 4242, None, WALL))
     ready = spawn(worker, "r", READY, spawn_id=11)  # one that signals readiness still must
-    assert worker.on_spawned(ready.token, 4243, running=True) == []
+    assert worker.processes.on_spawned(ready.token, 4243, running=True) == []
 
 
 def test_command_without_ready_counts_on_spawned():
     worker, _ = make()
     proc = spawn(worker, "k", PLAIN, spawn_id=8)
-    (msg,) = to_leader(worker.on_spawned(proc.token, 4242))
+    (msg,) = to_leader(worker.processes.on_spawned(proc.token, 4242))
     assert msg == p.Spawned(id=8, location=p.Location("users", "k", "node1", 4242, None, WALL))
 
 
 def test_error_line_fails_and_kills():
     worker, _ = make()
     proc = spawn(worker, "k", ENTRY, spawn_id=9)
-    worker.on_spawned(proc.token, 4242)
-    out = worker.on_ready(proc.token, "E cannot load entry 'pkg.mod:func': ImportError")
+    worker.processes.on_spawned(proc.token, 4242)
+    out = worker.processes.on_ready(proc.token, "E cannot load entry 'pkg.mod:func': ImportError")
     assert to_leader(out) == [p.SpawnFailed(id=9, group="users", key="k", reason="cannot load entry 'pkg.mod:func': ImportError")]
     assert signals(out) == [(4242, signal.SIGKILL)]
-    assert worker.on_exit(4242, -9) == []  # its exit is expected and reported to no one
+    assert worker.processes.on_exit(4242, -9) == []  # its exit is expected and reported to no one
     assert worker.idle and worker.cache.get("users", "k") is None
 
 
 def test_spawn_failed_from_fork_server():
     worker, _ = make()
     proc = spawn(worker, "k", PLAIN, spawn_id=9)
-    out = worker.on_spawn_failed(proc.token, "command not found: sleep")
+    out = worker.processes.on_spawn_failed(proc.token, "command not found: sleep")
     assert out == [ToLeader(p.SpawnFailed(id=9, group="users", key="k", reason="command not found: sleep"))]
     assert worker.idle
     spawn(worker, "k", PLAIN)  # may be tried again
@@ -187,7 +188,7 @@ def test_spawn_failed_from_fork_server():
 def test_start_timeout():
     worker, clock = make()
     proc = spawn(worker, "k", READY, spawn_id=11)
-    worker.on_spawned(proc.token, 4242)
+    worker.processes.on_spawned(proc.token, 4242)
     clock.now += 4.9
     assert to_leader(worker.expire()) == [] and signals(worker.expire()) == []
     clock.now += 0.2
@@ -195,8 +196,8 @@ def test_start_timeout():
     (failed,) = to_leader(out)
     assert isinstance(failed, p.SpawnFailed) and failed.id == 11 and "start_timeout" in failed.reason
     assert signals(out) == [(4242, signal.SIGKILL)]
-    assert worker.on_ready(proc.token, "R ") == []  # too late
-    assert worker.on_exit(4242, -9) == [] and worker.idle
+    assert worker.processes.on_ready(proc.token, "R ") == []  # too late
+    assert worker.processes.on_exit(4242, -9) == [] and worker.idle
 
 
 def test_start_timeout_before_fork_server_answers():
@@ -204,18 +205,18 @@ def test_start_timeout_before_fork_server_answers():
     proc = spawn(worker, "k", ENTRY)
     clock.now += 6
     assert isinstance(to_leader(worker.expire())[0], p.SpawnFailed)
-    assert worker.on_spawned(proc.token, 4242) == [Signal(4242, signal.SIGKILL)]
+    assert worker.processes.on_spawned(proc.token, 4242) == [Signal(4242, signal.SIGKILL)]
 
 
 def test_exit_before_ready_is_a_start_failure():
     worker, _ = make()
     proc = spawn(worker, "k", READY, spawn_id=12)
-    worker.on_spawned(proc.token, 4242)
-    (failed,) = to_leader(worker.on_exit(4242, 3))
+    worker.processes.on_spawned(proc.token, 4242)
+    (failed,) = to_leader(worker.processes.on_exit(4242, 3))
     assert failed.id == 12 and "exited with code 3" in failed.reason and "before it was ready" in failed.reason
     proc = spawn(worker, "j", READY, spawn_id=13)
-    worker.on_spawned(proc.token, 4243)
-    (failed,) = to_leader(worker.on_exit(4243, -11))
+    worker.processes.on_spawned(proc.token, 4243)
+    (failed,) = to_leader(worker.processes.on_exit(4243, -11))
     assert "killed by signal 11" in failed.reason
     assert worker.idle
 
@@ -226,16 +227,16 @@ def test_exit_before_ready_is_a_start_failure():
 def test_exit_after_start():
     worker, _ = make()
     _, msg = started(worker, "k", pid=4242)
-    out = worker.on_exit(4242, 0)
+    out = worker.processes.on_exit(4242, 0)
     assert to_leader(out) == [p.Exited(location=msg.location, exit_code=0, signal=None, reason="exit", at=WALL)]
     assert worker.cache.get("users", "k") is None and worker.idle
-    assert worker.on_exit(4242, 0) == []  # never reported twice
+    assert worker.processes.on_exit(4242, 0) == []  # never reported twice
 
 
 def test_exit_by_signal():
     worker, _ = make()
     _, msg = started(worker, "k", pid=4242)
-    (exited,) = to_leader(worker.on_exit(4242, -signal.SIGSEGV))
+    (exited,) = to_leader(worker.processes.on_exit(4242, -signal.SIGSEGV))
     assert (exited.exit_code, exited.signal, exited.reason) == (None, signal.SIGSEGV, "exit")
 
 
@@ -249,7 +250,7 @@ def test_kill_terms_then_kills_after_stop_timeout():
     assert signals(worker.expire()) == []
     clock.now += 0.2
     assert signals(worker.expire()) == [(4242, signal.SIGKILL)]
-    (exited,) = to_leader(worker.on_exit(4242, -9))
+    (exited,) = to_leader(worker.processes.on_exit(4242, -9))
     assert (exited.location, exited.reason, exited.signal) == (msg.location, "stopped", 9)
 
 
@@ -261,7 +262,7 @@ def test_kill_of_unknown_pid_answers_at_once():
     assert out == [ToLeader(p.Exited(location=other, exit_code=None, signal=None, reason="conflict", at=WALL))]
     gone = p.Location("users", "absent", "node1", 1)
     assert to_leader(worker.on_leader(p.Kill(location=gone)))[0].reason == "stopped"
-    assert worker.by_pid[4242].stopping is None
+    assert worker.processes.by_pid[4242].stopping is None
 
 
 def test_shutdown_stops_everything():
@@ -269,13 +270,13 @@ def test_shutdown_stops_everything():
     _, a = started(worker, "a", pid=1001, spawn_id=1)
     _, b = started(worker, "b", pid=1002, spawn_id=2)
     starting = spawn(worker, "c", READY, spawn_id=3)
-    worker.on_spawned(starting.token, 1003)
-    out = worker.shutdown()
+    worker.processes.on_spawned(starting.token, 1003)
+    out = worker.processes.shutdown()
     assert sorted(signals(out)) == [(1001, signal.SIGTERM), (1002, signal.SIGTERM), (1003, signal.SIGKILL)]
     (failed,) = to_leader(out)
     assert failed.id == 3 and "shutting down" in failed.reason
     assert not worker.idle
-    exits = to_leader(worker.on_exit(1001, -15) + worker.on_exit(1002, 0) + worker.on_exit(1003, -9))
+    exits = to_leader(worker.processes.on_exit(1001, -15) + worker.processes.on_exit(1002, 0) + worker.processes.on_exit(1003, -9))
     assert [(e.location, e.reason) for e in exits] == [(a.location, "shutdown"), (b.location, "shutdown")]
     assert worker.idle
     (refused,) = to_leader(worker.on_leader(p.Spawn(id=4, group="users", key="d", call=ENTRY)))
@@ -302,9 +303,9 @@ def test_crash_loop_suspends_group():
     worker, _ = make(max_retries=2, max_time=10.0)
     for i in range(2):
         started(worker, f"k{i}", pid=100 + i, spawn_id=i)
-        assert not any(isinstance(m, p.Suspend) for m in to_leader(worker.on_exit(100 + i, 1)))
+        assert not any(isinstance(m, p.Suspend) for m in to_leader(worker.processes.on_exit(100 + i, 1)))
     started(worker, "k2", pid=102, spawn_id=2)
-    assert p.Suspend(group="users", seconds=10.0) in to_leader(worker.on_exit(102, 1))
+    assert p.Suspend(group="users", seconds=10.0) in to_leader(worker.processes.on_exit(102, 1))
     (refused,) = to_leader(worker.on_leader(p.Spawn(id=9, group="users", key="x", call=ENTRY)))
     assert isinstance(refused, p.SpawnFailed) and "suspended" in refused.reason
 
@@ -317,8 +318,8 @@ def test_a_repeated_spawn_of_a_starting_key_is_adopted():
     w, clock = make()
     (start,) = w.on_leader(p.Spawn(id=1, group="g", key="k", call=p.Call(entry="m:f")))
     assert w.on_leader(p.Spawn(id=2, group="g", key="k", call=p.Call(entry="m:f"))) == []
-    w.on_spawned(start.token, 4242)
-    (effect,) = w.on_ready(start.token, "R ")
+    w.processes.on_spawned(start.token, 4242)
+    (effect,) = w.processes.on_ready(start.token, "R ")
     assert isinstance(effect, ToLeader) and isinstance(effect.msg, p.Spawned) and effect.msg.id == 2
 
 
@@ -360,7 +361,7 @@ def test_hello_lists_the_starts_under_way_with_the_id_they_answer():
     _, running = started(worker, "k", pid=4242, spawn_id=50)
     spawn(worker, "j", READY, spawn_id=51)
     failing = spawn(worker, "f", READY, spawn_id=52)
-    worker.on_spawn_failed(failing.token, "no such program")
+    worker.processes.on_spawn_failed(failing.token, "no such program")
     hello = worker.hello()
     assert hello.processes == [running.location]
     assert hello.starting == [p.Starting(51, "users", "j")]
