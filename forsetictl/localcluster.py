@@ -239,12 +239,6 @@ class LocalCluster:
         shutil.rmtree(self.dir, ignore_errors=True)
         return orphans
 
-    def __enter__(self) -> LocalCluster:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
 
 def _is_spare(pid: int | str) -> bool:
     try:
