@@ -64,7 +64,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=16, help="concurrent gets of new keys (default 16)")
     p.add_argument("--exits", type=int, default=50, help="processes killed to time exit propagation (default 50)")
     p.add_argument("--profile", metavar="DIR", help="run the local daemons under cProfile, one .prof per daemon in DIR")
-    p.add_argument("--simulate", action="store_true", help="the leader's decisions at scale, in process, instead")
+    p.add_argument("--simulate", action="store_true",
+                   help="the leader's decisions at scale, no sockets (python -m forsetid.simulate), instead")
     p.add_argument("--sim-workers", type=_counts, default=[10, 100, 1000], metavar="N,N,..",
                    help="simulated worker counts (default 10,100,1000)")  # fmt: skip
     p.add_argument("--sim-keys", type=_counts, default=[10_000, 100_000, 1_000_000], metavar="N,N,..",

@@ -144,8 +144,13 @@ def test_the_checks_see_every_import_and_catch_what_breaks_them():
     # An import inside a function counts: forsetictl loads its client on first use.
     assert "forsetictl.client" in [n for n, _ in imports["forsetictl"]]
     assert "forsetid.protocol" in [n for n, _ in imports["forsetictl.client"]]
-    made_up = {"forsetictl.x": [("forsetid.cache", 3), ("forsetid.protocol", 4)], "forsetid.const": [("os", 1)],
-               "forsetid.leader": [("zmq.asyncio", 2)], "forsetid.a": [("forsetid.b", 1)], "forsetid.b": [("forsetid.a", 9)]}  # fmt: skip
+    made_up = {
+        "forsetictl.x": [("forsetid.cache", 3), ("forsetid.protocol", 4)],
+        "forsetid.const": [("os", 1)],
+        "forsetid.leader": [("zmq.asyncio", 2)],
+        "forsetid.a": [("forsetid.b", 1)],
+        "forsetid.b": [("forsetid.a", 9)],
+    }
     assert [violations(rule, made_up) for rule in RULES] == [
         ["forsetictl.x (line 3) imports forsetid.cache"],
         ["forsetid.const (line 1) imports os"],

@@ -12,9 +12,16 @@ import tempfile
 
 from .report import BenchError, Progress
 
-COLUMNS = [("workers", "workers", "{:,}"), ("keys", "keys", "{:,}"), ("bytes_per_process", "B/process", "{:,.0f}"),
-           ("get_new_us", "get new key us", "{:.2f}"), ("choose_us", "choose+update us", "{:.2f}"),
-           ("scan_us", "old scan us", "{:.2f}"), ("find_us", "find us", "{:.2f}"), ("fill_s", "fill s", "{:.1f}")]  # fmt: skip
+COLUMNS = [  # (key in a row, title, format)
+    ("workers", "workers", "{:,}"),
+    ("keys", "keys", "{:,}"),
+    ("bytes_per_process", "B/process", "{:,.0f}"),
+    ("get_new_us", "get new key us", "{:.2f}"),
+    ("choose_us", "choose+update us", "{:.2f}"),
+    ("scan_us", "old scan us", "{:.2f}"),
+    ("find_us", "find us", "{:.2f}"),
+    ("fill_s", "fill s", "{:.1f}"),
+]
 
 
 def simulate(args) -> int:
