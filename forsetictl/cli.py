@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
 import msgspec
 
-from .client import DEFAULT_ENDPOINT, Client, Event, ForsetiError, Timeout
+from .client import Client, Event, ForsetiError, Timeout
+from .config import ConfigError, resolve_endpoint
 
 OK, NOT_FOUND, USAGE, CLUSTER_ERROR, NO_ANSWER = 0, 1, 2, 3, 4
 
@@ -64,7 +64,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=16, help="concurrent gets of new keys (default 16)")
     p.add_argument("--exits", type=int, default=50, help="processes killed to time exit propagation (default 50)")
     p.add_argument("--profile", metavar="DIR", help="run the local daemons under cProfile, one .prof per daemon in DIR")
-    p.add_argument("--simulate", action="store_true", help="the leader's decisions at scale, in process, instead")
+    p.add_argument("--simulate", action="store_true",
+                   help="the leader's decisions at scale, no sockets (python -m forsetid.simulate), instead")
     p.add_argument("--sim-workers", type=_counts, default=[10, 100, 1000], metavar="N,N,..",
                    help="simulated worker counts (default 10,100,1000)")  # fmt: skip
     p.add_argument("--sim-keys", type=_counts, default=[10_000, 100_000, 1_000_000], metavar="N,N,..",
@@ -80,22 +81,6 @@ def _counts(text: str) -> list[int]:
     return values
 
 
-def endpoint_of(args) -> str:
-    if args.endpoint:
-        return args.endpoint
-    if args.config:
-        from forsetid.config import load
-
-        return load(args.config).client_endpoint
-    if os.environ.get("FORSETI_ENDPOINT"):
-        return os.environ["FORSETI_ENDPOINT"]
-    if os.path.exists("forseti.toml"):
-        from forsetid.config import load
-
-        return load("forseti.toml").client_endpoint
-    return DEFAULT_ENDPOINT
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     out = Output(args.json)
@@ -107,12 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             return OK
     try:
-        endpoint = endpoint_of(args)
-    except Exception as exc:  # ConfigError: file, key and problem are in the message
+        endpoint = resolve_endpoint(args.endpoint, args.config)
+    except ConfigError as exc:  # file, key and problem are in the message
         return out.error("config", str(exc), USAGE)
     try:
         with Client(endpoint, timeout=args.timeout) as client:
-            return run(client, args, out)
+            return COMMANDS[args.cmd](client, args, out)
     except Timeout as exc:
         return out.error(exc.kind, str(exc), NO_ANSWER)
     except ForsetiError as exc:
@@ -123,58 +108,81 @@ def main(argv: list[str] | None = None) -> int:
         return OK
 
 
-def run(client: Client, args, out: "Output") -> int:
-    cmd = args.cmd
-    if cmd == "get":
-        out.location(client.get(args.group, args.key, args.args))
-    elif cmd == "find":
-        loc = client.find(args.group, args.key)
-        if loc is None:
-            return out.error("not-found", f"no process for {args.group}/{args.key}", NOT_FOUND)
-        out.location(loc)
-    elif cmd == "stop":
-        if not client.stop(args.group, args.key):
-            return out.error("not-found", f"no process for {args.group}/{args.key}", NOT_FOUND)
-        out.line({"stopped": True, "group": args.group, "key": args.key}, f"stopped {args.group}/{args.key}")
-    elif cmd == "ls":
-        items = client.processes(args.group)
-        out.table(items, ["group", "key", "node", "pid", "endpoint", "started_at"])
-    elif cmd == "nodes":
-        out.table(client.nodes(), ["name", "state", "processes", "capacity", "suspended"])
-    elif cmd == "calls":
-        calls = client.calls()
-        suspended = {}  # group -> nodes where its crash-loop guard tripped
-        for node in client.nodes():
-            for group in node.suspended:
-                suspended.setdefault(group, []).append(node.name)
-        rows = [{"name": n, **msgspec.to_builtins(c), "suspended_on": suspended.get(n, [])} for n, c in calls.items()]
-        if out.json:
-            for row in rows:
-                out.line(row, "")
-        else:
-            for row in rows:
-                how = row.get("entry") or " ".join(row.get("command", []))
-                extra = " ".join(f"{k}={row[k]}" for k in ("args", "ready", "endpoint", "suspended_on") if row.get(k))
-                print(f"{row['name']}\t{how}\t{extra}".rstrip())
-    elif cmd == "add-call":
-        options = {k: v for k, v in (("start_timeout", args.start_timeout), ("stop_timeout", args.stop_timeout),
-                                      ("endpoint", args.process_endpoint)) if v is not None}  # fmt: skip
-        if args.command is not None and not args.command:
-            return out.error("usage", "--command needs the program and its arguments", USAGE)
-        client.add_call(args.group, entry=args.entry, command=args.command, args=args.call_args,
-                        ready=args.ready, **options)  # fmt: skip
-        out.line({"added": args.group}, f"added {args.group}")
-    else:
-        assert cmd == "events", cmd
-        seen = 0
-        with client.events(args.group) as stream:
-            print(f"forsetictl: following events from {stream.endpoint} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-            for event in stream:
-                out.event(event)
-                seen += 1
-                if args.count is not None and seen >= args.count:
-                    break
+# -- the commands: each takes (client, args, out) and returns the exit status ---------
+
+
+def get(client: Client, args, out: Output) -> int:
+    out.location(client.get(args.group, args.key, args.args))
     return OK
+
+
+def find(client: Client, args, out: Output) -> int:
+    loc = client.find(args.group, args.key)
+    if loc is None:
+        return out.error("not-found", f"no process for {args.group}/{args.key}", NOT_FOUND)
+    out.location(loc)
+    return OK
+
+
+def stop(client: Client, args, out: Output) -> int:
+    if not client.stop(args.group, args.key):
+        return out.error("not-found", f"no process for {args.group}/{args.key}", NOT_FOUND)
+    out.line({"stopped": True, "group": args.group, "key": args.key}, f"stopped {args.group}/{args.key}")
+    return OK
+
+
+def ls(client: Client, args, out: Output) -> int:
+    out.table(client.processes(args.group), ["group", "key", "node", "pid", "endpoint", "started_at"])
+    return OK
+
+
+def nodes(client: Client, args, out: Output) -> int:
+    out.table(client.nodes(), ["name", "state", "processes", "capacity", "suspended"])
+    return OK
+
+
+def calls(client: Client, args, out: Output) -> int:
+    items = client.calls()
+    suspended = {}  # group -> nodes where its crash-loop guard tripped
+    for node in client.nodes():
+        for group in node.suspended:
+            suspended.setdefault(group, []).append(node.name)
+    rows = [{"name": n, **msgspec.to_builtins(c), "suspended_on": suspended.get(n, [])} for n, c in items.items()]
+    for row in rows:
+        if out.json:
+            out.line(row, "")
+        else:
+            how = row.get("entry") or " ".join(row.get("command", []))
+            extra = " ".join(f"{k}={row[k]}" for k in ("args", "ready", "endpoint", "suspended_on") if row.get(k))
+            print(f"{row['name']}\t{how}\t{extra}".rstrip())
+    return OK
+
+
+def add_call(client: Client, args, out: Output) -> int:
+    options = {k: v for k, v in (("start_timeout", args.start_timeout), ("stop_timeout", args.stop_timeout),
+                                  ("endpoint", args.process_endpoint)) if v is not None}  # fmt: skip
+    if args.command is not None and not args.command:
+        return out.error("usage", "--command needs the program and its arguments", USAGE)
+    client.add_call(args.group, entry=args.entry, command=args.command, args=args.call_args,
+                    ready=args.ready, **options)  # fmt: skip
+    out.line({"added": args.group}, f"added {args.group}")
+    return OK
+
+
+def events(client: Client, args, out: Output) -> int:
+    seen = 0
+    with client.events(args.group) as stream:
+        print(f"forsetictl: following events from {stream.endpoint} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        for event in stream:
+            out.event(event)
+            seen += 1
+            if args.count is not None and seen >= args.count:
+                break
+    return OK
+
+
+COMMANDS = {"get": get, "find": find, "stop": stop, "ls": ls, "nodes": nodes, "calls": calls,
+            "add-call": add_call, "events": events}  # fmt: skip
 
 
 class Output:

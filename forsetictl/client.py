@@ -2,22 +2,23 @@
 
 With ``cache=True`` it also keeps a *near cache*: the locations it has been answered
 with, kept true by the leader's events on a SUB socket of its own, so that a repeated
-``find``/``get`` of a live key costs no round trip at all.
+``find``/``get`` of a live key costs no round trip at all (``near_cache.py``).
 """
 
 from __future__ import annotations
 
 import itertools
-import select
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import msgspec
 import zmq
 
 from forsetid import protocol as p
-from forsetid.cache import LocationCache
-from forsetid.protocol import Location, NodeInfo
+from forsetid.const import DEFAULT_LISTEN
+from forsetid.protocol import Location, NodeInfo, Sequence
+
+from .near_cache import NearCache
 
 
 class ForsetiError(Exception):
@@ -74,7 +75,7 @@ class Event(msgspec.Struct, frozen=True):
     missed: int = 0  # kind "missed": how many events were lost here (0 = unknown: a new leader)
 
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:7072"
+DEFAULT_ENDPOINT = DEFAULT_LISTEN
 _JUNK = object()
 
 
@@ -99,10 +100,11 @@ class Client:
         self.requests = 0  # requests sent: what the near cache saves shows here
 
     @classmethod
-    def from_config(cls, path: str, timeout: float = 5.0) -> "Client":
-        from forsetid.config import load
+    def from_config(cls, path: str, timeout: float = 5.0) -> Client:
+        """A client of the node that the config file at ``path`` describes."""
+        from .config import load
 
-        return cls(load(path).client_endpoint, timeout=timeout)
+        return cls(load(path).endpoint, timeout=timeout)
 
     # -- the API --
 
@@ -154,7 +156,7 @@ class Client:
     def info(self) -> p.InfoReply:
         return self._request(p.Info())
 
-    def events(self, group: str | None = None) -> "EventStream":
+    def events(self, group: str | None = None) -> EventStream:
         """Follow started/exited events (of one group, or all). The stream is live when
         this returns: nothing published afterwards is missed for want of a subscription."""
         if self._events_endpoint is None:
@@ -163,14 +165,14 @@ class Client:
 
     # -- plumbing --
 
-    def _open_near(self) -> "NearCache | None":
+    def _open_near(self) -> NearCache | None:
         if self._cache:
             info = self.info()
             self._events_endpoint = info.events
             self.near = NearCache(self._ctx, info.events, info.silence)
         return self.near
 
-    def _located(self, near: "NearCache | None", msg: p.Get | p.Find) -> Location | None:
+    def _located(self, near: NearCache | None, msg: p.Get | p.Find) -> Location | None:
         if near is None:
             return self._request(msg).location
         msg.seq, msg.epoch = near.asking(msg.group, msg.key)
@@ -237,123 +239,27 @@ class Client:
             self.near.close()
             self.near = None
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
-class NearCache:
-    """A client's own cache of the locations it was answered with.
-
-    It follows the leader's events on a SUB socket (every group, so that ``seq`` tells
-    any gap) and applies them with the worker's :class:`LocationCache` rules: an exit
-    drops the location, a gap in ``seq`` or a new leader epoch empties the cache, and a
-    reply is learnt only if no later event was applied meanwhile.
-
-    Before it answers, it applies every event that has reached its socket, so a location
-    is never returned after its exit event has arrived. Checking costs one ``poll(0)``
-    of the socket's ZMQ_FD, which libzmq signals whenever the socket's state changes,
-    about 1 µs; ``zmq.EVENTS`` alone costs more than twice that. The cache answers only
-    while the event stream is live: from its first tick, and until it has been silent
-    for ``silence`` seconds (the leader ticks every heartbeat; a leader that died cannot
-    publish exits, so a silent stream must not be trusted)."""
-
-    max_size = 100_000  # locations kept at most; beyond, lookups go to the node
-
-    def __init__(self, ctx: zmq.Context, endpoint: str, silence: float = 3.0) -> None:
-        self.silence = silence  # seconds without a tick or event after which nothing is answered
-        self.cache = LocationCache(adopt=False)
-        self.heard: float | None = None  # when the stream last spoke; None = not live
-        self._sub = ctx.socket(zmq.SUB)
-        self._sub.setsockopt(zmq.LINGER, 0)
-        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self._sub.connect(endpoint)
-        self._signal = select.poll()
-        self._signal.register(self._sub.getsockopt(zmq.FD), select.POLLIN)
-        self.hits = 0
-        self._asked: tuple[str, str] | None = None  # the key of the request in flight
-        self._exited: list[Location] = []  # its exits applied since it was sent
-
-    def lookup(self, group: str, key: str) -> Location | None:
-        """The cached location, or None: ask the node."""
-        if self._signal.poll(0):
-            self.sync()
-        if self.heard is None:
-            return None
-        if time.monotonic() - self.heard > self.silence:
-            self.heard = None
-            self.cache.clear()
-            return None
-        loc = self.cache.get(group, key)
-        if loc is not None:
-            self.hits += 1
-        return loc
-
-    def asking(self, group: str, key: str) -> tuple[int, str]:
-        """Before asking the node for (group, key): the events applied so far, as (seq,
-        epoch), for the node not to answer from a cache that is behind them (it might
-        tell of a process whose exit is known here); and from now on, note that key's exits."""
-        self.sync()
-        self._asked, self._exited = (group, key), []
-        return self.cache.seq, self.cache.epoch or ""
-
-    def learn(self, loc: Location, seq: int, epoch: str) -> bool:
-        """The node's answer about the key asked for; False if that process's exit has
-        arrived meanwhile (then it is not kept, nor to be told)."""
-        self.sync()  # events that overtook the reply count first
-        if loc in self._exited:
-            return False
-        if self.heard is not None and len(self.cache) < self.max_size:
-            self.cache.learn(loc, seq, epoch)
-        return True
-
-    def asked(self) -> None:
-        """The request is over (answered or not): stop noting that key's exits."""
-        self._asked, self._exited = None, []
-
-    def drop(self, group: str, key: str) -> None:
-        loc = self.cache.get(group, key)
-        if loc is not None:
-            self.cache.forget(loc)
-
-    def sync(self) -> None:
-        """Apply every event that has reached the socket."""
-        sub = self._sub
-        # Reading zmq.EVENTS until it says "nothing" also re-arms the ZMQ_FD signal.
-        while sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            frame = sub.recv_multipart(zmq.NOBLOCK)[-1]
-            try:
-                msg = p.decode(frame)
-            except p.BadMessage:
-                continue
-            if isinstance(msg, (p.Event, p.Tick)):
-                self.apply(msg)
-
-    def apply(self, msg: p.Event | p.Tick) -> None:
-        self.cache.apply(msg)
-        self.heard = time.monotonic()
-        if self._asked is not None and isinstance(msg, p.Event) and msg.kind == "exited":
-            if (msg.location.group, msg.location.key) == self._asked:
-                self._exited.append(msg.location)
-
-    def close(self) -> None:
-        self._sub.close()
-
-
-class EventStream:
+class EventStream(Sequence):
     """An iterator of :class:`Event`; ``next_event(timeout)`` waits at most that long.
 
     Where events were lost (the publisher's high-water mark, a reconnect, a new leader),
     the stream yields one ``Event`` of kind ``"missed"`` before the next real one: whoever
-    keeps state from events should rebuild it then (``Client.processes()``)."""
+    keeps state from events should rebuild it then (``Client.processes()``).
+
+    The stream is the :class:`~forsetid.protocol.Sequence` it follows: ``epoch``, and
+    ``last``, the count (``gseq`` for one group, ``seq`` for all)."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str, group: str | None, timeout: float):
+        super().__init__()
         self.endpoint = endpoint
         self.group = group
-        self.epoch: str | None = None
-        self.last = 0  # the sequence followed: gseq for one group, seq for all
         self._pending: Event | None = None  # the real event that follows a "missed" one
         self._sock = ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -367,7 +273,7 @@ class EventStream:
                 self.close()
                 raise Timeout(f"no events from {endpoint} within {timeout:g} s")
             if isinstance(msg, p.Tick):
-                self.epoch, self.last = msg.epoch, msg.gseq if group else msg.seq
+                self.follow(msg.epoch, msg.gseq if group else msg.seq, is_event=False)
                 break
 
     def _receive(self, timeout: float | None):
@@ -401,17 +307,19 @@ class EventStream:
     def check(self, msg: p.Event | p.Tick) -> Event | None:
         """Follow the sequence; a "missed" event if ``msg`` reveals a gap."""
         n = msg.gseq if self.group else msg.seq
-        step = 1 if isinstance(msg, p.Event) else 0
-        if msg.epoch != self.epoch:
-            count = 0
-        elif n > self.last + step:
-            count = n - self.last - step
-        else:
-            if n > self.last:
-                self.last = n
+        missed = self.follow(msg.epoch, n, isinstance(msg, p.Event))
+        if not missed:  # in order, or seen already
             return None
-        self.epoch, self.last = msg.epoch, n
+        count = 0 if missed == self.NEW_EPOCH else missed  # 0: unknown, a new leader
         return Event(n, "missed", self.group or "", "", "", 0, None, None, None, time.time(), missed=count)
+
+    @property
+    def last(self) -> int:
+        return self.n
+
+    @last.setter
+    def last(self, n: int) -> None:
+        self.n = n
 
     def __iter__(self) -> Iterator[Event]:
         while True:
@@ -420,7 +328,7 @@ class EventStream:
     def close(self) -> None:
         self._sock.close()
 
-    def __enter__(self) -> "EventStream":
+    def __enter__(self) -> EventStream:
         return self
 
     def __exit__(self, *exc) -> None:

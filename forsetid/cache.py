@@ -14,8 +14,7 @@ from .protocol import Event, Location, Sequence, Tick
 
 
 class LocationCache:
-    def __init__(self, adopt: bool = True) -> None:
-        self.adopt = adopt  # keep every started event's location, not only learnt ones
+    def __init__(self) -> None:
         self._d: dict[tuple[str, str], Location] = {}
         self.events = Sequence()
         self.resets = 0  # how often a gap or a new leader emptied it
@@ -58,9 +57,7 @@ class LocationCache:
         if isinstance(msg, Event):
             loc = msg.location
             if msg.kind == "started":
-                k = (loc.group, loc.key)
-                if self.adopt or k in self._d:  # a key we follow moved: follow it
-                    self._d[k] = loc
+                self._d[(loc.group, loc.key)] = loc
             else:
                 self.forget(loc)
         return missed <= 0

@@ -51,11 +51,6 @@ class Config(msgspec.Struct):
     calls: dict[str, Call]
     path: str = "<defaults>"
 
-    @property
-    def client_endpoint(self) -> str:
-        """Where a client of this node connects: its cache, or the leader itself."""
-        return self.cluster.leader if self.node.role == "leader" else self.node.listen
-
 
 _GROUP_NAME = re.compile(GROUP_PATTERN)
 

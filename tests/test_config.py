@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 
+from forsetictl import config as client_config
 from forsetid import config
 from forsetid.protocol import Call
 
@@ -37,7 +38,7 @@ def test_single_machine_config_loads():
     assert cfg.path == path
     assert cfg.node.role == "both" and cfg.node.name == "node1"
     assert cfg.cluster.leader == "tcp://127.0.0.1:7070"
-    assert cfg.client_endpoint == cfg.node.listen == "tcp://127.0.0.1:7072"
+    assert cfg.node.listen == client_config.load(path).endpoint == "tcp://127.0.0.1:7072"  # the same file serves both
     assert cfg.calls["default"] == Call(entry="forsetid.examples:echo")
     assert cfg.calls["sessions"].args == [2]
     assert cfg.calls["jobs"].command[0] == "sh" and cfg.calls["jobs"].stop_timeout == 2.0
@@ -45,14 +46,15 @@ def test_single_machine_config_loads():
 
 @pytest.mark.parametrize("name", ["leader", "node1", "node2", "node3"])
 def test_cluster_configs_load(name):
-    cfg = config.load(os.path.join(CONF, "cluster", f"{name}.toml"))
+    path = os.path.join(CONF, "cluster", f"{name}.toml")
+    cfg = config.load(path)
     assert cfg.cluster.leader == "tcp://127.0.0.1:7170"
     assert cfg.node.name == name
     assert cfg.node.role == ("leader" if name == "leader" else "worker")
     assert set(cfg.calls) == {"default", "sessions"}
     if name == "leader":
         assert cfg.cluster.nodes == ["node1", "node2", "node3"]
-        assert cfg.client_endpoint == cfg.cluster.leader
+        assert client_config.load(path).endpoint == cfg.cluster.leader
 
 
 def test_every_shipped_cluster_file_is_tested():

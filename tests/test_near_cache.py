@@ -69,8 +69,8 @@ def test_no_dead_location_after_its_exit_event(make_cluster):
             event = wait_for(lambda: stream.next_event(0.1), what="the exit event")
     near = client.near
     exit_seq = event.seq
-    wait_for(lambda: near.sync() or near.cache.seq >= exit_seq, what="the exit event at the client")
-    assert near.cache.get("sleeper", "k2") is None
+    wait_for(lambda: near.sync() or near.events.n >= exit_seq, what="the exit event at the client")
+    assert near.locations.get(("sleeper", "k2")) is None
     for _ in range(100):
         assert client.find("sleeper", "k2") is None
     # A new process for the key is learnt afresh.
@@ -84,8 +84,8 @@ def test_gap_and_new_epoch_empty_the_cache(make_cluster):
     loc = warm(client, "sleeper", "k3")
     near = client.near
     # A gap in the sequence: two events lost, so nothing cached can be trusted.
-    near.apply(p.Tick(seq=near.cache.seq + 2, epoch=near.cache.epoch))
-    assert len(near.cache) == 0
+    near.apply(p.Tick(seq=near.events.n + 2, epoch=near.events.epoch))
+    assert len(near.locations) == 0
     sent = client.requests
     assert client.find("sleeper", "k3") == loc
     assert client.requests == sent + 1
@@ -94,12 +94,12 @@ def test_gap_and_new_epoch_empty_the_cache(make_cluster):
     assert client.stop("sleeper", "other")
     warm(client, "sleeper", "k3")
     # A new leader (new epoch): the cache empties itself when its first tick arrives.
-    epoch = near.cache.epoch
+    epoch = near.events.epoch
     cluster.stop("leader")
     cluster.start("leader")
     cluster.wait_up()
-    wait_for(lambda: near.sync() or near.cache.epoch != epoch, timeout=10, what="the new leader's tick")
-    assert near.cache.get("sleeper", "k3") is None
+    wait_for(lambda: near.sync() or near.events.epoch != epoch, timeout=10, what="the new leader's tick")
+    assert near.locations.get(("sleeper", "k3")) is None
     sent = client.requests
     assert wait_for(lambda: client.find("sleeper", "k3"), what="k3 re-registered") == loc  # the same process
     assert client.requests > sent

@@ -1,0 +1,99 @@
+"""``forsetictl bench``: what a lookup, a start and an exit cost, next to what the
+machine itself costs (a raw pyzmq round trip, a bare fork), measured in the same run.
+
+By default it starts a throw-away cluster of its own (a leader and ``--workers``
+workers on ipc:// in a private directory: :class:`~forsetictl.localcluster.LocalCluster`)
+and always tears it down, processes and all. With ``--config``/``--endpoint`` it
+measures a running cluster instead, adding two groups (``bench-entry``,
+``bench-command``) if they are missing and stopping every process it started.
+``--simulate`` measures the leader's decisions alone (``python -m forsetid.simulate``).
+
+``report.py`` the figures and the table, ``timing.py`` the bounded loops,
+``baselines.py`` the machine's own costs, ``measure.py`` the cluster's, ``simulate.py``
+the simulation's launcher.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import msgspec
+
+from ..client import Client, ForsetiError
+from ..config import ConfigError, resolve_endpoint
+from ..localcluster import ClusterError, LocalCluster
+from .measure import COMMAND_GROUP, ENTRY_GROUP, GROUPS, Bench
+from .report import BenchError, Progress
+from .simulate import simulate
+
+USAGE, FAILED = 2, 3  # exit statuses, as forsetictl's
+
+
+def run(args) -> int:
+    """``forsetictl bench``; returns the exit status."""
+    if args.simulate:
+        return simulate(args)
+    own = not (args.config or args.endpoint)
+    progress = Progress(not args.json, phases=12 + own)
+    cluster = None
+    bench = None
+    try:
+        if not own:
+            workers, transport = _running_cluster(args)
+        else:
+            progress("starting a local cluster")
+            cluster = _local_cluster(args)
+            cluster.wait_up(timeout=20.0)
+            workers, transport = [cluster.endpoint(n) for n in cluster.node_names], args.transport
+        bench = Bench(args, workers, transport, progress)
+        bench.report.info = {"cluster": "own" if cluster else workers[0], "workers": len(bench.names) if not cluster
+                             else args.workers, "transport": transport, "cpus": os.cpu_count()}  # fmt: skip
+        bench.ensure_groups()
+        bench.round_trips()
+        bench.forks(args.forks // 2)
+        bench.starts(ENTRY_GROUP, "entry")
+        bench.starts(COMMAND_GROUP, "command")
+        bench.forks(args.forks - args.forks // 2)
+        bench.exits()
+    except (BenchError, ForsetiError, ClusterError, ConfigError) as exc:
+        progress.done()
+        if args.json:
+            print(json.dumps({"error": "config" if isinstance(exc, ConfigError) else "bench", "message": str(exc)}))
+        print(f"forsetictl: bench: {exc}", file=sys.stderr)
+        return USAGE if isinstance(exc, ConfigError) else FAILED
+    finally:
+        try:
+            if bench is not None:
+                bench.close()
+        except (BenchError, ForsetiError):
+            pass
+        finally:
+            if cluster is not None:
+                cluster.close()
+    progress.done()
+    report = bench.report
+    print(json.dumps(report.json()) if args.json else report.table())
+    return 0
+
+
+def _running_cluster(args) -> tuple[list[str], str]:
+    """The worker named by --config/--endpoint, and its transport."""
+    endpoint = resolve_endpoint(args.endpoint, args.config)
+    with Client(endpoint, timeout=args.timeout) as c:
+        if c.info().role == "leader":
+            raise BenchError(f"{endpoint} is the leader; give a worker's endpoint (node.listen)")
+    return [endpoint], "tcp" if endpoint.startswith("tcp://") else "ipc"
+
+
+def _local_cluster(args) -> LocalCluster:
+    return LocalCluster(
+        args.workers,
+        calls={group: msgspec.to_builtins(call) for group, call in GROUPS.items()},
+        # The exit measurement SIGKILLs processes on purpose: no crash-loop guard here.
+        cluster={"name": "bench", "max_retries": 1_000_000},
+        tcp=args.transport == "tcp",
+        profile_dir=args.profile,
+        prefix="forseti-bench-",
+    )

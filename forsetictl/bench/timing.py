@@ -1,0 +1,64 @@
+"""The timed loops, each bounded by a count and by a deadline: nothing waits forever."""
+
+from __future__ import annotations
+
+import time
+
+import zmq
+
+from forsetid import protocol as p
+
+from .report import BenchError
+
+PHASE_SECONDS = 20.0  # no measurement runs longer than this
+clock = time.perf_counter
+
+
+def sequential(fn, count: int) -> list[float]:
+    samples, deadline = [], time.monotonic() + PHASE_SECONDS
+    for i in range(count):
+        t = clock()
+        fn(i)
+        samples.append(clock() - t)
+        if time.monotonic() > deadline:
+            break
+    return samples
+
+
+def dealer(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    return sock
+
+
+def pipeline(sock: zmq.Socket, make, total: int, window: int, seconds: float, timeout: float):
+    """Keep ``window`` requests in flight until ``total`` were answered or ``seconds``
+    passed. ``make(i)`` gives request i as ``(id, frame)``; replies are decoded (as a
+    real client would) and matched by id. Returns (answered, elapsed, latencies)."""
+    sent_at, latencies = {}, []
+    sent = done = 0
+    start = clock()
+    stop_at = start + min(seconds, PHASE_SECONDS)
+
+    def send():
+        nonlocal sent
+        rid, frame = make(sent)
+        sent_at[rid] = clock()
+        sock.send(frame)
+        sent += 1
+
+    while sent < min(window, total):
+        send()
+    while done < sent:
+        if not sock.poll(int(timeout * 1000)):
+            raise BenchError(f"{sent - done} requests unanswered after {timeout:g} s")
+        msg = p.decode(sock.recv())
+        now = clock()
+        if isinstance(msg, p.Error):
+            raise BenchError(f"the cluster answered with an error: {msg.message}")
+        latencies.append(now - sent_at.pop(msg.id))
+        done += 1
+        if sent < total and now < stop_at:
+            send()
+    return done, clock() - start, latencies
