@@ -246,20 +246,17 @@ class Client:
         self.close()
 
 
-class EventStream(Sequence):
+class EventStream:
     """An iterator of :class:`Event`; ``next_event(timeout)`` waits at most that long.
 
     Where events were lost (the publisher's high-water mark, a reconnect, a new leader),
     the stream yields one ``Event`` of kind ``"missed"`` before the next real one: whoever
-    keeps state from events should rebuild it then (``Client.processes()``).
-
-    The stream is the :class:`~forsetid.protocol.Sequence` it follows: ``epoch``, and
-    ``last``, the count (``gseq`` for one group, ``seq`` for all)."""
+    keeps state from events should rebuild it then (``Client.processes()``)."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str, group: str | None, timeout: float):
-        super().__init__()
         self.endpoint = endpoint
         self.group = group
+        self.events = Sequence()  # where the stream stands: gseq for one group, seq for all
         self._pending: Event | None = None  # the real event that follows a "missed" one
         self._sock = ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -273,7 +270,7 @@ class EventStream(Sequence):
                 self.close()
                 raise Timeout(f"no events from {endpoint} within {timeout:g} s")
             if isinstance(msg, p.Tick):
-                self.follow(msg.epoch, msg.gseq if group else msg.seq, is_event=False)
+                self.events.follow(msg.epoch, msg.gseq if group else msg.seq, is_event=False)
                 break
 
     def _receive(self, timeout: float | None):
@@ -307,19 +304,11 @@ class EventStream(Sequence):
     def check(self, msg: p.Event | p.Tick) -> Event | None:
         """Follow the sequence; a "missed" event if ``msg`` reveals a gap."""
         n = msg.gseq if self.group else msg.seq
-        missed = self.follow(msg.epoch, n, isinstance(msg, p.Event))
+        missed = self.events.follow(msg.epoch, n, isinstance(msg, p.Event))
         if not missed:  # in order, or seen already
             return None
-        count = 0 if missed == self.NEW_EPOCH else missed  # 0: unknown, a new leader
+        count = 0 if missed == Sequence.NEW_EPOCH else missed  # 0: unknown, a new leader
         return Event(n, "missed", self.group or "", "", "", 0, None, None, None, time.time(), missed=count)
-
-    @property
-    def last(self) -> int:
-        return self.n
-
-    @last.setter
-    def last(self, n: int) -> None:
-        self.n = n
 
     def __iter__(self) -> Iterator[Event]:
         while True:

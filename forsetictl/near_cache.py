@@ -89,11 +89,9 @@ class NearCache:
 
     def sync(self) -> None:
         """Apply every event that has reached the socket."""
-        sub = self._sub
-        # Reading zmq.EVENTS until it says "nothing" also re-arms the ZMQ_FD signal.
-        while sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        for frames in p.waiting(self._sub):  # (which re-arms the ZMQ_FD signal, too)
             try:
-                msg = p.decode(sub.recv_multipart(zmq.NOBLOCK)[-1])
+                msg = p.decode(frames[-1])
             except p.BadMessage:
                 continue
             if isinstance(msg, (p.Event, p.Tick)):

@@ -170,19 +170,21 @@ def test_event_streams_say_when_they_missed_events(make_cluster):
 
 def test_a_gap_in_the_sequence_is_reported_with_its_size():
     from forsetictl.client import EventStream
-    from forsetid.protocol import Event, Location, Tick
+    from forsetid.protocol import Event, Location, Sequence, Tick
 
     loc = Location("g", "k", "n", 1)
-    stream = EventStream.__new__(EventStream)
-    stream.group, stream.epoch, stream.last = None, "e1", 5
+    stream = EventStream.__new__(EventStream)  # (no socket: only its sequence is driven)
+    stream.group, stream.events = None, Sequence()
+    stream.events.epoch, stream.events.n = "e1", 5
     assert stream.check(Event(seq=6, epoch="e1", kind="started", location=loc)) is None
     gap = stream.check(Event(seq=9, epoch="e1", kind="exited", location=loc))
-    assert (gap.kind, gap.missed, stream.last) == ("missed", 2, 9)
+    assert (gap.kind, gap.missed, stream.events.n) == ("missed", 2, 9)
     assert stream.check(Tick(seq=9, epoch="e1")) is None
     assert stream.check(Tick(seq=11, epoch="e1")).missed == 2  # lost while idle
-    stream.group, stream.last = "g", 3  # one group follows its own count
+    stream.group, stream.events.n = "g", 3  # one group follows its own count
     assert stream.check(Event(seq=40, gseq=4, epoch="e1", kind="started", location=loc)) is None
     assert stream.check(Event(seq=41, gseq=6, epoch="e1", kind="started", location=loc)).missed == 1
+    assert stream.check(Event(seq=1, gseq=1, epoch="e2", kind="started", location=loc)).missed == 0  # a new leader
 
 
 def test_a_worker_whose_fork_server_dies_exits_and_is_replaced(make_cluster):
