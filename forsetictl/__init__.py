@@ -3,7 +3,7 @@
 Everything but ``ready`` is loaded on first use, so that a managed process which only
 calls ``forsetictl.ready()`` does not import ZeroMQ (and its fork server stays small)."""
 
-from .ready import ready
+from .ready import ready as ready  # (the one name loaded at once)
 
 _FROM_PROTOCOL = {"Call", "Location", "NodeInfo"}
 _FROM_CLIENT = {"Client", "Event", "EventStream", "ForsetiError", "NoWorker", "SpawnError", "Timeout", "UnknownGroup"}

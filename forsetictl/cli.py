@@ -52,8 +52,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("events", help="follow started/exited events until interrupted")
     p.add_argument("group", nargs="?")
     p.add_argument("--count", type=int, help="stop after this many events")
-    p = sub.add_parser("bench", help="measure lookups, starts and exits against raw baselines",
-                       description="Starts a throw-away local cluster unless --config/--endpoint names one.")  # fmt: skip
+    p = sub.add_parser(
+        "bench",
+        help="measure lookups, starts and exits against raw baselines",
+        description="Starts a throw-away local cluster unless --config/--endpoint names one.",
+    )
     p.add_argument("--workers", type=int, default=2, help="workers of the local cluster (default 2)")
     p.add_argument("--transport", choices=["ipc", "tcp"], default="ipc", help="of the local cluster (default ipc)")
     p.add_argument("--count", type=int, default=2000, help="sequential lookups per measurement (default 2000)")
@@ -64,12 +67,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=16, help="concurrent gets of new keys (default 16)")
     p.add_argument("--exits", type=int, default=50, help="processes killed to time exit propagation (default 50)")
     p.add_argument("--profile", metavar="DIR", help="run the local daemons under cProfile, one .prof per daemon in DIR")
-    p.add_argument("--simulate", action="store_true",
-                   help="the leader's decisions at scale, no sockets (python -m forsetid.simulate), instead")
-    p.add_argument("--sim-workers", type=_counts, default=[10, 100, 1000], metavar="N,N,..",
-                   help="simulated worker counts (default 10,100,1000)")  # fmt: skip
-    p.add_argument("--sim-keys", type=_counts, default=[10_000, 100_000, 1_000_000], metavar="N,N,..",
-                   help="registered keys (default 10000,100000,1000000)")  # fmt: skip
+    p.add_argument(
+        "--simulate",
+        action="store_true",
+        help="the leader's decisions at scale, no sockets (python -m forsetid.simulate), instead",
+    )
+    p.add_argument(
+        "--sim-workers",
+        type=_counts,
+        default=[10, 100, 1000],
+        metavar="N,N,..",
+        help="simulated worker counts (default 10,100,1000)",
+    )
+    p.add_argument(
+        "--sim-keys",
+        type=_counts,
+        default=[10_000, 100_000, 1_000_000],
+        metavar="N,N,..",
+        help="registered keys (default 10000,100000,1000000)",
+    )
     p.add_argument("--sim-ops", type=int, default=20_000, help="decisions and lookups timed per size (default 20000)")
     return ap
 
@@ -159,12 +175,20 @@ def calls(client: Client, args, out: Output) -> int:
 
 
 def add_call(client: Client, args, out: Output) -> int:
-    options = {k: v for k, v in (("start_timeout", args.start_timeout), ("stop_timeout", args.stop_timeout),
-                                  ("endpoint", args.process_endpoint)) if v is not None}  # fmt: skip
+    options = {
+        k: v
+        for k, v in (
+            ("start_timeout", args.start_timeout),
+            ("stop_timeout", args.stop_timeout),
+            ("endpoint", args.process_endpoint),
+        )
+        if v is not None
+    }
     if args.command is not None and not args.command:
         return out.error("usage", "--command needs the program and its arguments", USAGE)
-    client.add_call(args.group, entry=args.entry, command=args.command, args=args.call_args,
-                    ready=args.ready, **options)  # fmt: skip
+    client.add_call(
+        args.group, entry=args.entry, command=args.command, args=args.call_args, ready=args.ready, **options
+    )
     out.line({"added": args.group}, f"added {args.group}")
     return OK
 
@@ -195,7 +219,9 @@ class Output:
     def location(self, loc) -> None:
         obj = msgspec.to_builtins(loc)
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(loc.started_at))
-        self.line(obj, f"{loc.group}/{loc.key} node={loc.node} pid={loc.pid} endpoint={loc.endpoint or '-'} started={when}")
+        self.line(
+            obj, f"{loc.group}/{loc.key} node={loc.node} pid={loc.pid} endpoint={loc.endpoint or '-'} started={when}"
+        )
 
     def table(self, items: list, columns: list[str]) -> None:
         rows = [msgspec.to_builtins(i) for i in items]
@@ -206,10 +232,13 @@ class Output:
         cells = [[c.upper() for c in columns]] + [[_cell(r.get(c)) for c in columns] for r in rows]
         widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
         for row in cells:
-            print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+            print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
     def event(self, e: Event) -> None:
-        obj = {f: getattr(e, f) for f in ("seq", "kind", "group", "key", "node", "pid", "exit_code", "signal", "reason", "at")}
+        obj = {
+            f: getattr(e, f)
+            for f in ("seq", "kind", "group", "key", "node", "pid", "exit_code", "signal", "reason", "at")
+        }
         if e.kind == "missed":
             obj["missed"] = e.missed
             how = f"{e.missed} events" if e.missed else "events (the leader changed)"

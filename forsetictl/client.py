@@ -86,8 +86,13 @@ class Client:
     ``cache=True``: answer ``find``/``get`` of a key seen before from memory (see
     :class:`NearCache`)."""
 
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 5.0, cache: bool = False,
-                 context: zmq.Context | None = None):  # fmt: skip
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        timeout: float = 5.0,
+        cache: bool = False,
+        context: zmq.Context | None = None,
+    ):
         self.endpoint = endpoint
         self.timeout = timeout
         self._ctx = context or zmq.Context.instance()
@@ -143,8 +148,9 @@ class Client:
     def calls(self) -> dict[str, p.Call]:
         return self._request(p.Calls()).items
 
-    def add_call(self, name: str, entry: str | None = None, command: list[str] | None = None,
-                 args: list | None = None, **options) -> None:  # fmt: skip
+    def add_call(
+        self, name: str, entry: str | None = None, command: list[str] | None = None, args: list | None = None, **options
+    ) -> None:
         """Add (or replace) a group at run time; options: ready, start_timeout,
         stop_timeout, endpoint."""
         try:
@@ -326,5 +332,16 @@ class EventStream:
 
 def _event(msg: p.Event) -> Event:
     loc = msg.location
-    return Event(msg.seq, msg.kind, loc.group, loc.key, loc.node, loc.pid,
-                 msg.exit_code, msg.signal, msg.reason, msg.at, loc.endpoint)  # fmt: skip
+    return Event(
+        msg.seq,
+        msg.kind,
+        loc.group,
+        loc.key,
+        loc.node,
+        loc.pid,
+        msg.exit_code,
+        msg.signal,
+        msg.reason,
+        msg.at,
+        loc.endpoint,
+    )

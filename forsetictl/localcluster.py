@@ -72,10 +72,20 @@ class LocalCluster:
 
     MARK = "FORSETI_LOCAL_CLUSTER"
 
-    def __init__(self, workers: int = 3, calls: dict | None = None, both: bool = False,
-                 cluster: dict | None = None, node: dict | None = None, tcp: bool = False,
-                 start: bool = True, log_level: str = "WARNING", env: dict | None = None,
-                 profile_dir: str | None = None, prefix: str = "forseti-") -> None:  # fmt: skip
+    def __init__(
+        self,
+        workers: int = 3,
+        calls: dict | None = None,
+        both: bool = False,
+        cluster: dict | None = None,
+        node: dict | None = None,
+        tcp: bool = False,
+        start: bool = True,
+        log_level: str = "WARNING",
+        env: dict | None = None,
+        profile_dir: str | None = None,
+        prefix: str = "forseti-",
+    ) -> None:
         # In /tmp, not $TMPDIR: an ipc:// path must fit in a socket address (107 bytes).
         self.dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))  # mkdtemp makes it 0700
         self.tag = self.dir.name
@@ -179,8 +189,14 @@ class LocalCluster:
         """PIDs of live processes this cluster started: everything that inherited its
         mark, less the daemons, their fork servers and spares."""
         daemons = {p.pid for p in self.procs.values()}
-        return [pid for pid in self._marked() if pid not in daemons and _state(pid) not in (None, b"Z")
-                and ppid(pid) not in daemons and not _is_spare(pid)]  # fmt: skip
+        return [
+            pid
+            for pid in self._marked()
+            if pid not in daemons
+            and _state(pid) not in (None, b"Z")
+            and ppid(pid) not in daemons
+            and not _is_spare(pid)
+        ]
 
     def spares(self) -> list[int]:
         """The fork servers' spares: entry processes forked ahead, waiting for a key."""

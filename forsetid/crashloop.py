@@ -6,7 +6,7 @@ where a group is suspended, so as to place it elsewhere (:class:`Suspensions`)."
 from __future__ import annotations
 
 import collections
-from typing import Callable
+from collections.abc import Callable
 
 
 class CrashGuard:

@@ -33,8 +33,9 @@ def build(config: Config) -> Loop:
         spawner = Spawner(sorted({c.entry for c in config.calls.values() if c.entry}))
     loop = Loop(config.path)
     parts = loop.parts
-    about = p.InfoReply(node=config.node.name, role=role, events=cluster.events,
-                        silence=cluster.heartbeat * cluster.liveness)  # fmt: skip
+    about = p.InfoReply(
+        node=config.node.name, role=role, events=cluster.events, silence=cluster.heartbeat * cluster.liveness
+    )
     inproc = f"inproc://forseti-{uuid.uuid4().hex}"
     try:
         if role in ("leader", "both"):
@@ -56,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="path to forseti.toml")
     parser.add_argument("--role", choices=["leader", "worker", "both"], help="overrides node.role")
     parser.add_argument("--name", help="overrides node.name")
-    parser.add_argument("--log-level", default="INFO", type=str.upper,
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])  # fmt: skip
+    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
     try:

@@ -21,8 +21,17 @@ class EventLog:
     def event(self, kind, loc: p.Location, exit_code=None, signal=None, reason=None, at=None) -> p.Event:
         self.seq += 1
         gseq = self.gseq[loc.group] = self.gseq.get(loc.group, 0) + 1
-        return p.Event(seq=self.seq, epoch=self.epoch, kind=kind, location=loc, exit_code=exit_code,
-                       signal=signal, reason=reason, at=at or self.clock(), gseq=gseq)  # fmt: skip
+        return p.Event(
+            seq=self.seq,
+            epoch=self.epoch,
+            kind=kind,
+            location=loc,
+            exit_code=exit_code,
+            signal=signal,
+            reason=reason,
+            at=at or self.clock(),
+            gseq=gseq,
+        )
 
     def tick(self, group: str | None = None) -> p.Tick:
         """Where the count stands (a group's topic gets that group's ``gseq``)."""

@@ -17,13 +17,14 @@ again elsewhere. ``get``s of new keys wait meanwhile.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
 from . import protocol as p
-from .effects import Publish, Reply
 from .crashloop import Suspensions
+from .effects import Publish, Reply
 from .event_log import EventLog
 from .members import Members
 from .placement import Placement
@@ -68,7 +69,9 @@ class Leader:
         if handler is None:
             return [Reply(peer, _error(msg, p.BAD_MESSAGE, f"the leader does not accept '{p.tag(msg)}' messages"))]
         if self.members.heard(peer) is None and isinstance(msg, _FROM_WORKERS):
-            return [Reply(peer, _error(msg, p.BAD_MESSAGE, f"'{p.tag(msg)}' is accepted only from a registered worker"))]
+            return [
+                Reply(peer, _error(msg, p.BAD_MESSAGE, f"'{p.tag(msg)}' is accepted only from a registered worker"))
+            ]
         return handler(self, peer, msg)
 
     def next_deadline(self) -> float | None:
@@ -123,8 +126,10 @@ class Leader:
         suspended = self.suspensions.nodes(msg.group)
         node = self.placement.choose(exclude=suspended)
         if node is None and suspended:
-            text = (f"group '{msg.group}' is suspended on {', '.join(sorted(suspended))} after crashing in a loop, "
-                    f"and no other worker can take it; try again in {self.suspensions.seconds_left(msg.group):.0f} s")  # fmt: skip
+            text = (
+                f"group '{msg.group}' is suspended on {', '.join(sorted(suspended))} after crashing in a loop, "
+                f"and no other worker can take it; try again in {self.suspensions.seconds_left(msg.group):.0f} s"
+            )
             return [Reply(peer, _error(msg, p.SUSPENDED, text))]
         if node is None:
             text = "no worker can take a new process: none is up, or all are at capacity"
@@ -153,15 +158,20 @@ class Leader:
         return [Reply(host, p.Kill(location=loc, reason="stopped"))]
 
     def _list(self, peer: bytes, msg: p.List) -> Out:
-        items = sorted(self.store.items(msg.group), key=lambda l: (l.group, l.key))
+        items = sorted(self.store.items(msg.group), key=lambda loc: (loc.group, loc.key))
         return [Reply(peer, p.Locations(id=msg.id, items=items))]
 
     def _nodes(self, peer: bytes, msg: p.Nodes) -> Out:
         items = [
-            p.NodeInfo(name=w.name, state="up" if w.up else "down", processes=self.store.count(w.name),
-                       capacity=w.capacity, suspended=self.suspensions.groups(w.name))
+            p.NodeInfo(
+                name=w.name,
+                state="up" if w.up else "down",
+                processes=self.store.count(w.name),
+                capacity=w.capacity,
+                suspended=self.suspensions.groups(w.name),
+            )
             for w in sorted(self.placement.workers.values(), key=lambda w: w.name)
-        ]  # fmt: skip
+        ]
         return [Reply(peer, p.NodeList(id=msg.id, items=items))]
 
     def _calls(self, peer: bytes, msg: p.Calls) -> Out:
@@ -198,7 +208,7 @@ class Leader:
         out: Out = []
         restarted = self.members.restarted(msg.node, msg.incarnation)
         processes = [loc for loc in msg.processes if loc.node == msg.node]  # a worker speaks for itself
-        live = {(l.group, l.key, l.pid) for l in processes}
+        live = {(loc.group, loc.key, loc.pid) for loc in processes}
         for loc in self.store.on_node(msg.node):
             # What it no longer runs died with the old daemon, or exited while its report was lost.
             if (loc.group, loc.key, loc.pid) not in live:

@@ -20,8 +20,9 @@ class LeaderIO(Part):
         cluster = config.cluster
         self.loop = loop
         self.heartbeat = cluster.heartbeat
-        self.leader = Leader(config.calls, cluster.nodes, open_store(cluster.backend), cluster.heartbeat,
-                             cluster.liveness, about=about)  # fmt: skip
+        self.leader = Leader(
+            config.calls, cluster.nodes, open_store(cluster.backend), cluster.heartbeat, cluster.liveness, about=about
+        )
         # Workers' hellos list all they run: the leader's limit is the larger one.
         self.router = loop.socket(zmq.ROUTER, self._on_router, p.MAX_PEER_MESSAGE)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)

@@ -20,7 +20,7 @@ import os
 import select
 import signal
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import zmq
 

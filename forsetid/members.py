@@ -4,7 +4,7 @@ for ``heartbeat`` x ``liveness`` seconds is down."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 class Members:

@@ -13,8 +13,8 @@ exits before it is ready, or is not ready within ``start_timeout``.
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from . import protocol as p
 from .cache import LocationCache
@@ -41,8 +41,9 @@ class Proc:
 
 
 class Processes:
-    def __init__(self, node: str, cache: LocationCache, guard: CrashGuard, timers: Timers,
-                 tokens, wall: Callable[[], float]) -> None:  # fmt: skip
+    def __init__(
+        self, node: str, cache: LocationCache, guard: CrashGuard, timers: Timers, tokens, wall: Callable[[], float]
+    ) -> None:
         self.node = node
         self.cache = cache  # a worker knows its own processes first hand
         self.guard = guard
@@ -59,8 +60,11 @@ class Processes:
 
     def starting(self) -> list[p.Starting]:
         """Starts under way, with the id of the spawn each will answer."""
-        return [p.Starting(proc.spawn_id, proc.group, proc.key) for proc in self.procs.values()
-                if proc.location is None and not proc.failed]  # fmt: skip
+        return [
+            p.Starting(proc.spawn_id, proc.group, proc.key)
+            for proc in self.procs.values()
+            if proc.location is None and not proc.failed
+        ]
 
     @property
     def idle(self) -> bool:

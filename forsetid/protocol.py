@@ -19,7 +19,8 @@ Requests a client may send to a worker's ``node.listen`` or to the leader:
 Replies: ``location`` ``stopped`` ``locations`` ``node-list`` ``call-list`` ``ok``
 ``info-reply`` ``error``. Between a worker and the leader: ``hello``/``welcome``,
 ``ping``/``pong`` (heartbeats), ``spawn`` -> ``spawned`` | ``spawn-failed``, ``kill``,
-``exited`` reports, ``suspend`` (the crash-loop guard tripped), and ``add-call`` (the leader tells its workers of a new group).
+``exited`` reports, ``suspend`` (the crash-loop guard tripped), and ``add-call`` (the
+leader tells its workers of a new group).
 Events: ``event`` (a process started or exited) and ``tick`` (the publisher is alive;
 also sent to every new subscription, which then knows that it is live).
 """
@@ -42,7 +43,7 @@ MAX_PEER_MESSAGE = 64 << 20  # at the leader's ROUTER, where a worker's hello li
 Group = Annotated[str, msgspec.Meta(min_length=1, max_length=GROUP_MAX, pattern=GROUP_PATTERN)]
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=1024, pattern=r"^[^\x00]*$")]  # argv/env take no NUL
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=86400)]
-Arg = Union[str, int, float, bool, None]
+Arg = str | int | float | bool | None
 Reason = Literal["exit", "stopped", "node-down", "conflict", "shutdown"]
 
 # Error kinds a reply may carry; forsetictl maps them to exceptions.
@@ -303,7 +304,7 @@ class Tick(Msg, tag="tick"):
     gseq: int = 0
 
 
-Message = Union[
+Message = Union[  # noqa: UP007 (a table: requests, replies, worker <-> leader, events)
     Get, Find, Stop, List, Nodes, Calls, AddCall, Info,
     Found, Stopped, Locations, NodeList, CallList, Ok, InfoReply, Error,
     Hello, Welcome, Suspend, Ping, Pong, Spawn, Spawned, SpawnFailed, Kill, Exited,
@@ -375,7 +376,7 @@ def tag(msg: Msg) -> str:
     return str(type(msg).__struct_config__.tag)
 
 
-def request_ids() -> "itertools.count[int]":
+def request_ids() -> itertools.count[int]:
     """Ids for one sender's requests. They start at random: a reply meant for another
     life of the same peer (a restarted leader or worker) must not match a new request."""
     return itertools.count(random.getrandbits(48) + 1)

@@ -77,8 +77,16 @@ def simulate_one(workers: int, keys: int, ops: int) -> dict:
     for msg in finds:
         leader.handle(b"client", msg)
     find = (clock() - t) / ops
-    return {"workers": workers, "keys": per * workers, "bytes_per_process": per_process, "get_new_us": get_new * 1e6,
-            "choose_us": choose * 1e6, "scan_us": scan * 1e6, "find_us": find * 1e6, "fill_s": fill}  # fmt: skip
+    return {
+        "workers": workers,
+        "keys": per * workers,
+        "bytes_per_process": per_process,
+        "get_new_us": get_new * 1e6,
+        "choose_us": choose * 1e6,
+        "scan_us": scan * 1e6,
+        "find_us": find * 1e6,
+        "fill_s": fill,
+    }
 
 
 def _rss() -> int:

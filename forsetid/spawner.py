@@ -128,7 +128,9 @@ class Spawner:
         the start is too large to be sent (it has not begun)."""
         job = _pack(["spawn", token, entry, command, args, env, key])  # for a spare or the zygote
         if len(job) > MAX_JOB:
-            raise ValueError(f"its arguments and environment take {len(job):,} bytes; a start takes at most {MAX_JOB:,}")
+            raise ValueError(
+                f"its arguments and environment take {len(job):,} bytes; a start takes at most {MAX_JOB:,}"
+            )
         if command is None:
             started = entry in self.preloaded and READY_FD_ENV not in env  # once a spare has the key
             r, w = (None, None) if started else _ready_pipe()

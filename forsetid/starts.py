@@ -8,8 +8,8 @@ when): they are placed once it has heard from every worker that may be starting 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from . import protocol as p
 from .placement import Placement

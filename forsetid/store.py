@@ -7,7 +7,8 @@ touching the decision logic.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Protocol
+from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 from .protocol import Location
 

@@ -28,9 +28,19 @@ FORWARD_TTL = 60.0  # seconds a forwarded request is remembered; clients give up
 
 
 class Worker:
-    def __init__(self, node: str, capacity: int = 0, calls: dict[str, p.Call] | None = None,
-                 heartbeat: float = 1.0, liveness: int = 3, max_retries: int = 20, max_time: float = 10.0,
-                 clock=time.monotonic, wall=time.time, about: p.InfoReply | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        node: str,
+        capacity: int = 0,
+        calls: dict[str, p.Call] | None = None,
+        heartbeat: float = 1.0,
+        liveness: int = 3,
+        max_retries: int = 20,
+        max_time: float = 10.0,
+        clock=time.monotonic,
+        wall=time.time,
+        about: p.InfoReply | None = None,
+    ) -> None:
         self.node = node
         # What `info` answers (the daemon's name, role and events endpoint).
         self.about = about or p.InfoReply(node=node, role="worker", events="", silence=heartbeat * liveness)
@@ -61,9 +71,17 @@ class Worker:
         again elsewhere), the groups it knows and where its crash-loop guard stands."""
         self.hello_id = next(self._ids)
         procs = self.processes
-        return p.Hello(id=self.hello_id, node=self.node, incarnation=self.incarnation, capacity=self.capacity,
-                       processes=procs.running(), starting=procs.starting(), calls=self.calls,
-                       suspended=self.guard.left(), welcomed_by=self.leader_epoch or "")  # fmt: skip
+        return p.Hello(
+            id=self.hello_id,
+            node=self.node,
+            incarnation=self.incarnation,
+            capacity=self.capacity,
+            processes=procs.running(),
+            starting=procs.starting(),
+            calls=self.calls,
+            suspended=self.guard.left(),
+            welcomed_by=self.leader_epoch or "",
+        )
 
     def on_leader(self, msg: p.Msg) -> list:
         self.last_heard = self.clock()
@@ -113,7 +131,9 @@ class Worker:
         if isinstance(msg, (p.Get, p.Find)):
             loc = self.cache.get(msg.group, msg.key)
             if loc is not None and self.cache.has_seen(msg.seq, msg.epoch):
-                return [Reply(client, p.Found(id=msg.id, location=loc, seq=self.cache.seq, epoch=self.cache.epoch or ""))]
+                return [
+                    Reply(client, p.Found(id=msg.id, location=loc, seq=self.cache.seq, epoch=self.cache.epoch or ""))
+                ]
         elif isinstance(msg, p.Info):
             return [Reply(client, msgspec.structs.replace(self.about, id=msg.id))]
         elif not isinstance(msg, p.CLIENT_REQUESTS):

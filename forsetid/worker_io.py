@@ -24,12 +24,21 @@ log = logging.getLogger("forsetid")
 
 
 class WorkerIO(Part):
-    def __init__(self, loop: Loop, config: Config, about: p.InfoReply, spawner: Spawner,
-                 leader: str, events: str) -> None:  # fmt: skip
+    def __init__(
+        self, loop: Loop, config: Config, about: p.InfoReply, spawner: Spawner, leader: str, events: str
+    ) -> None:
         node, cluster = config.node, config.cluster
         self.loop, self.spawner, self.leader_endpoint = loop, spawner, leader
-        self.worker = Worker(node.name, node.capacity, config.calls, cluster.heartbeat, cluster.liveness,
-                             cluster.max_retries, cluster.max_time, about=about)  # fmt: skip
+        self.worker = Worker(
+            node.name,
+            node.capacity,
+            config.calls,
+            cluster.heartbeat,
+            cluster.liveness,
+            cluster.max_retries,
+            cluster.max_time,
+            about=about,
+        )
         self.processes = self.worker.processes  # where the fork server's reports go
         self.ready_fds: dict[int, tuple[int, bytes]] = {}  # fd -> (token, bytes so far)
         self.clients = loop.socket(zmq.ROUTER, self._on_client, p.MAX_MESSAGE)
@@ -71,8 +80,11 @@ class WorkerIO(Part):
         self.spawner.signal(effect.pid, effect.signum)
 
     def _reconnect(self, _: Reconnect) -> None:
-        log.warning("no word from the leader at %s: reconnecting (next try in %.1f s)", self.leader_endpoint,
-                    self.worker.patience)  # fmt: skip
+        log.warning(
+            "no word from the leader at %s: reconnecting (next try in %.1f s)",
+            self.leader_endpoint,
+            self.worker.patience,
+        )
         self.loop.unwatch(self.dealer)
         self.dealer.close(linger=0)  # what was queued for the lost leader goes too
         self.dealer = self._connect()

@@ -10,8 +10,17 @@ import forsetictl
 def record(key, path, *args):
     """Write what we were called with, then live until stopped."""
     with open(path, "w") as f:
-        json.dump({"key": key, "args": list(args), "env": {k: v for k, v in os.environ.items() if k.startswith("FORSETI_")
-                                                            and k != "FORSETI_TEST_CLUSTER"}, "pid": os.getpid()}, f)
+        json.dump(
+            {
+                "key": key,
+                "args": list(args),
+                "env": {
+                    k: v for k, v in os.environ.items() if k.startswith("FORSETI_") and k != "FORSETI_TEST_CLUSTER"
+                },
+                "pid": os.getpid(),
+            },
+            f,
+        )
     while True:
         time.sleep(3600)
 

@@ -1,6 +1,7 @@
 import signal
 
 import pytest
+from cluster import Cluster
 
 
 def _interrupt(signum, frame):
@@ -8,8 +9,6 @@ def _interrupt(signum, frame):
 
 
 signal.signal(signal.SIGTERM, _interrupt)
-
-from cluster import Cluster
 
 
 @pytest.fixture

@@ -27,9 +27,29 @@ def _marked(mark: bytes) -> list[int]:
 def test_bench_json_smoke():
     mark = f"FORSETI_BENCH_TEST={uuid.uuid4().hex}"
     env = {**os.environ, mark.split("=")[0]: mark.split("=")[1]}
-    cmd = [sys.executable, "-m", "forsetictl", "--json", "bench", "--workers", "2", "--count", "20",
-           "--window", "4", "--seconds", "0.1", "--forks", "10", "--starts", "3", "--concurrency", "2",
-           "--exits", "2"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "forsetictl",
+        "--json",
+        "bench",
+        "--workers",
+        "2",
+        "--count",
+        "20",
+        "--window",
+        "4",
+        "--seconds",
+        "0.1",
+        "--forks",
+        "10",
+        "--starts",
+        "3",
+        "--concurrency",
+        "2",
+        "--exits",
+        "2",
+    ]
     try:
         done = subprocess.run(cmd, capture_output=True, timeout=120, env=env, cwd=ROOT)
     finally:
@@ -44,10 +64,16 @@ def test_bench_json_smoke():
     for name in ("raw round trip median", "raw pipelined echo/s", "fork+exit+reap median"):
         assert report["baselines"][name]["value"] > 0
     names = [r["name"] for r in report["results"]]
-    for expected in ("cached find (Client, sequential) median", "cached find, 4 in flight (1 DEALER)",
-                     "near-cache find (Client(cache=True))", "miss: find via worker -> leader p99",
-                     "new entry: get, sequential median", "new command: starts/s, 2 concurrent",
-                     "exit -> event at a subscriber p99", "exit -> find is None on another node p99"):  # fmt: skip
+    for expected in (
+        "cached find (Client, sequential) median",
+        "cached find, 4 in flight (1 DEALER)",
+        "near-cache find (Client(cache=True))",
+        "miss: find via worker -> leader p99",
+        "new entry: get, sequential median",
+        "new command: starts/s, 2 concurrent",
+        "exit -> event at a subscriber p99",
+        "exit -> find is None on another node p99",
+    ):
         assert expected in names
     for r in report["results"]:
         assert set(r) >= {"name", "value", "unit", "baseline", "baseline_value", "ratio", "target", "ok"}
@@ -56,8 +82,20 @@ def test_bench_json_smoke():
 
 
 def test_simulate_json_smoke():
-    cmd = [sys.executable, "-m", "forsetictl", "--json", "bench", "--simulate", "--sim-workers", "3,30",
-           "--sim-keys", "300,3000", "--sim-ops", "200"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "forsetictl",
+        "--json",
+        "bench",
+        "--simulate",
+        "--sim-workers",
+        "3,30",
+        "--sim-keys",
+        "300,3000",
+        "--sim-ops",
+        "200",
+    ]
     done = subprocess.run(cmd, capture_output=True, timeout=60, cwd=ROOT)
     assert done.returncode == 0, done.stderr.decode()
     rows = json.loads(done.stdout)["simulation"]

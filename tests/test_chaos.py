@@ -15,6 +15,7 @@ import threading
 import time
 
 from cluster import wait_for
+
 from forsetictl import Client, ForsetiError
 
 SECONDS = float(os.environ.get("FORSETI_CHAOS_SECONDS", "20"))
@@ -115,7 +116,7 @@ def test_chaos(make_cluster, capsys):
                 c.kill(name, signal.SIGSTOP)
                 time.sleep(rnd.uniform(0.3, 1.2))
                 c.kill(name, signal.SIGCONT)
-            recovered(action, t0, lambda: up(name))
+            recovered(action, t0, lambda name=name: up(name))
 
     threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(4)]
     threads.append(threading.Thread(target=chaos, args=(1234,)))

@@ -16,8 +16,14 @@ from cluster import ROOT
 def ctl(*args, endpoint=None, config=None, timeout=20, env=None):
     where = ["--endpoint", endpoint] if endpoint else ["--config", str(config)] if config else []
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "forsetictl", *where, *args], check=False,
-                          capture_output=True, text=True, timeout=timeout, env=full_env)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "forsetictl", *where, *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
 
 
 @pytest.fixture
@@ -47,7 +53,10 @@ def test_get_find_stop_and_exit_statuses(solo):
 def test_cluster_errors_exit_3_with_a_json_error(solo):
     r = ctl("--json", "get", "nope", "k", endpoint=solo.endpoint("node1"))
     assert r.returncode == 3
-    assert json.loads(r.stdout) == {"error": "unknown-group", "message": "unknown group 'nope' (known: default, late_cmd, sleeper, slow)"}
+    assert json.loads(r.stdout) == {
+        "error": "unknown-group",
+        "message": "unknown group 'nope' (known: default, late_cmd, sleeper, slow)",
+    }
     r = ctl("add-call", "broken", "--entry", "no_module_here:f", endpoint=solo.endpoint("node1"))
     assert r.returncode == 0
     r = ctl("get", "broken", "k", endpoint=solo.endpoint("node1"))
@@ -88,7 +97,9 @@ def test_ls_nodes_calls_and_add_call(solo):
     r = ctl("ls", endpoint=ep)
     assert r.stdout.splitlines()[0].split() == ["GROUP", "KEY", "NODE", "PID", "ENDPOINT", "STARTED_AT"]
     r = ctl("--json", "nodes", endpoint=ep)
-    assert [json.loads(x) for x in r.stdout.splitlines()] == [{"name": "node1", "state": "up", "processes": 2, "capacity": 0, "suspended": []}]
+    assert [json.loads(x) for x in r.stdout.splitlines()] == [
+        {"name": "node1", "state": "up", "processes": 2, "capacity": 0, "suspended": []}
+    ]
     r = ctl("add-call", "jobs", "--arg", "x", "--command", "sh", "-c", 'exec sleep 600 "$0"', endpoint=ep)
     assert r.returncode == 0, r.stderr
     calls = {json.loads(x)["name"]: json.loads(x) for x in ctl("--json", "calls", endpoint=ep).stdout.splitlines()}
@@ -101,8 +112,13 @@ def test_ls_nodes_calls_and_add_call(solo):
 def test_events_command_prints_json_lines(solo):
     ep = solo.endpoint("node1")
     full_env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    follower = subprocess.Popen([sys.executable, "-m", "forsetictl", "--endpoint", ep, "--json", "events", "sleeper", "--count", "2"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)  # fmt: skip
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "forsetictl", "--endpoint", ep, "--json", "events", "sleeper", "--count", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+    )
     try:
         assert "following events" in follower.stderr.readline()  # it is live now
         loc = solo.client().get("sleeper", "ev")

@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from cluster import wait_for
+
 from forsetictl import Client, SpawnError, UnknownGroup
 
 
@@ -37,12 +37,12 @@ def test_basic_get_find_and_exit_seen_everywhere_within_500ms(cluster):
     assert loc.group == "sleeper" and loc.key == "k1" and loc.node in cluster.node_names
     assert alive(loc.pid)
     for c in (c1, c2, c3):
-        assert wait_for(lambda: c.find("sleeper", "k1"), 1.0, what="find on every node") == loc
+        assert wait_for(lambda c=c: c.find("sleeper", "k1"), 1.0, what="find on every node") == loc
     assert c2.get("sleeper", "k1") == loc  # get of a live key returns it, starts nothing
     os.kill(loc.pid, signal.SIGKILL)
     t0 = time.monotonic()
     for c in (c1, c2, c3):
-        wait_for(lambda: c.find("sleeper", "k1") is None, 0.5, 0.005, "find to forget the exited process")
+        wait_for(lambda c=c: c.find("sleeper", "k1") is None, 0.5, 0.005, "find to forget the exited process")
     assert time.monotonic() - t0 < 0.5
     assert cluster.processes() == []
 
@@ -108,13 +108,16 @@ def test_slow_starts_block_neither_lookups_nor_other_starts(cluster):
 
 
 def test_start_errors_reach_the_caller_and_leave_nothing(make_cluster):
-    c = make_cluster(workers=2, calls={
-        "noimport": {"entry": "no_such_module_xyz:main"},
-        "raises": {"entry": "forsetid.examples:fail", "ready": True},
-        "exits": {"entry": "apps:exit_before_ready", "ready": True},
-        "timeout": {"entry": "forsetid.examples:slow_ready", "args": [30], "ready": True, "start_timeout": 0.5},
-        "nocommand": {"command": ["/nonexistent/forseti-test-binary", "{key}"]},
-    })  # fmt: skip
+    c = make_cluster(
+        workers=2,
+        calls={
+            "noimport": {"entry": "no_such_module_xyz:main"},
+            "raises": {"entry": "forsetid.examples:fail", "ready": True},
+            "exits": {"entry": "apps:exit_before_ready", "ready": True},
+            "timeout": {"entry": "forsetid.examples:slow_ready", "args": [30], "ready": True, "start_timeout": 0.5},
+            "nocommand": {"command": ["/nonexistent/forseti-test-binary", "{key}"]},
+        },
+    )
     client = c.client()
     expected = {
         "noimport": "No module named 'no_such_module_xyz'",
@@ -168,11 +171,21 @@ def test_stop_terminates_and_reports(cluster):
 
 
 def test_stop_escalates_to_sigkill_after_stop_timeout(make_cluster):
-    c = make_cluster(workers=1, calls={
-        # Ready only once the trap is set (a shell-written "R" line on the ready fd).
-        "stubborn": {"command": ["sh", "-c", "trap '' TERM; eval 'echo R >&'$FORSETI_READY_FD; while true; do sleep 0.05; done"],
-                     "stop_timeout": 0.3, "ready": True},
-    })  # fmt: skip
+    c = make_cluster(
+        workers=1,
+        calls={
+            # Ready only once the trap is set (a shell-written "R" line on the ready fd).
+            "stubborn": {
+                "command": [
+                    "sh",
+                    "-c",
+                    "trap '' TERM; eval 'echo R >&'$FORSETI_READY_FD; while true; do sleep 0.05; done",
+                ],
+                "stop_timeout": 0.3,
+                "ready": True,
+            },
+        },
+    )
     client = c.client()
     loc = client.get("stubborn", "s")
     t0 = time.monotonic()
@@ -185,9 +198,15 @@ def test_stop_escalates_to_sigkill_after_stop_timeout(make_cluster):
 def test_command_group_substitutes_and_sets_environment(make_cluster, tmp_path):
     out = tmp_path / "env.txt"
     script = f'echo "$1 $FORSETI_GROUP $FORSETI_KEY $FORSETI_NODE $FORSETI_ENDPOINT" > {out}; exec sleep 600'
-    c = make_cluster(workers=1, calls={
-        "jobs": {"command": ["sh", "-c", script, "sh", "{group}:{key}@{node}"], "endpoint": "ipc:///tmp/{group}-{key}"},
-    })  # fmt: skip
+    c = make_cluster(
+        workers=1,
+        calls={
+            "jobs": {
+                "command": ["sh", "-c", script, "sh", "{group}:{key}@{node}"],
+                "endpoint": "ipc:///tmp/{group}-{key}",
+            },
+        },
+    )
     loc = c.client().get("jobs", "j1", ["extra"])
     assert loc.endpoint == "ipc:///tmp/jobs-j1"
     text = wait_for(lambda: out.exists() and out.read_text().strip(), what="the command's output")
@@ -217,8 +236,10 @@ def test_events_follow_starts_and_exits_filtered_by_group(cluster):
         os.kill(b.pid, signal.SIGKILL)
         got = [every.next_event(5) for _ in range(3)]
         assert [(e.kind, e.group, e.key) for e in got] == [
-            ("started", "default", "a"), ("started", "sleeper", "b"), ("exited", "sleeper", "b"),
-        ]  # fmt: skip
+            ("started", "default", "a"),
+            ("started", "sleeper", "b"),
+            ("exited", "sleeper", "b"),
+        ]
         assert got[0].pid == a.pid and got[2].signal == signal.SIGKILL and got[2].reason == "exit"
         assert got[1].seq < got[2].seq
         mine = [sleepers.next_event(5) for _ in range(2)]
@@ -267,9 +288,14 @@ def test_over_tcp_like_separate_machines(make_cluster):
 def test_daemon_refuses_a_bad_config_with_exit_status_2(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[node]\nrole = "boss"\n')
-    r = subprocess.run([sys.executable, "-m", "forsetid", "--config", str(bad)], capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "forsetid", "--config", str(bad)], capture_output=True, text=True, timeout=30
+    )
     assert r.returncode == 2
-    assert f"{bad}: node.role: Invalid enum value 'boss' (expected one of: 'leader', 'worker', 'both')" in r.stderr and "boss" not in r.stdout
+    assert (
+        f"{bad}: node.role: Invalid enum value 'boss' (expected one of: 'leader', 'worker', 'both')" in r.stderr
+        and "boss" not in r.stdout
+    )
 
 
 def test_a_node_outside_the_allow_list_is_refused(make_cluster):

@@ -80,19 +80,33 @@ def test_empty_file_gives_defaults(tmp_path):
 
 
 def test_missing_keys_take_defaults(tmp_path):
-    cfg = config.load(write(tmp_path, """
+    cfg = config.load(
+        write(
+            tmp_path,
+            """
         [node]
         role = "worker"
         [calls.users]
         command = ["python3", "-m", "app", "{key}"]
-    """))
+    """,
+        )
+    )
     assert cfg.cluster.max_retries == 20 and cfg.node.capacity == 0 and cfg.node.role == "worker"
     users = cfg.calls["users"]
-    assert (users.args, users.ready, users.start_timeout, users.stop_timeout, users.endpoint) == ([], False, 10.0, 5.0, None)
+    assert (users.args, users.ready, users.start_timeout, users.stop_timeout, users.endpoint) == (
+        [],
+        False,
+        10.0,
+        5.0,
+        None,
+    )
 
 
 def test_spec_example_loads(tmp_path):
-    cfg = config.load(write(tmp_path, """
+    cfg = config.load(
+        write(
+            tmp_path,
+            """
         [cluster]
         name = "forseti"
         leader = "tcp://127.0.0.1:7070"
@@ -115,7 +129,9 @@ def test_spec_example_loads(tmp_path):
         start_timeout = 10.0
         stop_timeout = 5.0
         endpoint = "ipc:///run/forseti/{group}/{key}.sock"
-    """))
+    """,
+        )
+    )
     assert cfg.cluster.max_time == 10.0
     assert cfg.calls["users"].endpoint == "ipc:///run/forseti/{group}/{key}.sock"
 
@@ -124,36 +140,48 @@ def test_spec_example_loads(tmp_path):
 
 
 def test_unknown_key(tmp_path):
-    message = error(tmp_path, """
+    message = error(
+        tmp_path,
+        """
         [cluster]
         max_retriez = 3
-    """)
+    """,
+    )
     assert "cluster" in message and "max_retriez" in message and "unknown" in message
 
 
 def test_unknown_key_says_what_was_expected(tmp_path):
     # SPEC 3: unknown keys are rejected "with the file, the key path and what was expected".
-    message = error(tmp_path, """
+    message = error(
+        tmp_path,
+        """
         [cluster]
         max_retriez = 3
-    """)
+    """,
+    )
     assert "cluster.max_retriez" in message and "max_retries" in message, message
 
 
 def test_unknown_key_in_a_call(tmp_path):
-    message = error(tmp_path, """
+    message = error(
+        tmp_path,
+        """
         [calls.users]
         entry = "m:f"
         timeout = 3
-    """)
+    """,
+    )
     assert "calls.users" in message and "timeout" in message
 
 
 def test_wrong_type(tmp_path):
-    message = error(tmp_path, """
+    message = error(
+        tmp_path,
+        """
         [cluster]
         max_retries = "many"
-    """)
+    """,
+    )
     assert "cluster.max_retries" in message and "Expected `int`" in message and "str" in message
 
 
@@ -163,28 +191,37 @@ def test_out_of_range(tmp_path):
 
 
 def test_wrong_type_in_a_call(tmp_path):
-    message = error(tmp_path, """
+    message = error(
+        tmp_path,
+        """
         [calls.users]
         entry = 5
-    """)
+    """,
+    )
     assert "calls.users.entry" in message and "Expected `str" in message
 
 
 def test_bad_role(tmp_path):
-    message = error(tmp_path, """
+    message = error(
+        tmp_path,
+        """
         [node]
         role = "boss"
-    """)
+    """,
+    )
     assert "node.role" in message and "boss" in message
     assert "'leader'" in message and "'worker'" in message and "'both'" in message
 
 
 def test_call_with_entry_and_command(tmp_path):
-    message = error(tmp_path, """
+    message = error(
+        tmp_path,
+        """
         [calls.users]
         entry = "m:f"
         command = ["true"]
-    """)
+    """,
+    )
     assert "calls.users" in message and "exactly one of `entry` or `command`" in message
 
 
@@ -199,10 +236,13 @@ def test_bad_group_name(tmp_path):
 
 
 def test_unknown_section(tmp_path):
-    message = error(tmp_path, """
+    message = error(
+        tmp_path,
+        """
         [nodes]
         name = "x"
-    """)
+    """,
+    )
     assert "unknown section [nodes]" in message and "[cluster]" in message and "[calls.NAME]" in message
 
 
@@ -212,10 +252,13 @@ def test_section_of_wrong_type(tmp_path):
 
 
 def test_invalid_toml(tmp_path):
-    message = error(tmp_path, """
+    message = error(
+        tmp_path,
+        """
         [cluster
         name = "x"
-    """)
+    """,
+    )
     assert "not valid TOML" in message and "line" in message
 
 
@@ -233,10 +276,13 @@ def test_parse_without_file_names_the_source():
 
 
 def test_an_unknown_backend_names_the_key_and_the_known_ones(tmp_path):
-    message = error(tmp_path, """
+    message = error(
+        tmp_path,
+        """
         [cluster]
         backend = "zookeeper"
-    """)
+    """,
+    )
     assert "cluster.backend" in message and "'zookeeper'" in message and "'memory'" in message
 
 

@@ -16,11 +16,13 @@ from forsetid.loop import Loop
 
 @pytest.fixture
 def loop(tmp_path):
-    config = parse({
-        "cluster": {"leader": f"ipc://{tmp_path}/leader", "events": f"ipc://{tmp_path}/events", "heartbeat": 0.1},
-        "node": {"name": "n1", "role": "both", "listen": f"ipc://{tmp_path}/n1"},
-        "calls": {"default": {"entry": "forsetid.examples:echo"}},
-    })  # fmt: skip
+    config = parse(
+        {
+            "cluster": {"leader": f"ipc://{tmp_path}/leader", "events": f"ipc://{tmp_path}/events", "heartbeat": 0.1},
+            "node": {"name": "n1", "role": "both", "listen": f"ipc://{tmp_path}/n1"},
+            "calls": {"default": {"entry": "forsetid.examples:echo"}},
+        }
+    )
     loop = build(config)
     yield loop
     loop.close()  # the fork server goes with it

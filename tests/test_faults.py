@@ -11,10 +11,10 @@ import sys
 import time
 
 import pytest
-
 from cluster import ppid, wait_for
-from forsetictl import Client, ForsetiError, Timeout
 from test_cluster import alive
+
+from forsetictl import Client, ForsetiError, Timeout
 
 FAST = {"heartbeat": 0.2, "liveness": 3}  # a silent peer is dead after 0.6 s
 
@@ -130,8 +130,9 @@ def test_killed_worker_takes_whole_process_groups_with_it(make_cluster):
 
 
 def test_crash_loop_guard_suspends_a_group_on_a_node(make_cluster):
-    c = make_cluster(workers=1, cluster={"max_retries": 2, "max_time": 1.5},
-                     calls={"crasher": {"entry": "forsetid.examples:fail"}})  # fmt: skip
+    c = make_cluster(
+        workers=1, cluster={"max_retries": 2, "max_time": 1.5}, calls={"crasher": {"entry": "forsetid.examples:fail"}}
+    )
     client = c.client()
     with client.events("crasher") as events:
         for i in range(3):  # each starts, then raises at once: an abnormal exit
@@ -143,8 +144,12 @@ def test_crash_loop_guard_suspends_a_group_on_a_node(make_cluster):
         wait_for(lambda: client.get("crasher", "more") and False, 2, 0.05, "the guard to trip")
     assert err.value.kind == "suspended" and "crashing in a loop" in str(err.value)
     assert [n.suspended for n in client.nodes()] == [["crasher"]]
-    r = subprocess.run([sys.executable, "-m", "forsetictl", "--endpoint", c.endpoint("node1"), "get", "crasher", "x"],
-                       capture_output=True, text=True, timeout=20)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "forsetictl", "--endpoint", c.endpoint("node1"), "get", "crasher", "x"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert r.returncode == 3 and "suspended on node1" in r.stderr
     assert client.get("sleeper", "others-still-start").node == "node1"  # only that group
     # After max_time the group may start again.
@@ -188,7 +193,9 @@ def test_a_gap_in_the_sequence_is_reported_with_its_size():
 
 
 def test_a_worker_whose_fork_server_dies_exits_and_is_replaced(make_cluster):
-    c = make_cluster(workers=2, cluster=FAST, calls={"nested": {"command": ["sh", "-c", "sleep 600 & sleep 600; wait"]}})
+    c = make_cluster(
+        workers=2, cluster=FAST, calls={"nested": {"command": ["sh", "-c", "sleep 600 & sleep 600; wait"]}}
+    )
     leader = c.leader()
     locs = [leader.get("sleeper", f"z{i}") for i in range(4)]
     nested = [leader.get("nested", f"n{i}") for i in range(2)]
@@ -205,7 +212,6 @@ def test_a_worker_whose_fork_server_dies_exits_and_is_replaced(make_cluster):
     wait_for(lambda: {n.name: n.state for n in leader.nodes()}["node1"] == "down", 5, 0.05, "node1 down")
     for l in locs:
         assert leader.get("sleeper", l.key).node == "node2"
-
 
 
 def test_the_fork_servers_spare_is_replaced_and_dies_with_its_worker(make_cluster):

@@ -10,24 +10,56 @@ import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from forsetid import protocol as p
 from test_cluster import alive
 
+from forsetid import protocol as p
+
 TAGS = [cls.__struct_config__.tag for cls in p.Message.__args__] + ["", "nope", "GET"]
-FIELDS = ["group", "key", "args", "location", "name", "call", "node", "incarnation", "processes",
-          "items", "found", "kind", "message", "seq", "epoch", "pid", "reason", "capacity", "known"]  # fmt: skip
+FIELDS = [
+    "group",
+    "key",
+    "args",
+    "location",
+    "name",
+    "call",
+    "node",
+    "incarnation",
+    "processes",
+    "items",
+    "found",
+    "kind",
+    "message",
+    "seq",
+    "epoch",
+    "pid",
+    "reason",
+    "capacity",
+    "known",
+]
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(allow_nan=True),
-    st.text(max_size=20), st.binary(max_size=20), st.just("k" * 2000), st.just(""),
-)  # fmt: skip
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(FIELDS), inner, max_size=3), max_leaves=6)
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(allow_nan=True),
+    st.text(max_size=20),
+    st.binary(max_size=20),
+    st.just("k" * 2000),
+    st.just(""),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(FIELDS), inner, max_size=3),
+    max_leaves=6,
+)
 maps = st.fixed_dictionaries(
     {"t": st.sampled_from(TAGS)},
-    optional={"v": st.one_of(st.just(1), st.integers(-5, 2**40), values), "id": st.one_of(st.integers(-10, 2**64 - 1), values),
-              **{f: values for f in FIELDS}},
-)  # fmt: skip
+    optional={
+        "v": st.one_of(st.just(1), st.integers(-5, 2**40), values),
+        "id": st.one_of(st.integers(-10, 2**64 - 1), values),
+        **{f: values for f in FIELDS},
+    },
+)
 frames = st.one_of(
     st.binary(max_size=100),
     maps.map(msgspec.msgpack.encode),
@@ -80,13 +112,16 @@ def variants(message: list[bytes], rnd: random.Random):
         if frame and rnd.random() < 0.5:
             frame[rnd.randrange(len(frame))] = rnd.randrange(256)
         else:
-            del frame[rnd.randrange(len(frame) + 1):]
+            del frame[rnd.randrange(len(frame) + 1) :]
         yield [bytes(frame)]
 
 
 @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-@given(batch=st.lists(messages, min_size=1, max_size=4), target=st.sampled_from(["leader", "node1", "events"]),
-       seed=st.integers(0, 2**32))  # fmt: skip
+@given(
+    batch=st.lists(messages, min_size=1, max_size=4),
+    target=st.sampled_from(["leader", "node1", "events"]),
+    seed=st.integers(0, 2**32),
+)
 def test_fuzzed_frames_get_answers_and_change_nothing(fuzzed, batch, target, seed):
     c, socks, sentinels = fuzzed
     sock, rnd = socks[target], random.Random(seed)

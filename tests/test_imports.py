@@ -113,7 +113,7 @@ def cycles(imports: dict[str, list[tuple[str, int]]]) -> list[list[str]]:
     def visit(module: str, path: list[str]) -> None:
         for nxt in graph[module]:
             if nxt in path:
-                cycle = path[path.index(nxt):] + [nxt]
+                cycle = path[path.index(nxt) :] + [nxt]
                 if frozenset(cycle) not in done:
                     done.add(frozenset(cycle))
                     found.append(cycle)
@@ -164,7 +164,8 @@ def test_fork_sensitive_imports_stay_light(statement):
     heavy = LIGHT_IMPORTS[statement]
     code = f"import sys\n{statement}\nprint(' '.join(m for m in {heavy!r} if m in sys.modules))"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
-                          timeout=30, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=30, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [], f"`{statement}` loads {done.stdout.split()}: every fork pays for them"

@@ -28,6 +28,7 @@ class Leader(decisions.Leader):
     def expire(self):
         return pairs(super().expire())
 
+
 CALLS = {"users": p.Call(command=["true", "{key}"]), "other": p.Call(entry="pkg.mod:func")}
 CLIENT = b"client-1"
 _pids = itertools.count(1000)
@@ -45,8 +46,9 @@ def peer(node: str) -> bytes:
 
 
 def hello(leader, node, capacity=0, processes=(), incarnation="inc-1", id=1):
-    return leader.handle(peer(node), p.Hello(id=id, node=node, incarnation=incarnation, capacity=capacity,
-                                             processes=list(processes)))
+    return leader.handle(
+        peer(node), p.Hello(id=id, node=node, incarnation=incarnation, capacity=capacity, processes=list(processes))
+    )
 
 
 def get(leader, key, group="users", client=CLIENT, id=1):
@@ -64,7 +66,7 @@ def only(out):
 
 def spawn_of(out) -> tuple[str, p.Spawn]:
     """The one Spawn in ``out`` and the node it went to."""
-    (to, msg), = [(to, m) for to, m in out if isinstance(m, p.Spawn)]
+    ((to, msg),) = [(to, m) for to, m in out if isinstance(m, p.Spawn)]
     return to.removeprefix(b"peer-").decode(), msg
 
 
@@ -277,9 +279,15 @@ def test_exited_drops_and_publishes():
     leader = make(["node1"])
     location = start(leader, "k")
     out = leader.handle(peer("node1"), p.Exited(location=location, exit_code=3, signal=None, reason="exit", at=99.0))
-    event, = events(out)
+    (event,) = events(out)
     assert (event.kind, event.location, event.exit_code, event.signal, event.reason, event.at) == (
-        "exited", location, 3, None, "exit", 99.0)
+        "exited",
+        location,
+        3,
+        None,
+        "exit",
+        99.0,
+    )
     assert len(out) == 1
     assert only(leader.handle(CLIENT, p.Find(id=1, group="users", key="k")))[1].location is None
     assert loads(leader) == {"node1": 0} and node_info(leader)["node1"].processes == 0
@@ -309,7 +317,9 @@ def test_stop_kills_then_answers_on_exit():
     out = leader.handle(to, p.Exited(location=location, exit_code=None, signal=15, reason="stopped", at=2.0))
     assert events(out)[0].reason == "stopped" and events(out)[0].signal == 15
     assert sorted((t, m) for t, m in out if t is not PUBLISH) == [
-        (b"c2", p.Stopped(id=9, found=True)), (CLIENT, p.Stopped(id=8, found=True))]
+        (b"c2", p.Stopped(id=9, found=True)),
+        (CLIENT, p.Stopped(id=8, found=True)),
+    ]
     assert leader.store.get("users", "k") is None and leader.stopping == {}
 
 
@@ -343,8 +353,9 @@ def test_event_seq_counts_by_one():
     for key in ("a", "b", "c"):
         out, location = answer(leader, get(leader, key))
         seen += events(out)
-        seen += events(leader.handle(peer("node1"), p.Exited(location=location, exit_code=0, signal=None,
-                                                             reason="exit", at=1.0)))
+        seen += events(
+            leader.handle(peer("node1"), p.Exited(location=location, exit_code=0, signal=None, reason="exit", at=1.0))
+        )
     assert [e.seq for e in seen] == list(range(1, 7))
     assert [e.gseq for e in seen] == list(range(1, 7))
     assert {e.epoch for e in seen} == {leader.epoch}
@@ -354,7 +365,10 @@ def test_event_seq_counts_by_one():
 
 def test_ping_pong():
     leader = make(["node1"])
-    assert only(leader.handle(peer("node1"), p.Ping(id=3))) == (peer("node1"), p.Pong(id=3, epoch=leader.epoch, known=True))
+    assert only(leader.handle(peer("node1"), p.Ping(id=3))) == (
+        peer("node1"),
+        p.Pong(id=3, epoch=leader.epoch, known=True),
+    )
     assert only(leader.handle(b"x", p.Ping(id=4)))[1].known is False
 
 
@@ -409,7 +423,9 @@ def test_hello_with_duplicate_gets_conflict_kill():
     assert (peer("node2"), p.Kill(location=duplicate, reason="conflict")) in out
     assert events(out) == [] and leader.store.get("users", "k") == registered
     # Its exit report is published but leaves the registered one alone.
-    out = leader.handle(peer("node2"), p.Exited(location=duplicate, exit_code=None, signal=15, reason="conflict", at=1.0))
+    out = leader.handle(
+        peer("node2"), p.Exited(location=duplicate, exit_code=None, signal=15, reason="conflict", at=1.0)
+    )
     assert [(e.kind, e.reason, e.location) for e in events(out)] == [("exited", "conflict", duplicate)]
     assert leader.store.get("users", "k") == registered and loads(leader) == {"node1": 1, "node2": 0}
 
@@ -430,7 +446,7 @@ def test_silent_worker_is_dropped_with_node_down():
     now[0] = 3.5
     out = leader.expire()
     assert [(e.kind, e.location, e.reason) for e in events(out)] == [("exited", a, "node-down")]
-    err, = replies(out)
+    (err,) = replies(out)
     assert err.kind == p.SPAWN_FAILED and err.id == 7 and "node1" in err.message
     assert {n: i.state for n, i in node_info(leader).items()} == {"node1": "down", "node2": "up"}
     assert spawn_of(get(leader, "c"))[0] == "node2"
@@ -511,8 +527,10 @@ def test_stop_of_a_process_on_an_unknown_node_drops_it():
 def test_info_is_answered_by_the_leader():
     about = p.InfoReply(node="lead", role="leader", events="ipc:///x/events", silence=3.0)
     leader = Leader(CALLS, about=about)
-    assert only(leader.handle(CLIENT, p.Info(id=4))) == (CLIENT, p.InfoReply(id=4, node="lead", role="leader",
-                                                                              events="ipc:///x/events", silence=3.0))  # fmt: skip
+    assert only(leader.handle(CLIENT, p.Info(id=4))) == (
+        CLIENT,
+        p.InfoReply(id=4, node="lead", role="leader", events="ipc:///x/events", silence=3.0),
+    )
 
 
 def test_a_worker_reports_exits_and_starts_only_of_its_own_node():
@@ -531,7 +549,9 @@ def test_a_worker_reports_exits_and_starts_only_of_its_own_node():
 def test_a_start_under_way_in_a_hello_makes_every_get_wait_for_it():
     leader = make(["node2"])
     out = hello(leader, "node1", incarnation="i1")
-    out = leader.handle(peer("node1"), p.Hello(id=2, node="node1", incarnation="i1", starting=[p.Starting(777, "users", "k")]))
+    out = leader.handle(
+        peer("node1"), p.Hello(id=2, node="node1", incarnation="i1", starting=[p.Starting(777, "users", "k")])
+    )
     assert not any(isinstance(m, p.Spawn) for _, m in out)  # nothing to send again: it is theirs
     assert loads(leader) == {"node1": 1, "node2": 0}
     assert get(leader, "k", id=5) == [] and get(leader, "k", client=b"other", id=6) == []  # no second start
@@ -547,7 +567,9 @@ def test_a_start_under_way_elsewhere_or_registered_already_is_not_adopted_twice(
     running = start(leader, "k")  # on node1
     spawn_out = get(leader, "j")  # pending on node2
     starting = [p.Starting(1, "users", "k"), p.Starting(2, "users", "j")]
-    leader.handle(peer("node1"), p.Hello(id=3, node="node1", incarnation="inc-1", processes=[running], starting=starting))
+    leader.handle(
+        peer("node1"), p.Hello(id=3, node="node1", incarnation="inc-1", processes=[running], starting=starting)
+    )
     assert leader.starts.pending[("users", "j")].node == spawn_of(spawn_out)[0] == "node2"
     assert ("users", "k") not in leader.starts.pending
 
@@ -555,18 +577,20 @@ def test_a_start_under_way_elsewhere_or_registered_already_is_not_adopted_twice(
 def test_a_leader_with_a_predecessor_places_no_new_key_until_its_workers_said_hello():
     now = [50.0]
     leader = Leader(CALLS, heartbeat=1.0, liveness=3, clock=lambda: 1.0, monotonic=lambda: now[0])
-    out = leader.handle(peer("node1"), p.Hello(id=1, node="node1", incarnation="i", welcomed_by="old-epoch"))
+    leader.handle(peer("node1"), p.Hello(id=1, node="node1", incarnation="i", welcomed_by="old-epoch"))
     assert leader.starts.recovering_until == 53.0
     assert get(leader, "k", id=5) == []  # held: node2 may be starting it
     starting = [p.Starting(9, "users", "k")]
-    leader.handle(peer("node2"), p.Hello(id=1, node="node2", incarnation="i", welcomed_by="old-epoch", starting=starting))
+    leader.handle(
+        peer("node2"), p.Hello(id=1, node="node2", incarnation="i", welcomed_by="old-epoch", starting=starting)
+    )
     now[0] = 52.0
     assert leader.expire() == []
     now[0] = 53.5  # (both kept in touch meanwhile)
     leader.members.last_seen.update(node1=53.0, node2=53.0)
     assert leader.expire() == [] and leader.starts.recovering_until is None
     assert leader.starts.pending[("users", "k")].waiters == [(CLIENT, 5)]  # waits for node2's start, not a new one
-    (to, spawn), = get(leader, "j", id=6)  # once recovered, new keys are placed at once
+    ((to, spawn),) = get(leader, "j", id=6)  # once recovered, new keys are placed at once
     assert isinstance(spawn, p.Spawn) and to == peer("node1")
 
 

@@ -174,15 +174,20 @@ def live_near_client(node: ScriptedNode) -> Client:
     with the node)."""
     node.client = client = Client(node.endpoint, timeout=5.0, cache=True)
     client.find("g", "warm-up")  # opens the near cache
-    wait_for(lambda: (node.publish(p.Tick(seq=1, epoch="e1")), client.near.asking("g", "-")[0] == 1)[1], what="a live stream")
+    wait_for(
+        lambda: (node.publish(p.Tick(seq=1, epoch="e1")), client.near.asking("g", "-")[0] == 1)[1], what="a live stream"
+    )
     client.near.asked()
     return client
 
 
 def test_an_exit_that_overtakes_the_answer_to_a_find_wins(tmp_path):
     exit_x = p.Event(seq=2, epoch="e1", kind="exited", location=X, reason="exit", at=2.0)
-    node = ScriptedNode(tmp_path, answer=lambda msg: p.Found(location=X, seq=1, epoch="e1"),
-                        before=lambda msg: [exit_x] if msg.key == "k" else [])  # fmt: skip
+    node = ScriptedNode(
+        tmp_path,
+        answer=lambda msg: p.Found(location=X, seq=1, epoch="e1"),
+        before=lambda msg: [exit_x] if msg.key == "k" else [],
+    )
     try:
         client = live_near_client(node)
         # The exit reaches the client before the answer, so the answer is not told.
@@ -200,7 +205,9 @@ def test_a_silent_stream_forgets_locations_but_not_how_far_it_got(tmp_path):
         client = live_near_client(node)
         node.publish(p.Event(seq=2, epoch="e1", kind="exited", location=X, reason="exit", at=2.0))
         wait_for(lambda: client.near.asking("g", "-")[0] == 2, what="the exit applied")
-        wait_for(lambda: client.near.lookup("g", "k") is None and client.near.heard is None, what="the stream judged silent")
+        wait_for(
+            lambda: client.near.lookup("g", "k") is None and client.near.heard is None, what="the stream judged silent"
+        )
         assert client.find("g", "k") is None
         # A worker whose cache lags behind that exit must still not answer from it.
         assert (node.asked[-1].seq, node.asked[-1].epoch) == (2, "e1")

@@ -170,7 +170,9 @@ def test_error_line_fails_and_kills():
     proc = spawn(worker, "k", ENTRY, spawn_id=9)
     worker.processes.on_spawned(proc.token, 4242)
     out = worker.processes.on_ready(proc.token, "E cannot load entry 'pkg.mod:func': ImportError")
-    assert to_leader(out) == [p.SpawnFailed(id=9, group="users", key="k", reason="cannot load entry 'pkg.mod:func': ImportError")]
+    assert to_leader(out) == [
+        p.SpawnFailed(id=9, group="users", key="k", reason="cannot load entry 'pkg.mod:func': ImportError")
+    ]
     assert signals(out) == [(4242, signal.SIGKILL)]
     assert worker.processes.on_exit(4242, -9) == []  # its exit is expected and reported to no one
     assert worker.idle and worker.cache.get("users", "k") is None
@@ -276,7 +278,9 @@ def test_shutdown_stops_everything():
     (failed,) = to_leader(out)
     assert failed.id == 3 and "shutting down" in failed.reason
     assert not worker.idle
-    exits = to_leader(worker.processes.on_exit(1001, -15) + worker.processes.on_exit(1002, 0) + worker.processes.on_exit(1003, -9))
+    exits = to_leader(
+        worker.processes.on_exit(1001, -15) + worker.processes.on_exit(1002, 0) + worker.processes.on_exit(1003, -9)
+    )
     assert [(e.location, e.reason) for e in exits] == [(a.location, "shutdown"), (b.location, "shutdown")]
     assert worker.idle
     (refused,) = to_leader(worker.on_leader(p.Spawn(id=4, group="users", key="d", call=ENTRY)))
@@ -287,7 +291,8 @@ def test_spawn_of_a_running_key_answers_with_it():
     worker, _ = make()
     _, msg = started(worker, "k", pid=4242)
     assert worker.on_leader(p.Spawn(id=60, group="users", key="k", call=ENTRY)) == [
-        ToLeader(p.Spawned(id=60, location=msg.location))]
+        ToLeader(p.Spawned(id=60, location=msg.location))
+    ]
 
 
 def test_hello_reports_running_processes():
@@ -328,14 +333,24 @@ def test_a_repeated_spawn_of_a_starting_key_is_adopted():
 
 def test_a_start_carries_its_argv_args_and_environment():
     worker, _ = make()
-    call = p.Call(command=["serve", "--key", "{key}", "{group}@{node}"], args=["-v", 2], ready=True,
-                  endpoint="ipc:///run/{key}")  # fmt: skip
+    call = p.Call(
+        command=["serve", "--key", "{key}", "{group}@{node}"], args=["-v", 2], ready=True, endpoint="ipc:///run/{key}"
+    )
     (start,) = worker.on_leader(p.Spawn(id=5, group="users", key="alice", call=call, args=["x"]))
     assert isinstance(start, Start)
     assert (start.entry, start.command, start.args, start.key) == (
-        None, ["serve", "--key", "alice", "users@node1"], ["-v", 2, "x"], "alice")  # fmt: skip
-    assert start.env == {"FORSETI_GROUP": "users", "FORSETI_KEY": "alice", "FORSETI_NODE": "node1",
-                         "FORSETI_ENDPOINT": "ipc:///run/alice", "FORSETI_READY_FD": ""}  # fmt: skip
+        None,
+        ["serve", "--key", "alice", "users@node1"],
+        ["-v", 2, "x"],
+        "alice",
+    )
+    assert start.env == {
+        "FORSETI_GROUP": "users",
+        "FORSETI_KEY": "alice",
+        "FORSETI_NODE": "node1",
+        "FORSETI_ENDPOINT": "ipc:///run/alice",
+        "FORSETI_READY_FD": "",
+    }
     (entry,) = worker.on_leader(p.Spawn(id=6, group="users", key="bob", call=ENTRY))
     assert (entry.entry, entry.command, entry.args) == ("pkg.mod:func", None, [])
 
@@ -352,8 +367,9 @@ def test_a_spare_is_refilled_once_one_of_our_starts_is_registered():
 def test_info_is_answered_by_the_worker():
     about = p.InfoReply(node="node1", role="both", events="ipc:///x/events", silence=1.5)
     worker = Worker("node1", about=about)
-    assert worker.on_client(b"cli", p.Info(id=7)) == [Reply(b"cli", p.InfoReply(id=7, node="node1", role="both",
-                                                                                  events="ipc:///x/events", silence=1.5))]  # fmt: skip
+    assert worker.on_client(b"cli", p.Info(id=7)) == [
+        Reply(b"cli", p.InfoReply(id=7, node="node1", role="both", events="ipc:///x/events", silence=1.5))
+    ]
 
 
 def test_hello_lists_the_starts_under_way_with_the_id_they_answer():

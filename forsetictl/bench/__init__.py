@@ -48,8 +48,12 @@ def run(args) -> int:
             cluster.wait_up(timeout=20.0)
             workers, transport = [cluster.endpoint(n) for n in cluster.node_names], args.transport
         bench = Bench(args, workers, transport, progress)
-        bench.report.info = {"cluster": "own" if cluster else workers[0], "workers": len(bench.names) if not cluster
-                             else args.workers, "transport": transport, "cpus": os.cpu_count()}  # fmt: skip
+        bench.report.info = {
+            "cluster": "own" if cluster else workers[0],
+            "workers": len(bench.names) if not cluster else args.workers,
+            "transport": transport,
+            "cpus": os.cpu_count(),
+        }
         bench.ensure_groups()
         bench.round_trips()
         bench.forks(args.forks // 2)

@@ -37,8 +37,9 @@ class EchoServer:
     def __init__(self, transport: str, lifetime: float) -> None:
         self.dir = tempfile.mkdtemp(prefix="forseti-echo-")
         bind = "tcp://127.0.0.1:*" if transport == "tcp" else f"ipc://{self.dir}/echo"
-        self.proc = subprocess.Popen([sys.executable, "-c", ECHO, bind, str(lifetime)], stdout=subprocess.PIPE,
-                                     start_new_session=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", ECHO, bind, str(lifetime)], stdout=subprocess.PIPE, start_new_session=True
+        )
         self.endpoint = self.proc.stdout.readline().decode().strip()
         if not self.endpoint:
             self.close()
@@ -91,8 +92,12 @@ print(" ".join(map(repr, out)))
 
 def bare_forks(count: int) -> list[float]:
     try:
-        done = subprocess.run([sys.executable, "-c", FORKS, str(count), str(PHASE_SECONDS)], capture_output=True,
-                              timeout=PHASE_SECONDS * 2, check=True)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", FORKS, str(count), str(PHASE_SECONDS)],
+            capture_output=True,
+            timeout=PHASE_SECONDS * 2,
+            check=True,
+        )
     except (subprocess.SubprocessError, OSError) as exc:
         raise BenchError(f"the fork baseline failed: {exc}") from None
     return [float(x) for x in done.stdout.split()]

@@ -61,7 +61,10 @@ class Bench:
         self.progress("round trips: raw echo and cached find, alternating")
         echo = EchoServer(self.transport, lifetime=PHASE_SECONDS * 4)
         raw, cached = dealer(self.ctx, echo.endpoint), dealer(self.ctx, self.workers[0])
-        find = lambda rid: find_frame(ENTRY_GROUP, loc.key, rid)
+
+        def find(rid):
+            return find_frame(ENTRY_GROUP, loc.key, rid)
+
         try:
             raw_round_trips(raw, find(1), 50, self.timeout)  # connect and warm up
             sequential(lambda i: self.client.find(ENTRY_GROUP, loc.key), 50)
@@ -77,8 +80,9 @@ class Bench:
             best_raw = best_find = 0.0
             for _ in range(3):  # the best of three runs each
                 for sock, is_raw in ((raw, True), (cached, False)):
-                    done, elapsed, _ = pipeline(sock, lambda i: (i + 1, find(i + 1)), a.count * 20, a.window,
-                                                a.seconds / 3, self.timeout)  # fmt: skip
+                    done, elapsed, _ = pipeline(
+                        sock, lambda i: (i + 1, find(i + 1)), a.count * 20, a.window, a.seconds / 3, self.timeout
+                    )
                     if is_raw:
                         best_raw = max(best_raw, done / elapsed)
                     else:
@@ -139,7 +143,10 @@ class Bench:
         sock = dealer(self.ctx, self.workers[0])
         keys = [self.key(label + "-c", i) for i in range(a.starts)]
         self.started += [(group, k) for k in keys]
-        make = lambda i: (i + 1, p.encode(p.Get(id=i + 1, group=group, key=keys[i])))
+
+        def make(i):
+            return (i + 1, p.encode(p.Get(id=i + 1, group=group, key=keys[i])))
+
         done, elapsed, lat = pipeline(sock, make, len(keys), a.concurrency, PHASE_SECONDS, self.timeout * 4)
         sock.close()
         r.latency(f"new {label}: get, {a.concurrency} concurrent", stats(lat), "fork+exit+reap")
@@ -156,7 +163,10 @@ class Bench:
             return
         sock = dealer(self.ctx, self.workers[0])
         todo, self.started = self.started, []
-        make = lambda i: (i + 1, p.encode(p.Stop(id=i + 1, group=todo[i][0], key=todo[i][1])))
+
+        def make(i):
+            return (i + 1, p.encode(p.Stop(id=i + 1, group=todo[i][0], key=todo[i][1])))
+
         try:
             pipeline(sock, make, len(todo), 16, PHASE_SECONDS * 3, self.timeout * 2)
         finally:

@@ -33,8 +33,9 @@ class Report:
         """``target``: ("x<=", r) or ("x>=", r) against the baseline, or ("<=", v) / (">=", v) absolute."""
         self.rows.append({"name": name, "value": value, "unit": unit, "baseline": baseline, "target": target})
 
-    def latency(self, name: str, st: dict, base: str, median_target: tuple | None = None,
-                p99_target: tuple | None = None) -> None:  # fmt: skip
+    def latency(
+        self, name: str, st: dict, base: str, median_target: tuple | None = None, p99_target: tuple | None = None
+    ) -> None:
         """Two rows, median and p99, against the baseline's median and p99."""
         self.row(f"{name} median", st["median"], "us", base + " median", median_target)
         self.row(f"{name} p99", st["p99"], "us", base + " p99", p99_target)
@@ -54,8 +55,11 @@ class Report:
         return out
 
     def json(self) -> dict:
-        return {"info": self.info, "baselines": {k: {"value": v, "unit": u} for k, (v, u) in self.baselines.items()},
-                "results": self.results()}  # fmt: skip
+        return {
+            "info": self.info,
+            "baselines": {k: {"value": v, "unit": u} for k, (v, u) in self.baselines.items()},
+            "results": self.results(),
+        }
 
     def table(self) -> str:
         lines = [f"forsetictl bench: {', '.join(f'{k} {v}' for k, v in self.info.items())}", "", "baselines (this run)"]
@@ -65,7 +69,8 @@ class Report:
         for r in self.results():
             mark = "" if r["ok"] is None else ("  ok" if r["ok"] else "  MISSED")
             target = (r["target"] or "") + mark
-            lines.append(f"  {r['name']:<42} {_fmt(r['value'], r['unit']):>14} {r['ratio']:>7.2f}x  {r['baseline']:<30} {target}".rstrip())
+            value = _fmt(r["value"], r["unit"])
+            lines.append(f"  {r['name']:<42} {value:>14} {r['ratio']:>7.2f}x  {r['baseline']:<30} {target}".rstrip())
         return "\n".join(lines)
 
 

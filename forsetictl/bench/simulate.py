@@ -46,8 +46,17 @@ def simulate(args) -> int:
 
 
 def _run(args, progress: Progress, sizes: int) -> list[dict]:
-    cmd = [sys.executable, "-m", "forsetid.simulate", "--workers", ",".join(map(str, args.sim_workers)),
-           "--keys", ",".join(map(str, args.sim_keys)), "--ops", str(args.sim_ops)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "forsetid.simulate",
+        "--workers",
+        ",".join(map(str, args.sim_workers)),
+        "--keys",
+        ",".join(map(str, args.sim_keys)),
+        "--ops",
+        str(args.sim_ops),
+    ]
     rows = []
     with tempfile.TemporaryFile() as errors:
         # A session of its own, so that its forked children go with it if we stop early.
