@@ -14,6 +14,7 @@ import statistics
 import threading
 import time
 
+import pytest
 from cluster import wait_for
 
 from forsetictl import Client, ForsetiError
@@ -37,6 +38,7 @@ def live_processes(cluster) -> dict[int, str]:
     return found
 
 
+@pytest.mark.slow
 def test_chaos(make_cluster, capsys):
     c = make_cluster(workers=3, cluster=FAST, calls={"chaos": {"command": ["sleep", "600"], "stop_timeout": 1.0}})
     stop = threading.Event()

@@ -116,6 +116,7 @@ def variants(message: list[bytes], rnd: random.Random):
         yield [bytes(frame)]
 
 
+@pytest.mark.slow
 @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(
     batch=st.lists(messages, min_size=1, max_size=4),
@@ -134,6 +135,7 @@ def test_fuzzed_frames_get_answers_and_change_nothing(fuzzed, batch, target, see
         socks["answers"] = socks.get("answers", 0) + well_formed_answers(sock)
 
 
+@pytest.mark.slow
 def test_after_the_fuzz_the_cluster_serves_and_lost_nothing(fuzzed):
     c, socks, sentinels = fuzzed
     answers = socks.pop("answers", 0) + sum(well_formed_answers(socks[n], 300) for n in ("leader", "node1"))
