@@ -28,7 +28,11 @@ class Rule:
     allowed: tuple[str, ...] = ()  # exceptions to ``forbidden``
 
 
-DECISIONS = tuple(f"forsetid.{m}" for m in ("leader", "worker", "placement", "store", "cache", "effects"))
+DECISIONS = tuple(
+    f"forsetid.{m}"
+    for m in ("leader", "starts", "members", "event_log", "placement", "store", "crashloop")
+    + ("worker", "processes", "cache", "timers", "effects")
+)
 
 RULES = [
     Rule(("forsetictl.*",), ("forsetid",), allowed=("forsetid.protocol", "forsetid.const"),
