@@ -7,11 +7,11 @@ serialised per key: the first ``get`` of a new key sends one ``spawn`` to the ch
 worker and every later ``get`` of that key waits for its answer; different keys start
 in parallel.
 
-A leader that learns it has a predecessor (a worker's hello says another leader
-welcomed it) places no new key for ``heartbeat`` x ``liveness`` seconds: every live
-worker says hello within that time, with what it runs and what it is starting, and a
-key whose start is under way on a worker that has not spoken yet must not be started
-again elsewhere. ``get``s of new keys wait meanwhile.
+A leader that starts (``recovering``) places no new key until the workers of a
+predecessor it may have had have said hello, with what they run and what they are
+starting: a key whose start is under way on a worker that has not spoken yet must not
+be started again elsewhere. ``get``s of new keys wait meanwhile (``starts.py`` says
+how long).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from .starts import Starts
 from .store import MemoryStore, Store
 
 Out = list[Reply | Publish]
+FRESH_HEARTBEATS = 1.5  # with no sign of a predecessor by then, a starting leader has none
 
 
 class Leader:
@@ -45,6 +46,7 @@ class Leader:
         clock=time.time,
         monotonic=time.monotonic,
         about: p.InfoReply | None = None,
+        recovering: bool = False,
     ) -> None:
         self.calls = dict(calls)
         # What `info` answers (the daemon's name, role and events endpoint).
@@ -59,6 +61,9 @@ class Leader:
         self.members = Members(self.silence, monotonic)
         self.node_of, self.peer_of = self.members.node_of, self.members.peer_of
         self.starts = Starts(self.placement)
+        if recovering:
+            now = monotonic()
+            self.starts.recover(now + self.silence, fresh_by=now + FRESH_HEARTBEATS * heartbeat)
         self.stopping: dict[tuple[str, str], list[tuple[bytes, int]]] = {}
         self._ids = p.request_ids()
 
@@ -68,15 +73,16 @@ class Leader:
         handler = self._handlers.get(type(msg))
         if handler is None:
             return [Reply(peer, _error(msg, p.BAD_MESSAGE, f"the leader does not accept '{p.tag(msg)}' messages"))]
-        if self.members.heard(peer) is None and isinstance(msg, _FROM_WORKERS):
-            return [
-                Reply(peer, _error(msg, p.BAD_MESSAGE, f"'{p.tag(msg)}' is accepted only from a registered worker"))
-            ]
+        if self.members.heard(peer) is None and isinstance(msg, _WORKERS_ONLY):
+            self.starts.predecessor()  # a worker that some leader knew, and we do not
+            if not isinstance(msg, p.Ping):
+                text = f"'{p.tag(msg)}' is accepted only from a registered worker"
+                return [Reply(peer, _error(msg, p.BAD_MESSAGE, text))]
         return handler(self, peer, msg)
 
     def next_deadline(self) -> float | None:
         """When ``expire`` has work besides the heartbeat's: the end of a recovery."""
-        return self.starts.recovering_until
+        return self.starts.deadline()
 
     def expire(self) -> Out:
         """Take every worker that has been silent too long for dead; end a recovery
@@ -84,7 +90,13 @@ class Leader:
         out: Out = []
         for node in self.members.silent():
             out += self.node_down(node)
-        for peer, msg in self.starts.recovered(self.monotonic()):
+        return out + self._place_held()
+
+    def _place_held(self) -> Out:
+        allowed = self.placement.allowed
+        everyone = bool(allowed) and all(node in self.members.peer_of for node in allowed)
+        out: Out = []
+        for peer, msg in self.starts.recovered(self.monotonic(), everyone):
             out += self._get(peer, msg)
         return out
 
@@ -202,9 +214,9 @@ class Leader:
             text = f"another daemon named '{msg.node}' is up; this one is refused until that one falls silent"
             return [Reply(peer, _error(msg, p.NAME_TAKEN, text))]
         if msg.welcomed_by not in ("", self.epoch):
-            # A worker that another leader welcomed: we have a predecessor, whose other
-            # workers may be starting keys that nobody here knows of yet.
-            self.starts.recover(self.monotonic() + self.silence)
+            # Another leader welcomed it: we have a predecessor, whose other workers may
+            # be starting keys that nobody here knows of yet.
+            self.starts.predecessor()
         out: Out = []
         restarted = self.members.restarted(msg.node, msg.incarnation)
         processes = [loc for loc in msg.processes if loc.node == msg.node]  # a worker speaks for itself
@@ -225,9 +237,28 @@ class Leader:
         for loc in processes:
             out += self._adopt(peer, loc)
         self.starts.told(msg.node, msg.starting, self.store.get)
+        out += self._settle(msg.node, processes, msg.starting)
         # Starts it may never have received (or whose answer was lost): the worker
         # answers a repeat of one it runs or is starting, so sending again is safe.
-        return out + [Reply(peer, spawn) for spawn in self.starts.ordered(msg.node)]
+        return out + [Reply(peer, spawn) for spawn in self.starts.ordered(msg.node)] + self._place_held()
+
+    def _settle(self, node: str, running: list[p.Location], starting: list[p.Starting]) -> Out:
+        """A hello answers the starts under way there whose answer was lost (on a socket
+        the worker dropped): one it runs has started; one it told us of and lists no
+        more is gone (the starts we ordered are sent again instead)."""
+        runs = {(loc.group, loc.key) for loc in running}
+        listed = runs | {(s.group, s.key) for s in starting}
+        out: Out = []
+        for k, wait in self.starts.of_node(node):
+            if k in runs:
+                self.starts.answered(node, wait.spawn_id, k)
+                current = self.store.get(*k)
+                out += [Reply(waiter, self.events.found(req, current)) for waiter, req in wait.waiters]
+            elif wait.spawn is None and k not in listed:
+                self.starts.answered(node, wait.spawn_id, k)
+                error = f"cannot start {k[0]}/{k[1]}: the start on {node} ended without an answer"
+                out += [Reply(w, p.Error(id=req, kind=p.SPAWN_FAILED, message=error)) for w, req in wait.waiters]
+        return out
 
     def _spawned(self, peer: bytes, msg: p.Spawned) -> Out:
         loc = msg.location
@@ -298,7 +329,7 @@ class Leader:
     }  # fmt: skip
 
 
-_FROM_WORKERS = (p.Spawned, p.SpawnFailed, p.Exited, p.Suspend)
+_WORKERS_ONLY = (p.Ping, p.Spawned, p.SpawnFailed, p.Exited, p.Suspend)  # a ping is answered all the same
 
 
 def _error(msg: p.Msg, kind: str, message: str) -> p.Error:

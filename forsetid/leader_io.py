@@ -20,8 +20,10 @@ class LeaderIO(Part):
         cluster = config.cluster
         self.loop = loop
         self.heartbeat = cluster.heartbeat
+        # It may have had a predecessor whose workers run and start what it does not know of yet.
+        store = open_store(cluster.backend)
         self.leader = Leader(
-            config.calls, cluster.nodes, open_store(cluster.backend), cluster.heartbeat, cluster.liveness, about=about
+            config.calls, cluster.nodes, store, cluster.heartbeat, cluster.liveness, about=about, recovering=True
         )
         # Workers' hellos list all they run: the leader's limit is the larger one.
         self.router = loop.socket(zmq.ROUTER, self._on_router, p.MAX_PEER_MESSAGE)

@@ -215,7 +215,7 @@ class Loop:
         try:
             while True:
                 if self.exit is not None:
-                    log.error("%s: exiting", self.exit[1])
+                    log.error("%s", self.exit[1])
                     return self.exit[0]
                 if self.stopping:
                     if deadline is None:

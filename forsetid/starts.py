@@ -2,8 +2,13 @@
 callers that wait for it. A start counts in its worker's load from the moment it is
 ordered (or learnt of, from a worker's hello) until it is answered or given up.
 
-Also the gets of new keys that a recovering leader holds back (``leader.py`` says
-when): they are placed once it has heard from every worker that may be starting them.
+Also the gets of new keys that a leader holds back while it recovers: a leader that
+starts may have had a predecessor (a restart), whose workers may be starting keys it
+has not heard of. Every live worker pings each heartbeat, and one that a predecessor
+knew says so (a ping from a stranger, or a hello naming another leader); so new keys
+wait ``heartbeat`` x ``liveness`` when such a sign comes, and only about one heartbeat
+when none does (a fresh cluster), or until every node of ``cluster.nodes`` has said
+hello. Held gets are placed then, in the order they came.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ class Starts:
         self.pending: dict[Key, Pending] = {}
         self.spawns: dict[int, Key] = {}  # spawn id -> key
         self.recovering_until: float | None = None  # while set, no new key is placed
-        self.recovered_once = False
-        self.held: list[tuple[bytes, p.Get]] = []  # the gets of new keys that wait for that
+        self.fresh_by: float | None = None  # ... or only until then, if no predecessor shows
+        self.held: list[tuple[bytes, p.Get]] = []  # the gets of new keys that wait meanwhile
 
     def get(self, k: Key) -> Pending | None:
         return self.pending.get(k)
@@ -79,16 +84,26 @@ class Starts:
             self.placement.add(node, -1)
         return gone
 
-    def recover(self, until: float) -> None:
-        """Place no new key until ``until``; once in a leader's life, as it learns that it
-        has a predecessor (after that, every live worker has said hello)."""
-        if not self.recovered_once:
-            self.recovered_once, self.recovering_until = True, until
+    def recover(self, until: float, fresh_by: float) -> None:
+        """A leader's start: place no new key until ``until``, or only until ``fresh_by``
+        if no sign of a predecessor comes before then."""
+        self.recovering_until, self.fresh_by = until, fresh_by
 
-    def recovered(self, now: float) -> list[tuple[bytes, p.Get]]:
-        """The gets held back, once the recovery is over (none before)."""
-        if self.recovering_until is None or now < self.recovering_until:
+    def predecessor(self) -> None:
+        """A worker that another leader knew has spoken: wait the whole time."""
+        self.fresh_by = None
+
+    def deadline(self) -> float | None:
+        if self.recovering_until is None or self.fresh_by is None:
+            return self.recovering_until
+        return min(self.recovering_until, self.fresh_by)
+
+    def recovered(self, now: float, everyone_here: bool = False) -> list[tuple[bytes, p.Get]]:
+        """The gets held back, once the recovery is over (none before); it is over at
+        once when every worker that may exist (``cluster.nodes``) has said hello."""
+        end = self.deadline()
+        if end is None or (now < end and not everyone_here):
             return []
-        self.recovering_until = None
+        self.recovering_until = self.fresh_by = None
         held, self.held = self.held, []
         return held

@@ -125,7 +125,7 @@ class WorkerIO(Part):
                     os.killpg(pid, signal.SIGKILL)
                 except OSError:
                     pass
-            self.loop.fail(1, str(exc))
+            self.loop.fail(1, f"{exc}: exiting")
             return
         for kind, ident, value in reports:
             try:  # they are all read already: a bug must cost one report, not those after it

@@ -574,28 +574,96 @@ def test_a_start_under_way_elsewhere_or_registered_already_is_not_adopted_twice(
     assert ("users", "k") not in leader.starts.pending
 
 
+def recovering(now, nodes=None) -> Leader:
+    """A leader as a daemon starts one: it may have had a predecessor."""
+    return Leader(CALLS, allowed_nodes=nodes, heartbeat=1.0, liveness=3, clock=lambda: 1.0,
+                  monotonic=lambda: now[0], recovering=True)  # fmt: skip
+
+
 def test_a_leader_with_a_predecessor_places_no_new_key_until_its_workers_said_hello():
     now = [50.0]
-    leader = Leader(CALLS, heartbeat=1.0, liveness=3, clock=lambda: 1.0, monotonic=lambda: now[0])
+    leader = recovering(now)
     leader.handle(peer("node1"), p.Hello(id=1, node="node1", incarnation="i", welcomed_by="old-epoch"))
-    assert leader.starts.recovering_until == 53.0
     assert get(leader, "k", id=5) == []  # held: node2 may be starting it
+    now[0] = 51.6  # past the fresh cluster's wait: but this one has a predecessor
+    assert get(leader, "j", id=6) == []
     starting = [p.Starting(9, "users", "k")]
     leader.handle(
         peer("node2"), p.Hello(id=1, node="node2", incarnation="i", welcomed_by="old-epoch", starting=starting)
     )
-    now[0] = 52.0
     assert leader.expire() == []
-    now[0] = 53.5  # (both kept in touch meanwhile)
+    now[0] = 53.0  # heartbeat x liveness after the start (both kept in touch meanwhile)
     leader.members.last_seen.update(node1=53.0, node2=53.0)
-    assert leader.expire() == [] and leader.starts.recovering_until is None
+    out = leader.expire()
+    assert leader.starts.recovering_until is None
     assert leader.starts.pending[("users", "k")].waiters == [(CLIENT, 5)]  # waits for node2's start, not a new one
-    ((to, spawn),) = get(leader, "j", id=6)  # once recovered, new keys are placed at once
-    assert isinstance(spawn, p.Spawn) and to == peer("node1")
+    assert [m.key for to, m in out if isinstance(m, p.Spawn)] == ["j"]  # the other held get is placed now
+    ((to, spawn),) = get(leader, "x", id=7)  # once recovered, new keys are placed at once
+    assert isinstance(spawn, p.Spawn)
 
 
-def test_a_fresh_cluster_places_at_once():
+def test_a_get_forwarded_before_any_hello_waits_for_the_predecessors_workers():
+    """A restarted role-both daemon: its own fresh worker says hello first, and a get
+    that another worker queued during the outage arrives before that worker's hello."""
+    now = [50.0]
+    leader = recovering(now)
+    hello(leader, "local")
+    assert get(leader, "k", id=5) == []  # not placed on "local" at once
+    leader.handle(peer("node1"), p.Ping(id=1))  # node1 knew a leader before us
+    leader.handle(peer("node1"), p.Hello(id=1, node="node1", incarnation="i", welcomed_by="old-epoch",
+                                         starting=[p.Starting(9, "users", "k")]))  # fmt: skip
+    now[0] = 53.0
+    leader.members.last_seen.update(local=53.0, node1=53.0)
+    assert not any(isinstance(m, p.Spawn) for _, m in leader.expire())
+    assert leader.starts.pending[("users", "k")].node == "node1"
+
+
+def test_a_fresh_cluster_waits_about_one_heartbeat_or_for_its_allow_list():
+    now = [50.0]
+    leader = recovering(now)
+    hello(leader, "node1")
+    assert get(leader, "k", id=5) == []
+    now[0] = 51.5  # one and a half heartbeats with no sign of a predecessor
+    assert [m.key for _, m in leader.expire() if isinstance(m, p.Spawn)] == ["k"]
+    listed = recovering([50.0], nodes=["node1", "node2"])
+    hello(listed, "node1")
+    assert get(listed, "k", id=5) == []
+    out = hello(listed, "node2")  # everyone the allow-list names is here: no reason to wait
+    assert [m.key for _, m in out if isinstance(m, p.Spawn)] == ["k"]
+
+
+def told(leader):
+    """node1's hello tells of a start of users/k under way (ordered by another leader)."""
+    hello(leader, "node1", incarnation="inc-1", id=2)
+    leader.handle(
+        peer("node1"), p.Hello(id=2, node="node1", incarnation="inc-1", starting=[p.Starting(777, "users", "k")])
+    )
+
+
+def test_a_start_told_of_whose_answer_was_lost_is_settled_by_the_next_hello():
+    leader = make(["node2"])
+    told(leader)
+    assert get(leader, "k", id=5) == []
+    running = loc("node1", "k")
+    out = leader.handle(b"new-socket", p.Hello(id=3, node="node1", incarnation="inc-1", processes=[running]))
+    assert replies(out) == [p.Found(id=5, location=running, seq=1, epoch=leader.epoch)]
+    assert ("users", "k") not in leader.starts.pending and loads(leader) == {"node1": 1, "node2": 0}
+    leader.handle(b"new-socket", p.Exited(location=running, exit_code=0, signal=None, reason="exit", at=1.0))
+    assert any(isinstance(m, p.Spawn) for _, m in get(leader, "k", id=9))  # not wedged: started anew
+
+
+def test_a_start_told_of_that_the_next_hello_no_longer_lists_is_given_up():
     leader = make()
+    told(leader)
+    get(leader, "k", id=5)
+    out = leader.handle(b"new-socket", p.Hello(id=3, node="node1", incarnation="inc-1"))
+    (err,) = replies(out)
+    assert err.kind == p.SPAWN_FAILED and "without an answer" in err.message
+    assert ("users", "k") not in leader.starts.pending and loads(leader) == {"node1": 0}
+
+
+def test_a_leader_that_may_have_no_predecessor_places_at_once():
+    leader = make()  # (the pure logic's default: only a starting daemon recovers)
     hello(leader, "node1")
     assert leader.starts.recovering_until is None
     assert isinstance(only(get(leader, "k"))[1], p.Spawn)
