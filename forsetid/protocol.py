@@ -56,6 +56,7 @@ NO_LEADER = "no-leader"
 NOT_ALLOWED = "not-allowed"  # a worker's name is not in cluster.nodes: it stops
 NAME_TAKEN = "name-taken"  # another live daemon has that name: try again later
 SUSPENDED = "suspended"
+FORBIDDEN = "forbidden"  # the request is outside the sender's role (security.curve)
 
 
 class Call(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
