@@ -65,7 +65,9 @@ class LocalCluster:
     on ipc:// in a private (0700) directory or, ``tcp``, on loopback ports.
 
     ``calls``: the groups, as TOML tables; ``cluster``/``node``: more settings for every
-    config file; ``env``: more environment for the daemons; ``profile_dir``: run each
+    config file; ``security``: a daemon's name -> its ``[security]`` table (None: none),
+    and ``client_keys`` what every client it makes is given (``key``, ``server_key``);
+    ``env``: more environment for the daemons; ``profile_dir``: run each
     daemon under cProfile, one ``NAME.prof`` there (written when it exits on SIGTERM).
     Every process started carries ``MARK=<tag>`` in its environment, inherited by all
     it starts, so that whatever outlives the daemons can be found and killed."""
@@ -85,6 +87,8 @@ class LocalCluster:
         env: dict | None = None,
         profile_dir: str | None = None,
         prefix: str = "forseti-",
+        security=None,
+        client_keys: dict | None = None,
     ) -> None:
         # In /tmp, not $TMPDIR: an ipc:// path must fit in a socket address (107 bytes).
         self.dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))  # mkdtemp makes it 0700
@@ -106,6 +110,8 @@ class LocalCluster:
         self.node_names: list[str] = []  # the workers (and a "both" daemon)
         self._clients: list[Client] = []
         self.extra_node = node or {}
+        self.security = security
+        self.client_keys = client_keys or {}
         try:
             if both:
                 self.leader_name = self.add("node1", role="both", start=start)
@@ -123,6 +129,8 @@ class LocalCluster:
             "cluster": self.cluster,
             "node": {"name": name, "role": role, "listen": self._endpoint(name), **self.extra_node, **node},
         }
+        if self.security is not None:
+            config["security"] = self.security(name)
         for group, call in self.calls.items():
             config[f"calls.{group}"] = call
         path = self.dir / f"{name}.toml"
@@ -157,7 +165,7 @@ class LocalCluster:
 
     def client(self, name: str | None = None, timeout: float = 5.0) -> Client:
         """A client of ``name`` (default: the first worker), closed with the cluster."""
-        c = Client(self.endpoint(name or self.node_names[0]), timeout=timeout)
+        c = Client(self.endpoint(name or self.node_names[0]), timeout=timeout, **self.client_keys)
         self._clients.append(c)
         return c
 
@@ -168,7 +176,7 @@ class LocalCluster:
         """Until the leader lists ``count`` (default: all) workers as up."""
         count = len(self.node_names) if count is None else count
         deadline = time.monotonic() + timeout
-        with Client(self.cluster["leader"], timeout=1.0) as probe:
+        with Client(self.cluster["leader"], timeout=1.0, **self.client_keys) as probe:
             while True:
                 try:
                     if sum(n.state == "up" for n in probe.nodes()) >= count:

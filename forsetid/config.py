@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import re
 import socket
 import sys
@@ -45,11 +47,31 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True):
     capacity: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
+class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Paths are made absolute against the config file's folder as it is read."""
+
+    curve: bool = False  # CURVE authentication and encryption on every socket but inproc
+    server_key: str = ""  # the cluster's public key file; daemons read NAME.key_secret beside it
+    key: str = ""  # this daemon's own pair (a .key_secret file): what a worker shows the leader
+    authorized: str = ""  # public keys by role, in workers/ admins/ clients/ readers/
+    insecure: bool = False  # allow a non-loopback tcp bind without curve
+
+
 class Config(msgspec.Struct):
     cluster: ClusterConfig
     node: NodeConfig
     calls: dict[str, Call]
     path: str = "<defaults>"
+    security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
+
+    def binds(self) -> dict[str, str]:
+        """Key path -> endpoint, for every endpoint this daemon's role binds."""
+        out = {}
+        if self.node.role in ("leader", "both"):
+            out.update({"cluster.leader": self.cluster.leader, "cluster.events": self.cluster.events})
+        if self.node.role in ("worker", "both"):
+            out["node.listen"] = self.node.listen
+        return out
 
 
 _GROUP_NAME = re.compile(GROUP_PATTERN)
@@ -67,9 +89,10 @@ def load(path: str) -> Config:
 
 
 def parse(raw: dict, path: str = "<config>") -> Config:
-    unknown = set(raw) - {"cluster", "node", "calls"}
+    unknown = set(raw) - {"cluster", "node", "calls", "security"}
     if unknown:
-        raise ConfigError(f"{path}: unknown section [{sorted(unknown)[0]}]; expected [cluster], [node] or [calls.NAME]")
+        expected = "[cluster], [node], [security] or [calls.NAME]"
+        raise ConfigError(f"{path}: unknown section [{sorted(unknown)[0]}]; expected {expected}")
     cluster = _convert(raw.get("cluster", {}), ClusterConfig, path, "cluster")
     if cluster.backend not in BACKENDS:
         known = ", ".join(map(repr, BACKENDS))
@@ -83,7 +106,39 @@ def parse(raw: dict, path: str = "<config>") -> Config:
         if not _GROUP_NAME.match(name) or len(name) > GROUP_MAX:
             raise ConfigError(f"{path}: calls.{name}: {GROUP_RULE}")
         calls[name] = _convert(table, Call, path, f"calls.{name}")
-    return Config(cluster=cluster, node=node, calls=calls, path=path)
+    security = _convert(raw.get("security", {}), SecurityConfig, path, "security")
+    here = os.path.dirname(os.path.abspath(path))
+    for name in ("server_key", "key", "authorized"):
+        value = getattr(security, name)
+        if value:
+            setattr(security, name, os.path.join(here, os.path.expanduser(value)))
+    return Config(cluster=cluster, node=node, calls=calls, path=path, security=security)
+
+
+def protected(config: Config) -> None:
+    """Protected mode: no bind of a tcp address other than loopback (``*`` and
+    ``0.0.0.0`` included) unless CURVE guards it or the file says it may go unguarded.
+    Checked once the role is final (``--role`` may change it)."""
+    sec = config.security
+    if sec.curve or sec.insecure:
+        return
+    for where, endpoint in config.binds().items():
+        scheme, _, rest = endpoint.partition("://")
+        if scheme == "tcp" and not _loopback(rest.rpartition(":")[0]):
+            raise ConfigError(
+                f"{config.path}: {where}: {endpoint} is open to the network; set security.curve = true to "
+                "authenticate every peer (or security.insecure = true to allow it without)"
+            )
+
+
+def _loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "*", an interface name or a host name: not known to be loopback
 
 
 def _convert(value, typ, path: str, where: str):

@@ -15,7 +15,8 @@ import sys
 import uuid
 
 from . import protocol as p
-from .config import Config, ConfigError, load
+from .config import Config, ConfigError, load, protected
+from .keys import authorized, curve_keys
 from .leader_io import LeaderIO
 from .loop import Loop
 from .spawner import Spawner
@@ -27,11 +28,13 @@ log = logging.getLogger("forsetid")
 def build(config: Config) -> Loop:
     """A loop with the parts of ``config.node.role``, their sockets bound and connected."""
     role, cluster = config.node.role, config.cluster
+    protected(config)
+    keys = curve_keys(config)
     spawner = None
     if role in ("worker", "both"):
         # The fork server starts first: its preloading overlaps the daemon's own start.
         spawner = Spawner(sorted({c.entry for c in config.calls.values() if c.entry}))
-    loop = Loop(config.path)
+    loop = Loop(config.path, keys, (lambda: authorized(config)) if keys else None)
     parts = loop.parts
     about = p.InfoReply(
         node=config.node.name, role=role, events=cluster.events, silence=cluster.heartbeat * cluster.liveness

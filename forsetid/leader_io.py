@@ -26,11 +26,11 @@ class LeaderIO(Part):
             config.calls, cluster.nodes, store, cluster.heartbeat, cluster.liveness, about=about, recovering=True
         )
         # Workers' hellos list all they run: the leader's limit is the larger one.
-        self.router = loop.socket(zmq.ROUTER, self._on_router, p.MAX_PEER_MESSAGE)
+        self.router = loop.socket(zmq.ROUTER, self._on_router, p.MAX_PEER_MESSAGE, serves=True)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         loop.bind(self.router, cluster.leader, inproc + "-leader")
-        self.pub = loop.socket(zmq.XPUB, self._on_subscribe, p.MAX_MESSAGE)
+        self.pub = loop.socket(zmq.XPUB, self._on_subscribe, p.MAX_MESSAGE, serves=True)
         self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)
         loop.bind(self.pub, cluster.events, inproc + "-events")
         self.next_tick = time.monotonic() + cluster.heartbeat

@@ -9,8 +9,10 @@ so such sockets are kept in ``unchecked`` and asked before the loop sleeps.
 
 The parts (``leader_io.LeaderIO``, ``worker_io.WorkerIO``) open their sockets here, say
 what to call when one is readable, and are given a turn after every poll for their
-timers. Every message a peer sends comes in through :meth:`Loop.receive` (decoding and
-the answer to bad input live there, and so will any check of who sent it).
+timers. Every message a peer sends comes in through :meth:`Loop.receive`: decoding,
+the answer to bad input and, with ``security.curve``, the check of who sent it live
+there. The loop also answers ZeroMQ's authentication requests (ZAP, RFC 27) for every
+CURVE handshake of its sockets: libzmq would let any key in if no one answered.
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ import time
 from collections.abc import Callable
 
 import zmq
+import zmq.utils.z85
 
 from . import protocol as p
 from .config import ConfigError
+from .keys import CurveKeys
+from .roles import Peer, refusal
 
 log = logging.getLogger("forsetid")
 
@@ -34,6 +39,8 @@ NOBLOCK, MORE_NOBLOCK, EVENTS = zmq.NOBLOCK, zmq.SNDMORE | zmq.NOBLOCK, zmq.EVEN
 POLLIN = int(zmq.POLLIN)  # a plain int: `events & zmq.POLLIN` builds an enum each time (~1 us)
 GRACE = 1.0  # seconds beyond the parts' own that a shutdown may take
 LAST_WORDS = 0.05  # seconds the loop still turns after a shutdown, for the last reports to leave
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # where libzmq asks, per context (RFC 27)
+ZAP_DOMAIN = b"forseti"
 
 
 class Part:
@@ -94,8 +101,19 @@ class RateLimitedLog:
 
 
 class Loop:
-    def __init__(self, config_path: str = "<config>") -> None:
+    """``keys``: the CURVE keys of ``security.curve`` (None: no CURVE); ``authorize``
+    reads the table of authorized keys (at start, and again on SIGHUP)."""
+
+    def __init__(
+        self,
+        config_path: str = "<config>",
+        keys: CurveKeys | None = None,
+        authorize: Callable[[], dict[bytes, Peer]] | None = None,
+    ) -> None:
         self.config_path = config_path
+        self.keys = keys
+        self.authorize = authorize
+        self.authorized: dict[bytes, Peer] | None = authorize() if authorize else None
         self.ctx = zmq.Context()
         self.poller = select.poll()
         self.handlers: dict[int, tuple] = {}  # fd -> (what to call when readable, socket or fd)
@@ -110,21 +128,42 @@ class Loop:
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
         self.watch(self._wake_r, self._on_signal)
+        if keys is not None:  # bound before any CURVE socket, so that no handshake goes unasked
+            self.zap = self.ctx.socket(zmq.ROUTER)
+            self.zap.setsockopt(zmq.LINGER, 0)
+            self.zap.bind(ZAP_ENDPOINT)
+            self.watch(self.zap, self._on_zap)
 
     # -- set-up --
 
-    def socket(self, kind: int, handler, max_message: int = -1) -> zmq.Socket:
+    def socket(self, kind: int, handler, max_message: int = -1, serves: bool = False) -> zmq.Socket:
+        """A socket watched by the loop. With CURVE, one that ``serves`` is a CURVE server
+        (peers show their keys to it); any other reaches a daemon as a CURVE client,
+        pinning the cluster's server key. Inproc connections skip CURVE: they never
+        leave this process."""
         sock = self.ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 500)
         sock.setsockopt(zmq.MAXMSGSIZE, max_message)
+        keys = self.keys
+        if keys is not None and serves:
+            sock.curve_secretkey, sock.curve_publickey = keys.server_secret, keys.server_public
+            sock.zap_domain = ZAP_DOMAIN
+            sock.curve_server = True
+        elif keys is not None and keys.secret is not None:
+            sock.curve_secretkey, sock.curve_publickey = keys.secret, keys.public
+            sock.curve_serverkey = keys.server_public
         self.watch(sock, handler)
         return sock
 
     def bind(self, sock: zmq.Socket, *endpoints: str) -> None:
         for endpoint in endpoints:
+            scheme, _, path = endpoint.partition("://")
+            folder = os.path.dirname(path)
             try:
+                if scheme == "ipc" and folder and not os.path.isdir(folder):
+                    os.makedirs(folder, mode=0o700)  # who may connect is who may enter it
                 sock.bind(endpoint)
-            except zmq.ZMQError as exc:
+            except (zmq.ZMQError, OSError) as exc:
                 raise ConfigError(f"{self.config_path}: cannot bind {endpoint}: {exc}") from None
 
     def watch(self, sock_or_fd, handler) -> None:
@@ -150,10 +189,10 @@ class Loop:
 
     # -- messages --
 
-    def waiting(self, sock: zmq.Socket):
+    def waiting(self, sock: zmq.Socket, copy: bool = True):
         """The messages waiting on ``sock`` (at most BATCH), each a list of frames."""
         n = 0
-        for frames in p.waiting(sock, BATCH):
+        for frames in p.waiting(sock, BATCH, copy):
             n += 1
             yield frames
         if n == BATCH:
@@ -162,8 +201,13 @@ class Loop:
             self.unchecked.discard(sock)  # ZMQ_EVENTS said "nothing": its fd is armed again
 
     def receive(self, sock: zmq.Socket):
-        """Decoded (peer, message) pairs from a ROUTER; bad input is answered here."""
-        for frames in self.waiting(sock):
+        """Decoded (peer, message) pairs from a ROUTER; bad input, and with CURVE a
+        message outside its sender's role, is answered here."""
+        checked = self.authorized is not None
+        for frames in self.waiting(sock, copy=not checked):
+            who = self._sender(frames[-1]) if checked else None
+            if checked:
+                frames = [frame.bytes for frame in frames]
             peer = frames[0]
             if len(frames) != 2:
                 error = p.Error(kind=p.BAD_MESSAGE, message=f"expected 1 frame, got {len(frames) - 1}")
@@ -171,10 +215,43 @@ class Loop:
                 self.send(sock, peer, error)
                 continue
             try:
-                yield peer, p.decode(frames[1])
+                msg = p.decode(frames[1])
             except p.BadMessage as exc:
                 self.junk.warning("bad message from a peer: %s", exc)
                 self.send(sock, peer, exc.reply)
+                continue
+            why = None if who is None else (who if isinstance(who, str) else refusal(who, msg))
+            if why is not None:
+                self.junk.warning("refused: %s", why)
+                self.send(sock, peer, p.Error(id=msg.id, kind=p.FORBIDDEN, message=why))
+                continue
+            yield peer, msg
+
+    def _sender(self, frame: zmq.Frame) -> Peer | str | None:
+        """Who sent it (the key its handshake showed), why not any more (a str: its key
+        left the folders), or None: this daemon itself, over inproc."""
+        try:
+            key = frame.get("User-Id")
+        except zmq.ZMQError:  # no handshake, no User-Id: inproc
+            return None
+        peer = self.authorized.get(key.encode()) if self.authorized is not None else None
+        return peer if peer is not None else "this key is no longer authorized (security.authorized)"
+
+    def _on_zap(self, sock: zmq.Socket) -> None:
+        # [routing id, b"", version, request id, domain, address, identity, mechanism, key]
+        for frames in self.waiting(sock):
+            if len(frames) < 9 or frames[1] != b"":
+                continue  # not a ZAP request: libzmq sends nothing else here
+            request_id, address, mechanism = frames[3], frames[5], frames[7]
+            key = zmq.utils.z85.encode(frames[8]) if mechanism == b"CURVE" and len(frames[8]) == 32 else b""
+            peer = (self.authorized or {}).get(key)
+            if peer is None:
+                self.junk.warning("refused a key at the handshake from %s: not in security.authorized",
+                                  address.decode(errors="replace"))  # fmt: skip
+                reply = [b"400", b"key not authorized", b""]
+            else:
+                reply = [b"200", b"OK", key]  # the User-Id of every message on that connection
+            sock.send_multipart([frames[0], b"", b"1.0", request_id, *reply, b""])
 
     def decoded(self, sock: zmq.Socket, what: str):
         """Decoded messages from a DEALER or SUB (the last frame of each); bad ones are logged."""
@@ -208,7 +285,7 @@ class Loop:
 
     def run(self) -> int:
         parts = self.parts
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda *_: None)
         signal.set_wakeup_fd(self._wake_w)
         deadline = None
@@ -255,12 +332,34 @@ class Loop:
         return max(0, int((soonest - now) * 1000) + 1)
 
     def _on_signal(self, fd: int) -> None:
+        signums = b""
         try:
-            while os.read(fd, 512):
-                pass
+            while chunk := os.read(fd, 512):
+                signums += chunk
         except BlockingIOError:
             pass
-        self.stopping = True
+        if any(n != signal.SIGHUP for n in signums):
+            self.stopping = True
+        if signal.SIGHUP in signums:
+            self.reload()
+
+    def reload(self) -> None:
+        """SIGHUP: read the authorized keys again (a file that cannot be read keeps the
+        table as it was). A key taken out is refused from its next message on."""
+        if self.authorize is None:
+            log.info("SIGHUP: nothing to re-read (security.curve is off)")
+            return
+        try:
+            table = self.authorize()
+        except ConfigError as exc:
+            log.error("SIGHUP: keeping the authorized keys as they were: %s", exc)
+            return
+        self.authorized = table
+        counts = {
+            role: sum(peer.role == role for peer in table.values())
+            for role in ("workers", "admins", "clients", "readers")
+        }
+        log.info("SIGHUP: re-read security.authorized: %s", ", ".join(f"{n} {role}" for role, n in counts.items()))
 
     def close(self) -> None:
         signal.set_wakeup_fd(-1)

@@ -386,7 +386,7 @@ def request_ids() -> itertools.count[int]:
 _EVENTS, _POLLIN, _NOBLOCK = zmq.EVENTS, int(zmq.POLLIN), zmq.NOBLOCK
 
 
-def waiting(sock: zmq.Socket, limit: int | None = None):
+def waiting(sock: zmq.Socket, limit: int | None = None, copy: bool = True):
     """The messages waiting on ``sock`` (at most ``limit``), each a list of frames, for as
     long as ZMQ_EVENTS says one waits. A socket's ZMQ_FD signals a change, not a level:
     only asking ZMQ_EVENTS until it says "nothing" re-arms it, so a reader that stops
@@ -394,7 +394,7 @@ def waiting(sock: zmq.Socket, limit: int | None = None):
     for _ in itertools.repeat(None) if limit is None else range(limit):
         if not int(sock.getsockopt(_EVENTS)) & _POLLIN:
             return
-        yield sock.recv_multipart(_NOBLOCK)
+        yield sock.recv_multipart(_NOBLOCK, copy=copy)
 
 
 class Sequence:

@@ -105,8 +105,8 @@ class Worker:
             return []
         forward = self.forwards.pop(msg.id, None)
         if forward is None:
-            if isinstance(msg, p.Error) and msg.id == self.hello_id and msg.kind == p.NOT_ALLOWED:
-                self.refused = msg.message  # fatal; other refusals are retried at the next pong
+            if isinstance(msg, p.Error) and msg.id == self.hello_id and msg.kind in (p.NOT_ALLOWED, p.FORBIDDEN):
+                self.refused = msg.message  # fatal (not in cluster.nodes, or a key of another node); others are retried
             return []
         client, client_id, request = forward
         if isinstance(msg, p.Found) and msg.location is not None:

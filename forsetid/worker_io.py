@@ -41,7 +41,7 @@ class WorkerIO(Part):
         )
         self.processes = self.worker.processes  # where the fork server's reports go
         self.ready_fds: dict[int, tuple[int, bytes]] = {}  # fd -> (token, bytes so far)
-        self.clients = loop.socket(zmq.ROUTER, self._on_client, p.MAX_MESSAGE)
+        self.clients = loop.socket(zmq.ROUTER, self._on_client, p.MAX_MESSAGE, serves=True)
         self.clients.setsockopt(zmq.ROUTER_MANDATORY, 1)
         loop.bind(self.clients, node.listen)
         self.sub = loop.socket(zmq.SUB, self._on_event)

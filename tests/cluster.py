@@ -49,6 +49,8 @@ class Cluster(LocalCluster):
         node: dict | None = None,
         tcp: bool = False,
         start: bool = True,
+        security=None,
+        client_keys: dict | None = None,
     ) -> None:
         pythonpath = os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")])
         super().__init__(
@@ -62,4 +64,6 @@ class Cluster(LocalCluster):
             log_level="DEBUG",
             env={"PYTHONPATH": pythonpath},
             prefix="fz",
+            security=security,
+            client_keys=client_keys,
         )
