@@ -28,6 +28,7 @@ from .effects import Publish, Reply
 from .event_log import EventLog
 from .members import Members
 from .placement import Placement
+from .registry import Registry
 from .starts import Starts
 from .store import MemoryStore, Store
 
@@ -60,11 +61,11 @@ class Leader:
         self.suspensions = Suspensions(monotonic)
         self.members = Members(self.silence, monotonic)
         self.node_of, self.peer_of = self.members.node_of, self.members.peer_of
+        self.registry = Registry(self.store, self.placement, self.events)
         self.starts = Starts(self.placement)
         if recovering:
             now = monotonic()
             self.starts.recover(now + self.silence, fresh_by=now + FRESH_HEARTBEATS * heartbeat)
-        self.stopping: dict[tuple[str, str], list[tuple[bytes, int]]] = {}
         self._ids = p.request_ids()
 
     # -- entry point --
@@ -105,10 +106,7 @@ class Leader:
         comes back, it is told to say hello again."""
         self.members.forget(node)
         self.placement.down(node)
-        out: Out = []
-        for loc in self.store.on_node(node):
-            out += self._drop(loc, None, None, "node-down")
-        return out + self._fail_pending(node, "went down")
+        return self.registry.keep_only(node, [], "node-down") + self._fail_pending(node, "went down")
 
     def _fail_pending(self, node: str, what: str) -> Out:
         """Answer the starts under way on ``node``: they will never finish."""
@@ -162,10 +160,10 @@ class Leader:
         loc = self.store.get(*k)
         if loc is None:
             return [Reply(peer, p.Stopped(id=msg.id, found=False))]
-        self.stopping.setdefault(k, []).append((peer, msg.id))
+        self.registry.stopping.setdefault(k, []).append((peer, msg.id))
         host = self.peer_of.get(loc.node)
         if host is None:  # its node is gone: so is the process
-            return self._drop(loc, None, None, "node-down")
+            return self.registry.drop(loc, reason="node-down")
         # Sent again on every stop: a repeat is harmless, and a lost one is made good.
         return [Reply(host, p.Kill(location=loc, reason="stopped"))]
 
@@ -217,14 +215,10 @@ class Leader:
             # Another leader welcomed it: we have a predecessor, whose other workers may
             # be starting keys that nobody here knows of yet.
             self.starts.predecessor()
-        out: Out = []
         restarted = self.members.restarted(msg.node, msg.incarnation)
         processes = [loc for loc in msg.processes if loc.node == msg.node]  # a worker speaks for itself
-        live = {(loc.group, loc.key, loc.pid) for loc in processes}
-        for loc in self.store.on_node(msg.node):
-            # What it no longer runs died with the old daemon, or exited while its report was lost.
-            if (loc.group, loc.key, loc.pid) not in live:
-                out += self._drop(loc, None, None, "node-down" if restarted else "exit")
+        # What it no longer runs died with the old daemon, or exited while its report was lost.
+        out = self.registry.keep_only(msg.node, processes, "node-down" if restarted else "exit")
         if restarted:
             out += self._fail_pending(msg.node, "restarted")
         self.members.join(msg.node, msg.incarnation, peer)
@@ -235,7 +229,7 @@ class Leader:
             self.suspensions.suspend(msg.node, group, seconds)
         out.append(Reply(peer, p.Welcome(id=msg.id, epoch=self.epoch, calls=self.calls)))
         for loc in processes:
-            out += self._adopt(peer, loc)
+            out += self.registry.adopt(peer, loc)
         self.starts.told(msg.node, msg.starting, self.store.get)
         out += self._settle(msg.node, processes, msg.starting)
         # Starts it may never have received (or whose answer was lost): the worker
@@ -265,23 +259,13 @@ class Leader:
         if loc.node != self.node_of[peer]:
             return []  # a worker speaks only for itself
         wait = self.starts.answered(loc.node, msg.id, (loc.group, loc.key))
-        adopted = self._adopt(peer, loc)  # the started event (or the kill of a duplicate)
+        adopted = self.registry.adopt(peer, loc)  # the started event (or the kill of a duplicate)
         if wait is None:
             return adopted
         current = self.store.get(loc.group, loc.key)
         # The waiting callers first: they wait for this answer, the subscribers do not.
         found = [Reply(waiter, self.events.found(req, current)) for waiter, req in wait.waiters]
         return found + adopted
-
-    def _adopt(self, peer: bytes, loc: p.Location) -> Out:
-        """A live process a worker reports: registered if its key is free; if another
-        process is registered for the key, this one is the duplicate and is stopped."""
-        current = self.store.get(loc.group, loc.key)
-        if current is None:
-            return self._register(loc)
-        if current != loc:
-            return [Reply(peer, p.Kill(location=loc, reason="conflict"))]
-        return []
 
     def _spawn_failed(self, peer: bytes, msg: p.SpawnFailed) -> Out:
         wait = self.starts.answered(self.node_of[peer], msg.id, (msg.group, msg.key))
@@ -297,25 +281,12 @@ class Leader:
             return []  # a worker speaks only for itself
         current = self.store.get(loc.group, loc.key)
         if current is not None and current.pid == loc.pid and current.node == loc.node:
-            return self._drop(current, msg.exit_code, msg.signal, msg.reason, msg.at)
+            return self.registry.drop(current, msg.exit_code, msg.signal, msg.reason, msg.at)
         if msg.reason == "conflict":  # a duplicate we had stopped: say so, change nothing
             return [Publish(self.events.event("exited", loc, msg.exit_code, msg.signal, msg.reason, msg.at))]
         return []  # a stale report: that process is not the registered one
 
     # -- helpers --
-
-    def _register(self, loc: p.Location) -> Out:
-        self.store.put(loc)
-        self.placement.add(loc.node, +1)
-        return [Publish(self.events.event("started", loc, at=loc.started_at))]
-
-    def _drop(self, loc: p.Location, exit_code, signal, reason, at: float | None = None) -> Out:
-        self.store.delete(loc.group, loc.key)
-        self.placement.add(loc.node, -1)
-        out: Out = [Publish(self.events.event("exited", loc, exit_code, signal, reason, at))]
-        for waiter, req in self.stopping.pop((loc.group, loc.key), ()):
-            out.append(Reply(waiter, p.Stopped(id=req, found=True)))
-        return out
 
     def _unknown_group(self, msg: p.Msg, group: str) -> p.Error:
         known = ", ".join(sorted(self.calls)) or "none"

@@ -25,12 +25,13 @@ import time
 from collections.abc import Callable
 
 import zmq
-import zmq.utils.z85
 
+from . import gate
 from . import protocol as p
 from .config import ConfigError
+from .gate import Gate
 from .keys import CurveKeys
-from .roles import Peer, refusal
+from .roles import Peer
 
 log = logging.getLogger("forsetid")
 
@@ -39,8 +40,6 @@ NOBLOCK, MORE_NOBLOCK, EVENTS = zmq.NOBLOCK, zmq.SNDMORE | zmq.NOBLOCK, zmq.EVEN
 POLLIN = int(zmq.POLLIN)  # a plain int: `events & zmq.POLLIN` builds an enum each time (~1 us)
 GRACE = 1.0  # seconds beyond the parts' own that a shutdown may take
 LAST_WORDS = 0.05  # seconds the loop still turns after a shutdown, for the last reports to leave
-ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # where libzmq asks, per context (RFC 27)
-ZAP_DOMAIN = b"forseti"
 
 
 class Part:
@@ -112,8 +111,6 @@ class Loop:
     ) -> None:
         self.config_path = config_path
         self.keys = keys
-        self.authorize = authorize
-        self.authorized: dict[bytes, Peer] | None = authorize() if authorize else None
         self.ctx = zmq.Context()
         self.poller = select.poll()
         self.handlers: dict[int, tuple] = {}  # fd -> (what to call when readable, socket or fd)
@@ -124,14 +121,15 @@ class Loop:
         self.exit: tuple[int, str] | None = None  # (status, why) when the daemon cannot go on
         self.junk = RateLimitedLog()
         self.faults = RateLimitedLog()
+        self.gate = Gate(authorize, self.junk) if authorize is not None else None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
         self.watch(self._wake_r, self._on_signal)
-        if keys is not None:  # bound before any CURVE socket, so that no handshake goes unasked
+        if self.gate is not None:  # bound before any CURVE socket, so that no handshake goes unasked
             self.zap = self.ctx.socket(zmq.ROUTER)
             self.zap.setsockopt(zmq.LINGER, 0)
-            self.zap.bind(ZAP_ENDPOINT)
+            self.zap.bind(gate.ENDPOINT)
             self.watch(self.zap, self._on_zap)
 
     # -- set-up --
@@ -147,7 +145,7 @@ class Loop:
         keys = self.keys
         if keys is not None and serves:
             sock.curve_secretkey, sock.curve_publickey = keys.server_secret, keys.server_public
-            sock.zap_domain = ZAP_DOMAIN
+            sock.zap_domain = gate.DOMAIN
             sock.curve_server = True
         elif keys is not None and keys.secret is not None:
             sock.curve_secretkey, sock.curve_publickey = keys.secret, keys.public
@@ -203,10 +201,10 @@ class Loop:
     def receive(self, sock: zmq.Socket):
         """Decoded (peer, message) pairs from a ROUTER; bad input, and with CURVE a
         message outside its sender's role, is answered here."""
-        checked = self.authorized is not None
-        for frames in self.waiting(sock, copy=not checked):
-            who = self._sender(frames[-1]) if checked else None
-            if checked:
+        checks = self.gate
+        for frames in self.waiting(sock, copy=checks is None):
+            last = frames[-1]
+            if checks is not None:
                 frames = [frame.bytes for frame in frames]
             peer = frames[0]
             if len(frames) != 2:
@@ -220,38 +218,18 @@ class Loop:
                 self.junk.warning("bad message from a peer: %s", exc)
                 self.send(sock, peer, exc.reply)
                 continue
-            why = None if who is None else (who if isinstance(who, str) else refusal(who, msg))
+            why = checks.check(last, msg) if checks is not None else None
             if why is not None:
                 self.junk.warning("refused: %s", why)
                 self.send(sock, peer, p.Error(id=msg.id, kind=p.FORBIDDEN, message=why))
                 continue
             yield peer, msg
 
-    def _sender(self, frame: zmq.Frame) -> Peer | str | None:
-        """Who sent it (the key its handshake showed), why not any more (a str: its key
-        left the folders), or None: this daemon itself, over inproc."""
-        try:
-            key = frame.get("User-Id")
-        except zmq.ZMQError:  # no handshake, no User-Id: inproc
-            return None
-        peer = self.authorized.get(key.encode()) if self.authorized is not None else None
-        return peer if peer is not None else "this key is no longer authorized (security.authorized)"
-
     def _on_zap(self, sock: zmq.Socket) -> None:
-        # [routing id, b"", version, request id, domain, address, identity, mechanism, key]
         for frames in self.waiting(sock):
-            if len(frames) < 9 or frames[1] != b"":
-                continue  # not a ZAP request: libzmq sends nothing else here
-            request_id, address, mechanism = frames[3], frames[5], frames[7]
-            key = zmq.utils.z85.encode(frames[8]) if mechanism == b"CURVE" and len(frames[8]) == 32 else b""
-            peer = (self.authorized or {}).get(key)
-            if peer is None:
-                self.junk.warning("refused a key at the handshake from %s: not in security.authorized",
-                                  address.decode(errors="replace"))  # fmt: skip
-                reply = [b"400", b"key not authorized", b""]
-            else:
-                reply = [b"200", b"OK", key]  # the User-Id of every message on that connection
-            sock.send_multipart([frames[0], b"", b"1.0", request_id, *reply, b""])
+            reply = self.gate.answer(frames) if self.gate is not None else None
+            if reply is not None:
+                sock.send_multipart(reply)
 
     def decoded(self, sock: zmq.Socket, what: str):
         """Decoded messages from a DEALER or SUB (the last frame of each); bad ones are logged."""
@@ -344,22 +322,10 @@ class Loop:
             self.reload()
 
     def reload(self) -> None:
-        """SIGHUP: read the authorized keys again (a file that cannot be read keeps the
-        table as it was). A key taken out is refused from its next message on."""
-        if self.authorize is None:
+        if self.gate is None:
             log.info("SIGHUP: nothing to re-read (security.curve is off)")
-            return
-        try:
-            table = self.authorize()
-        except ConfigError as exc:
-            log.error("SIGHUP: keeping the authorized keys as they were: %s", exc)
-            return
-        self.authorized = table
-        counts = {
-            role: sum(peer.role == role for peer in table.values())
-            for role in ("workers", "admins", "clients", "readers")
-        }
-        log.info("SIGHUP: re-read security.authorized: %s", ", ".join(f"{n} {role}" for role, n in counts.items()))
+        else:
+            self.gate.reload()
 
     def close(self) -> None:
         signal.set_wakeup_fd(-1)

@@ -30,7 +30,7 @@ class Rule:
 
 DECISIONS = tuple(
     f"forsetid.{m}"
-    for m in ("leader", "starts", "members", "event_log", "placement", "store", "crashloop")
+    for m in ("leader", "starts", "members", "event_log", "registry", "placement", "store", "crashloop", "roles")
     + ("worker", "processes", "cache", "timers", "effects")
 )
 

@@ -320,7 +320,7 @@ def test_stop_kills_then_answers_on_exit():
         (b"c2", p.Stopped(id=9, found=True)),
         (CLIENT, p.Stopped(id=8, found=True)),
     ]
-    assert leader.store.get("users", "k") is None and leader.stopping == {}
+    assert leader.store.get("users", "k") is None and leader.registry.stopping == {}
 
 
 # -- listing --

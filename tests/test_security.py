@@ -270,3 +270,45 @@ def test_a_key_taken_out_is_refused_after_sighup(secure, keys, tmp_path):
     secure.kill("node1", signal.SIGHUP)
     wait_for(lambda: kind(ask(keys, secure.endpoint("node1"), p.Nodes(), "alice")) == "ok", 5, 0.1, "alice back")
     assert secure.procs["node1"].poll() is None  # SIGHUP re-reads; it does not stop the daemon
+
+
+# -- the shipped example --
+
+
+def test_the_shipped_secure_example_works(make_cluster, tmp_path):
+    """conf/secure/ as shipped, its keys made by its own script, its ports moved to free ones."""
+    import re
+
+    from forsetictl import AccessDenied, Client
+
+    conf = tmp_path / "secure"
+    shutil.copytree(ROOT / "conf" / "secure", conf)
+    env = {**os.environ, "FORSETICTL": f"{sys.executable} -m forsetictl"}
+    subprocess.run(["sh", str(conf / "make-keys.sh")], check=True, env=env, capture_output=True, timeout=60)
+    texts = {f.stem: f.read_text() for f in conf.glob("*.toml")}
+    ports = sorted({int(m) for t in texts.values() for m in re.findall(r"127\.0\.0\.1:(\d+)", t)})
+    moved = {port: free_port() for port in ports}
+    for name, text in texts.items():
+        for old, new in moved.items():
+            text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
+        (conf / f"{name}.toml").write_text(text)
+    c = make_cluster(workers=2, start=False, wait=False)  # only for its directory, clean-up and checks
+    for name in ("leader", "node1", "node2"):
+        c.configs[name] = conf / f"{name}.toml"
+        c.start(name)
+    with Client.from_config(str(conf / "admin.toml"), timeout=2.0) as admin:
+        wait_for(lambda: _up(admin) == 2, 10, 0.1, "both workers up")
+    with Client.from_config(str(conf / "alice.toml")) as alice:
+        locs = [alice.get("sessions", f"user{i}") for i in range(4)]
+        assert sorted(loc.node for loc in locs) == ["node1", "node1", "node2", "node2"]
+    with Client.from_config(str(conf / "reader.toml")) as reader:
+        assert len(reader.processes("sessions")) == 4
+        with pytest.raises(AccessDenied):
+            reader.get("sessions", "user9")
+
+
+def _up(client) -> int:
+    try:
+        return sum(n.state == "up" for n in client.nodes())
+    except Exception:
+        return 0

@@ -1,0 +1,52 @@
+"""Every change of the process dictionary, (group, key) -> location, in one place: a
+process registered or dropped is also counted in its worker's load, told as an event,
+and answered to whoever waits for its stop, so that the store, the load and the event
+stream never disagree. Decisions only: each change returns the effects it causes."""
+
+from __future__ import annotations
+
+from . import protocol as p
+from .effects import Publish, Reply
+from .event_log import EventLog
+from .placement import Placement
+from .store import Store
+
+Out = list[Reply | Publish]
+
+
+class Registry:
+    def __init__(self, store: Store, placement: Placement, events: EventLog) -> None:
+        self.store, self.placement, self.events = store, placement, events
+        self.stopping: dict[tuple[str, str], list[tuple[bytes, int]]] = {}  # key -> (peer, request id)
+
+    def register(self, loc: p.Location) -> Out:
+        self.store.put(loc)
+        self.placement.add(loc.node, +1)
+        return [Publish(self.events.event("started", loc, at=loc.started_at))]
+
+    def drop(self, loc: p.Location, exit_code=None, signal=None, reason: p.Reason = "exit", at=None) -> Out:
+        self.store.delete(loc.group, loc.key)
+        self.placement.add(loc.node, -1)
+        out: Out = [Publish(self.events.event("exited", loc, exit_code, signal, reason, at))]
+        for waiter, req in self.stopping.pop((loc.group, loc.key), ()):
+            out.append(Reply(waiter, p.Stopped(id=req, found=True)))
+        return out
+
+    def adopt(self, peer: bytes, loc: p.Location) -> Out:
+        """A live process a worker reports: registered if its key is free; if another
+        process is registered for the key, this one is the duplicate and is stopped."""
+        current = self.store.get(loc.group, loc.key)
+        if current is None:
+            return self.register(loc)
+        if current != loc:
+            return [Reply(peer, p.Kill(location=loc, reason="conflict"))]
+        return []
+
+    def keep_only(self, node: str, live: list[p.Location], reason: p.Reason) -> Out:
+        """Drop what is registered on ``node`` and not in ``live`` (all of it: ``[]``)."""
+        alive = {(loc.group, loc.key, loc.pid) for loc in live}
+        out: Out = []
+        for loc in self.store.on_node(node):
+            if (loc.group, loc.key, loc.pid) not in alive:
+                out += self.drop(loc, reason=reason)
+        return out
