@@ -56,7 +56,7 @@ class Leader:
         self.placement = Placement(allowed_nodes)
         self.events = EventLog(clock)
         self.epoch = self.events.epoch
-        self.clock, self.monotonic = clock, monotonic
+        self.monotonic = monotonic
         self.silence = heartbeat * liveness  # a worker silent this long is down
         self.suspensions = Suspensions(monotonic)
         self.members = Members(self.silence, monotonic)
