@@ -6,9 +6,20 @@ calls ``forsetictl.ready()`` does not import ZeroMQ (and its fork server stays s
 from .ready import ready as ready  # (the one name loaded at once)
 
 _FROM_PROTOCOL = {"Call", "Location", "NodeInfo"}
-_FROM_CLIENT = {"Client", "Event", "EventStream", "ForsetiError", "NoWorker", "SpawnError", "Timeout", "UnknownGroup"}
+_FROM_CLIENT = {
+    "AccessDenied",
+    "Client",
+    "Event",
+    "EventStream",
+    "ForsetiError",
+    "NoWorker",
+    "SpawnError",
+    "Timeout",
+    "UnknownGroup",
+}
+_FROM_SECURITY = {"KeyFileError", "keygen"}
 
-__all__ = sorted(_FROM_PROTOCOL | _FROM_CLIENT | {"ready"})
+__all__ = sorted(_FROM_PROTOCOL | _FROM_CLIENT | _FROM_SECURITY | {"ready"})
 
 
 def __getattr__(name: str):
@@ -20,4 +31,8 @@ def __getattr__(name: str):
         from . import client
 
         return getattr(client, name)
+    if name in _FROM_SECURITY:
+        from . import security
+
+        return getattr(security, name)
     raise AttributeError(f"module 'forsetictl' has no attribute {name!r}")

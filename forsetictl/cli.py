@@ -1,19 +1,22 @@
 """``forsetictl``: the command line (exit status: 0 done, 1 not found, 2 usage or
-config error, 3 the cluster answered with an error, 4 no answer in time)."""
+config error, 3 the cluster answered with an error, 4 no answer in time, 5 access
+denied: authentication failed, or the request is outside the key's role)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
 import msgspec
 
-from .client import Client, Event, ForsetiError, Timeout
-from .config import ConfigError, resolve_endpoint
+from .client import AccessDenied, Client, Event, ForsetiError, Timeout
+from .config import KEY_ENV, ConfigError, client_keys, resolve
+from .security import KeyFileError
 
-OK, NOT_FOUND, USAGE, CLUSTER_ERROR, NO_ANSWER = 0, 1, 2, 3, 4
+OK, NOT_FOUND, USAGE, CLUSTER_ERROR, NO_ANSWER, DENIED = 0, 1, 2, 3, 4, 5
 
 
 def parser() -> argparse.ArgumentParser:
@@ -23,6 +26,18 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--endpoint", help="a node's client endpoint, e.g. tcp://127.0.0.1:7072")
     ap.add_argument("--json", action="store_true", help="print JSON objects, one per line")
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)")
+    ap.add_argument(
+        "--key",
+        metavar="FILE",
+        dest="key_file",  # (not "key": the commands' KEY argument)
+        help=f"this client's CURVE key pair, a .key_secret file (default ${KEY_ENV}, else the config's security.key)",
+    )
+    ap.add_argument(
+        "--server-key",
+        metavar="FILE",
+        dest="server_key_file",
+        help="the cluster's public key file, server.key (default: the config's security.server_key)",
+    )
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     p = sub.add_parser("get", help="get-or-create; prints the location")
@@ -52,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("events", help="follow started/exited events until interrupted")
     p.add_argument("group", nargs="?")
     p.add_argument("--count", type=int, help="stop after this many events")
+    p = sub.add_parser("keygen", help="write a CURVE key pair, NAME.key and NAME.key_secret (section 8)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--dir", default=".", help="where to write them (default: the current directory)")
     p = sub.add_parser(
         "bench",
         help="measure lookups, starts and exits against raw baselines",
@@ -100,6 +118,8 @@ def _counts(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     out = Output(args.json)
+    if args.cmd == "keygen":  # no cluster: nothing to resolve or connect to
+        return keygen(args, out)
     if args.cmd == "bench":  # it starts its own cluster, or talks to the one named
         from .bench import run as bench
 
@@ -108,14 +128,20 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             return OK
     try:
-        endpoint = resolve_endpoint(args.endpoint, args.config)
-    except ConfigError as exc:  # file, key and problem are in the message
+        endpoint, config = resolve(args.endpoint, args.config)
+        key, key_label = (args.key_file, "--key") if args.key_file else (os.environ.get(KEY_ENV) or None, f"${KEY_ENV}")
+        key, server_key = client_keys(config, key, args.server_key_file, key_label, "--server-key")
+    except (ConfigError, KeyFileError) as exc:  # file, key and problem are in the message
         return out.error("config", str(exc), USAGE)
     try:
-        with Client(endpoint, timeout=args.timeout) as client:
+        with Client(endpoint, timeout=args.timeout, key=key, server_key=server_key) as client:
             return COMMANDS[args.cmd](client, args, out)
+    except KeyFileError as exc:  # (changed since it was checked)
+        return out.error("config", str(exc), USAGE)
     except Timeout as exc:
         return out.error(exc.kind, str(exc), NO_ANSWER)
+    except AccessDenied as exc:
+        return out.error(exc.kind, str(exc), DENIED)
     except ForsetiError as exc:
         return out.error(exc.kind, str(exc), CLUSTER_ERROR)
     except KeyboardInterrupt:
@@ -202,6 +228,19 @@ def events(client: Client, args, out: Output) -> int:
             seen += 1
             if args.count is not None and seen >= args.count:
                 break
+    return OK
+
+
+def keygen(args, out: Output) -> int:
+    from .security import keygen as write_pair
+
+    try:
+        public, secret = write_pair(args.name, args.dir)
+    except (FileExistsError, KeyFileError) as exc:
+        return out.error("usage", str(exc), USAGE)
+    except OSError as exc:
+        return out.error("usage", f"keygen: {exc.filename or args.dir}: {exc.strerror or exc}", USAGE)
+    out.line({"public": public, "secret": secret}, f"public key: {public}\nsecret key: {secret} (mode 0600)")
     return OK
 
 

@@ -3,11 +3,17 @@
 With ``cache=True`` it also keeps a *near cache*: the locations it has been answered
 with, kept true by the leader's events on a SUB socket of its own, so that a repeated
 ``find``/``get`` of a live key costs no round trip at all (``near_cache.py``).
+
+With ``key`` and ``server_key`` (SPEC section 8) every socket it opens is a CURVE client;
+a monitor on the request socket tells a handshake the server refused from a silent
+server, so that a refused client hears "authentication failed" at once, not a timeout.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+import os
 import time
 from collections.abc import Iterator
 
@@ -19,6 +25,7 @@ from forsetid.const import DEFAULT_LISTEN
 from forsetid.protocol import Location, NodeInfo, Sequence
 
 from .near_cache import NearCache
+from .security import CurveKeys, Handshakes, load_keys, monitored
 
 
 class ForsetiError(Exception):
@@ -54,7 +61,17 @@ class Timeout(ForsetiError):
     kind = "timeout"
 
 
-_ERRORS = {cls.kind: cls for cls in (SpawnError, UnknownGroup, NoWorker)}
+class AccessDenied(ForsetiError):
+    """The request is outside the sender's role (kind ``"forbidden"``), or the server
+    refused this client at the handshake (kind ``"authentication"``: a key in no role
+    folder, no key for a CURVE server, a key for a server without CURVE)."""
+
+    kind = p.FORBIDDEN
+
+
+AUTHENTICATION = "authentication"  # the kind of an AccessDenied raised for a refused handshake
+
+_ERRORS = {cls.kind: cls for cls in (SpawnError, UnknownGroup, NoWorker, AccessDenied)}
 _ERRORS[p.NO_LEADER] = Timeout  # the node answered at once that no leader does
 
 
@@ -84,7 +101,14 @@ class Client:
     give each thread its own Client.
 
     ``cache=True``: answer ``find``/``get`` of a key seen before from memory (see
-    :class:`NearCache`)."""
+    :class:`NearCache`).
+
+    ``key``: the path of this client's own ``.key_secret`` file, and ``server_key``: the
+    path of the cluster's public key file (``server.key``); both or neither. With them
+    every socket is a CURVE client; a request outside the key's role raises
+    :class:`AccessDenied` (kind ``"forbidden"``), a handshake the server refused raises it
+    with kind ``"authentication"``, within the timeout. A file that cannot be used raises
+    ``KeyFileError`` (a ValueError) naming it."""
 
     def __init__(
         self,
@@ -92,24 +116,41 @@ class Client:
         timeout: float = 5.0,
         cache: bool = False,
         context: zmq.Context | None = None,
+        key: str | os.PathLike | None = None,
+        server_key: str | os.PathLike | None = None,
     ):
         self.endpoint = endpoint
         self.timeout = timeout
+        self._keys: CurveKeys | None = load_keys(key, server_key)
         self._ctx = context or zmq.Context.instance()
         self._ids = itertools.count(1)
         self._sock: zmq.Socket | None = None
         self._wait_ms: int | None = None  # the socket's RCVTIMEO
+        self._shakes: Handshakes | None = None  # the socket's monitor (none for inproc://)
+        self._poller: zmq.Poller | None = None  # the socket and its monitor, until a handshake succeeds
         self._events_endpoint: str | None = None
         self._cache = cache
         self.near: NearCache | None = None  # opened on the first lookup
         self.requests = 0  # requests sent: what the near cache saves shows here
 
     @classmethod
-    def from_config(cls, path: str, timeout: float = 5.0) -> Client:
-        """A client of the node that the config file at ``path`` describes."""
-        from .config import load
+    def from_config(
+        cls,
+        path: str,
+        timeout: float = 5.0,
+        cache: bool = False,
+        key: str | os.PathLike | None = None,
+        server_key: str | os.PathLike | None = None,
+    ) -> Client:
+        """A client of the node that the config file at ``path`` describes; with
+        ``security.curve = true``, with the config's ``security.key`` and
+        ``security.server_key`` where ``key``/``server_key`` are not given. A problem
+        with the file raises ``ConfigError`` naming the file and the key path."""
+        from .config import client_keys, load
 
-        return cls(load(path).endpoint, timeout=timeout)
+        config = load(path)
+        key, server_key = client_keys(config, key, server_key)
+        return cls(config.endpoint, timeout=timeout, cache=cache, key=key, server_key=server_key)
 
     # -- the API --
 
@@ -167,7 +208,7 @@ class Client:
         this returns: nothing published afterwards is missed for want of a subscription."""
         if self._events_endpoint is None:
             self._events_endpoint = self.info().events
-        return EventStream(self._ctx, self._events_endpoint, group, self.timeout)
+        return EventStream(self._ctx, self._events_endpoint, group, self.timeout, self._keys)
 
     # -- plumbing --
 
@@ -175,7 +216,7 @@ class Client:
         if self._cache:
             info = self.info()
             self._events_endpoint = info.events
-            self.near = NearCache(self._ctx, info.events, info.silence)
+            self.near = NearCache(self._ctx, info.events, info.silence, self._keys)
         return self.near
 
     def _located(self, near: NearCache | None, msg: p.Get | p.Find) -> Location | None:
@@ -192,29 +233,41 @@ class Client:
         finally:
             near.asked()
 
+    def _connect(self) -> zmq.Socket:
+        sock = self._sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        self._wait_ms = None
+        if self._keys is not None:
+            self._keys.apply(sock)
+        if monitored(self.endpoint):
+            self._shakes = Handshakes(sock, curve=self._keys is not None)
+            if self._keys is not None:  # watched with the socket until a handshake succeeds
+                self._poller = zmq.Poller()
+                self._poller.register(sock, zmq.POLLIN)
+                self._poller.register(self._shakes.monitor, zmq.POLLIN)
+        sock.connect(self.endpoint)
+        return sock
+
     def _request(self, msg: p.Msg):
         self.requests += 1
-        sock = self._sock
-        if sock is None:
-            sock = self._sock = self._ctx.socket(zmq.DEALER)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(self.endpoint)
-            self._wait_ms = None
+        sock = self._sock or self._connect()
         msg.id = next(self._ids)
         sock.send(p.encode(msg))
         start = time.monotonic()
         wait_ms = max(1, int(self.timeout * 1000))
         while True:
-            # A blocking recv bounded by RCVTIMEO: a poll() per request would cost more
-            # than the rest of the client's work (pyzmq builds a Poller each time).
-            if wait_ms != self._wait_ms:
-                sock.setsockopt(zmq.RCVTIMEO, wait_ms)
-                self._wait_ms = wait_ms
-            try:
-                frame = sock.recv()
-            except zmq.Again:
-                self._drop_socket()
-                raise Timeout(f"no answer from {self.endpoint} within {self.timeout:g} s") from None
+            if self._poller is not None:
+                frame = self._recv_watching(sock, start + self.timeout)
+            else:
+                # A blocking recv bounded by RCVTIMEO: a poll() per request would cost more
+                # than the rest of the client's work (pyzmq builds a Poller each time).
+                if wait_ms != self._wait_ms:
+                    sock.setsockopt(zmq.RCVTIMEO, wait_ms)
+                    self._wait_ms = wait_ms
+                try:
+                    frame = sock.recv()
+                except zmq.Again:
+                    self._no_answer()
             try:
                 reply = p.decode(frame)
             except p.BadMessage as exc:
@@ -224,23 +277,59 @@ class Client:
             # A stray (the answer to an earlier request): wait on, until the deadline.
             left = start + self.timeout - time.monotonic()
             if left <= 0:
-                self._drop_socket()
-                raise Timeout(f"no answer from {self.endpoint} within {self.timeout:g} s")
+                self._no_answer()
             wait_ms = max(1, int(left * 1000))
         if isinstance(reply, p.Error):
             raise _ERRORS.get(reply.kind, ForsetiError)(reply.message, reply.kind)
         return reply
 
+    def _recv_watching(self, sock: zmq.Socket, deadline: float) -> bytes:
+        """The next frame, waiting on the socket and its monitor together (a CURVE client
+        whose handshake has not succeeded yet): a refusal is told at once."""
+        shakes, poller = self._shakes, self._poller
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._no_answer()
+            ready = dict(poller.poll(max(1, math.ceil(left * 1000))))
+            if shakes.monitor in ready:
+                shakes.read()
+                if shakes.refused:
+                    self._denied()
+            if sock in ready:
+                frame = sock.recv()
+                shakes.read()  # the success that came with it, most likely
+                if shakes.succeeded:  # from now on, the blocking recv alone
+                    self._poller = None
+                return frame
+
+    def _no_answer(self):
+        """Raise: AccessDenied if the monitor tells of a failed handshake, else Timeout."""
+        if self._shakes is not None:
+            self._shakes.read()
+            if self._shakes.failure is not None:
+                self._denied()
+        self._drop_socket()
+        raise Timeout(f"no answer from {self.endpoint} within {self.timeout:g} s")
+
+    def _denied(self):
+        why = self._shakes.failure
+        self._drop_socket()  # nor keep a socket that retries the refused handshake
+        raise AccessDenied(f"authentication failed at {self.endpoint}: {why}", AUTHENTICATION)
+
     def _drop_socket(self) -> None:
         # A late answer, or a request still queued for a peer that is not there, must
         # not surface later: the next request gets a new socket.
+        if self._shakes is not None:
+            self._shakes.close(self._sock)
+            self._shakes = None
+        self._poller = None
         self._sock.close()
         self._sock = None
 
     def close(self) -> None:
         if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+            self._drop_socket()
         if self.near is not None:
             self.near.close()
             self.near = None
@@ -259,7 +348,9 @@ class EventStream:
     the stream yields one ``Event`` of kind ``"missed"`` before the next real one: whoever
     keeps state from events should rebuild it then (``Client.processes()``)."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, group: str | None, timeout: float):
+    def __init__(
+        self, ctx: zmq.Context, endpoint: str, group: str | None, timeout: float, keys: CurveKeys | None = None
+    ):
         self.endpoint = endpoint
         self.group = group
         self.events = Sequence()  # where the stream stands: gseq for one group, seq for all
@@ -267,17 +358,43 @@ class EventStream:
         self._sock = ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SUBSCRIBE, p.topic(group) if group else b"")
+        if keys is not None:
+            keys.apply(self._sock)
+        # Watched until the first tick: a refused handshake is told at once, not as silence.
+        shakes = Handshakes(self._sock, curve=keys is not None) if monitored(endpoint) else None
         self._sock.connect(endpoint)
-        # The publisher answers every new subscription with a tick: wait for it.
+        live = False
+        try:
+            self._first_tick(timeout, shakes)
+            live = True
+        finally:
+            if shakes is not None:
+                shakes.close(self._sock)
+            if not live:
+                self.close()
+
+    def _first_tick(self, timeout: float, shakes: Handshakes | None) -> None:
+        """The publisher answers every new subscription with a tick: wait for it."""
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        if shakes is not None:
+            poller.register(shakes.monitor, zmq.POLLIN)
         deadline = time.monotonic() + timeout
         while True:
-            msg = self._receive(deadline - time.monotonic())
-            if msg is None:
-                self.close()
-                raise Timeout(f"no events from {endpoint} within {timeout:g} s")
+            left = deadline - time.monotonic()
+            ready = dict(poller.poll(max(0, math.ceil(left * 1000)))) if left > 0 else {}
+            if shakes is not None and (shakes.monitor in ready or not ready):
+                shakes.read()
+                if shakes.refused or (not ready and shakes.failure is not None):
+                    raise AccessDenied(f"authentication failed at {self.endpoint}: {shakes.failure}", AUTHENTICATION)
+            if not ready:
+                raise Timeout(f"no events from {self.endpoint} within {timeout:g} s")
+            if self._sock not in ready:
+                continue
+            msg = self._receive(0)
             if isinstance(msg, p.Tick):
-                self.events.follow(msg.epoch, msg.gseq if group else msg.seq, is_event=False)
-                break
+                self.events.follow(msg.epoch, msg.gseq if self.group else msg.seq, is_event=False)
+                return
 
     def _receive(self, timeout: float | None):
         ms = None if timeout is None else max(0, int(timeout * 1000))

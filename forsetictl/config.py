@@ -1,9 +1,9 @@
 """What a client reads of ``forseti.toml``, and which endpoint it talks to.
 
 Only the keys a client needs are read here (the daemon validates the whole file when it
-starts): which endpoint serves clients of the node the file describes. The client's
-``[security]`` keys (``key``, ``server_key``: paths relative to the config file) will be
-read here too, each with :func:`_string` and its key path.
+starts): which endpoint serves clients of the node the file describes, and the client's
+``[security]``: ``curve``, and its key files ``key`` and ``server_key`` (paths relative to
+the config file's folder, made absolute here).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from forsetid.const import DEFAULT_LEADER, DEFAULT_LISTEN
 
+from .security import load_keys
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -21,6 +23,7 @@ else:  # pragma: no cover - Python 3.10
 
 ROLES = ("leader", "worker", "both")
 ENDPOINT_ENV = "FORSETI_ENDPOINT"
+KEY_ENV = "FORSETI_KEY"  # the client's own .key_secret file, for the command line
 LOCAL_CONFIG = "forseti.toml"  # looked for in the current directory
 
 
@@ -32,6 +35,9 @@ class ConfigError(Exception):
 class ClientConfig:
     path: str
     endpoint: str  # where a client of this node connects: the node's cache, or the leader itself
+    curve: bool = False  # security.curve: the cluster's sockets are CURVE servers
+    key: str | None = None  # security.key: this client's .key_secret file (absolute)
+    server_key: str | None = None  # security.server_key: the server's public key file (absolute)
 
 
 def load(path: str) -> ClientConfig:
@@ -49,32 +55,86 @@ def load(path: str) -> ClientConfig:
         endpoint = _string(raw, "cluster.leader", DEFAULT_LEADER, path)
     else:
         endpoint = _string(raw, "node.listen", DEFAULT_LISTEN, path)
-    return ClientConfig(path=path, endpoint=endpoint)
+    curve = _bool(raw, "security.curve", False, path)
+    key, server_key = (_path(raw, f"security.{name}", path) for name in ("key", "server_key"))
+    return ClientConfig(path=path, endpoint=endpoint, curve=curve, key=key, server_key=server_key)
 
 
-def _string(raw: dict, where: str, default: str, path: str) -> str:
-    """The string at the dotted key path ``where`` (``default`` if it is absent)."""
-    *tables, key = where.split(".")
+def _table(raw: dict, tables: list[str], path: str) -> dict:
     table = raw
     for depth, name in enumerate(tables, 1):
         table = table.get(name, {})
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: {'.'.join(tables[:depth])}: expected a table")
-    value = table.get(key, default)
+    return table
+
+
+def _string(raw: dict, where: str, default: str, path: str) -> str:
+    """The string at the dotted key path ``where`` (``default`` if it is absent)."""
+    *tables, key = where.split(".")
+    value = _table(raw, tables, path).get(key, default)
     if not isinstance(value, str):
         raise ConfigError(f"{path}: {where}: expected a string")
     return value
 
 
-def resolve_endpoint(endpoint: str | None = None, config: str | None = None) -> str:
+def _bool(raw: dict, where: str, default: bool, path: str) -> bool:
+    *tables, key = where.split(".")
+    value = _table(raw, tables, path).get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}: {where}: expected true or false")
+    return value
+
+
+def _path(raw: dict, where: str, path: str) -> str | None:
+    """The file named at ``where``, made absolute against the config file's folder (None: absent)."""
+    value = _string(raw, where, "", path)
+    if not value:
+        return None
+    return os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(value))
+
+
+def client_keys(
+    config: ClientConfig | None,
+    key: str | None = None,
+    server_key: str | None = None,
+    key_label: str = "key",
+    server_label: str = "server_key",
+) -> tuple[str | None, str | None]:
+    """The key files a client uses: ``key`` and ``server_key`` where given, else the
+    config's when it says ``security.curve = true``; (None, None) for none. The files are
+    read once here, so that a problem is told with where the path came from (the labels
+    name the arguments: ``--key``, say): KeyFileError, or ConfigError for the config's."""
+    labels = {"key": key_label, "server_key": server_label}
+    if config is not None and config.curve:
+        if key is None:
+            key, labels["key"] = config.key, f"{config.path}: security.key:"
+        if server_key is None:
+            server_key, labels["server_key"] = config.server_key, f"{config.path}: security.server_key:"
+        for name, value in (("key", key), ("server_key", server_key)):
+            if value is None:
+                raise ConfigError(f"{config.path}: security.{name}: needed with security.curve = true")
+    load_keys(key, server_key, labels["key"], labels["server_key"])
+    return key, server_key
+
+
+def resolve(endpoint: str | None = None, config: str | None = None) -> tuple[str, ClientConfig | None]:
     """The endpoint a command talks to (SPEC section 4): ``--endpoint``, the node of
-    ``--config``, ``$FORSETI_ENDPOINT``, the node of ``./forseti.toml``, the default."""
+    ``--config``, ``$FORSETI_ENDPOINT``, the node of ``./forseti.toml``, the default; and
+    the config file read on the way, if any (its ``[security]`` holds the keys)."""
     if endpoint:
-        return endpoint
+        return endpoint, None
     if config:
-        return load(config).endpoint
+        cfg = load(config)
+        return cfg.endpoint, cfg
     if os.environ.get(ENDPOINT_ENV):
-        return os.environ[ENDPOINT_ENV]
+        return os.environ[ENDPOINT_ENV], None
     if os.path.exists(LOCAL_CONFIG):
-        return load(LOCAL_CONFIG).endpoint
-    return DEFAULT_LISTEN
+        cfg = load(LOCAL_CONFIG)
+        return cfg.endpoint, cfg
+    return DEFAULT_LISTEN, None
+
+
+def resolve_endpoint(endpoint: str | None = None, config: str | None = None) -> str:
+    """The endpoint alone, as :func:`resolve` finds it."""
+    return resolve(endpoint, config)[0]

@@ -11,6 +11,8 @@ import zmq
 from forsetid import protocol as p
 from forsetid.protocol import Location, Sequence
 
+from .security import CurveKeys
+
 
 class NearCache:
     """A client's own cache of the locations it was answered with.
@@ -31,7 +33,7 @@ class NearCache:
 
     max_size = 100_000  # locations kept at most; beyond, lookups go to the node
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, silence: float = 3.0) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, silence: float = 3.0, keys: CurveKeys | None = None) -> None:
         self.silence = silence  # seconds without a tick or event after which nothing is answered
         self.locations: dict[tuple[str, str], Location] = {}
         self.events = Sequence()  # how far the applied events go
@@ -39,6 +41,8 @@ class NearCache:
         self._sub = ctx.socket(zmq.SUB)
         self._sub.setsockopt(zmq.LINGER, 0)
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        if keys is not None:  # a refused handshake leaves the cache never live: lookups go to the node
+            keys.apply(self._sub)
         self._sub.connect(endpoint)
         self._signal = select.poll()
         self._signal.register(self._sub.getsockopt(zmq.FD), select.POLLIN)
