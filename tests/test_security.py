@@ -128,6 +128,34 @@ def test_a_worker_key_joins_only_as_its_own_node(secure, keys):
     assert names == {"node1", "node2"}
 
 
+def test_the_client_and_the_cli_say_access_denied(secure, keys):
+    import time
+
+    from forsetictl import AccessDenied, Client
+
+    server = str(keys / "server.key")
+    with Client(secure.endpoint("node1"), timeout=3.0, key=str(keys / "eve.key_secret"), server_key=server) as eve:
+        t0 = time.monotonic()
+        with pytest.raises(AccessDenied, match="authentication failed") as refused:
+            eve.nodes()
+        assert refused.value.kind == "authentication" and time.monotonic() - t0 < 3.0
+    with Client(secure.endpoint("node1"), key=str(keys / "reader.key_secret"), server_key=server) as reader:
+        assert len(reader.nodes()) == 2
+        with pytest.raises(AccessDenied, match="readers") as refused:
+            reader.get("sleeper", "x")
+        assert refused.value.kind == p.FORBIDDEN
+    for who, command in (("eve", ["nodes"]), ("reader", ["get", "sleeper", "x"])):
+        done = subprocess.run(
+            [sys.executable, "-m", "forsetictl", "--endpoint", secure.endpoint("node1"), "--timeout", "3",
+             "--key", str(keys / f"{who}.key_secret"), "--server-key", server, *command],
+            capture_output=True, text=True, timeout=30, cwd=ROOT,
+        )  # fmt: skip
+        assert done.returncode == 5, (who, done.stderr)
+        assert (
+            "authentication failed" if who == "eve" else "forbidden"
+        ) in done.stderr.lower() or "readers" in done.stderr
+
+
 # -- what crosses the network --
 
 
