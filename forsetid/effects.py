@@ -64,3 +64,11 @@ class Reconnect:
 @dataclass(slots=True)
 class RefillSpare:
     """A start that took the fork server's spare is registered: fork the next spare."""
+
+
+@dataclass(slots=True)
+class Note:
+    """A line for the daemon's log: the decisions say what changed, once, as they see it."""
+
+    level: int  # logging.INFO, logging.WARNING...
+    text: str

@@ -16,6 +16,7 @@ how long).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +25,7 @@ import msgspec
 
 from . import protocol as p
 from .crashloop import Suspensions
-from .effects import Publish, Reply
+from .effects import Note, Publish, Reply
 from .event_log import EventLog
 from .members import Members
 from .placement import Placement
@@ -32,7 +33,7 @@ from .registry import Registry
 from .starts import Starts
 from .store import MemoryStore, Store
 
-Out = list[Reply | Publish]
+Out = list[Reply | Publish | Note]
 FRESH_HEARTBEATS = 1.5  # with no sign of a predecessor by then, a starting leader has none
 
 
@@ -96,8 +97,9 @@ class Leader:
     def _place_held(self) -> Out:
         allowed = self.placement.allowed
         everyone = bool(allowed) and all(node in self.members.peer_of for node in allowed)
-        out: Out = []
-        for peer, msg in self.starts.recovered(self.monotonic(), everyone):
+        held = self.starts.recovered(self.monotonic(), everyone)
+        out: Out = [Note(logging.INFO, f"placing new keys again ({len(held)} gets waited)")] if held else []
+        for peer, msg in held:
             out += self._get(peer, msg)
         return out
 
@@ -106,7 +108,9 @@ class Leader:
         comes back, it is told to say hello again."""
         self.members.forget(node)
         self.placement.down(node)
-        return self.registry.keep_only(node, [], "node-down") + self._fail_pending(node, "went down")
+        out = self.registry.keep_only(node, [], "node-down")
+        text = f"worker {node} is down: no word for {self.silence:g} s; {len(out)} of its processes reported exited"
+        return [Note(logging.WARNING, text), *out, *self._fail_pending(node, "went down")]
 
     def _fail_pending(self, node: str, what: str) -> Out:
         """Answer the starts under way on ``node``: they will never finish."""
@@ -216,6 +220,7 @@ class Leader:
             # be starting keys that nobody here knows of yet.
             self.starts.predecessor()
         restarted = self.members.restarted(msg.node, msg.incarnation)
+        news = self._joined(msg, restarted)
         processes = [loc for loc in msg.processes if loc.node == msg.node]  # a worker speaks for itself
         # What it no longer runs died with the old daemon, or exited while its report was lost.
         out = self.registry.keep_only(msg.node, processes, "node-down" if restarted else "exit")
@@ -234,7 +239,16 @@ class Leader:
         out += self._settle(msg.node, processes, msg.starting)
         # Starts it may never have received (or whose answer was lost): the worker
         # answers a repeat of one it runs or is starting, so sending again is safe.
-        return out + [Reply(peer, spawn) for spawn in self.starts.ordered(msg.node)] + self._place_held()
+        return [*news, *out, *[Reply(peer, spawn) for spawn in self.starts.ordered(msg.node)], *self._place_held()]
+
+    def _joined(self, msg: p.Hello, restarted: bool) -> list[Note]:
+        """What a hello means for the cluster, said before the hello changes it."""
+        known, up = msg.node in self.members.incarnation, msg.node in self.members.peer_of
+        if known and up and not restarted:
+            return []  # a worker that took us for lost, or reconnected: nothing changed
+        what = "restarted" if restarted else "is back" if known else "joined"
+        counts = f"{len(msg.processes)} running, {len(msg.starting)} starting, capacity {msg.capacity or 'any'}"
+        return [Note(logging.INFO, f"worker {msg.node} {what} ({counts})")]
 
     def _settle(self, node: str, running: list[p.Location], starting: list[p.Starting]) -> Out:
         """A hello answers the starts under way there whose answer was lost (on a socket

@@ -3,16 +3,19 @@ are decided by ``leader.Leader``; this part carries out what it returns."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import zmq
 
 from . import protocol as p
 from .config import Config
-from .effects import Publish, Reply
+from .effects import Note, Publish, Reply
 from .leader import Leader
 from .loop import Loop, Part
 from .store import open_store
+
+log = logging.getLogger("forsetid")
 
 
 class LeaderIO(Part):
@@ -34,7 +37,9 @@ class LeaderIO(Part):
         self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)
         loop.bind(self.pub, cluster.events, inproc + "-events")
         self.next_tick = time.monotonic() + cluster.heartbeat
-        self.carry = {Reply: self._reply, Publish: self._publish_event}
+        self.carry = {Reply: self._reply, Publish: self._publish_event, Note: self.note}
+        log.info("leading (epoch %s): workers and clients at %s, events at %s", self.leader.epoch, cluster.leader,
+                 cluster.events)  # fmt: skip
 
     def _reply(self, effect: Reply) -> None:
         self.loop.send(self.router, effect.peer, effect.msg)

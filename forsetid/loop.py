@@ -29,6 +29,7 @@ import zmq
 from . import gate
 from . import protocol as p
 from .config import ConfigError
+from .effects import Note
 from .gate import Gate
 from .keys import CurveKeys
 from .roles import Peer
@@ -52,6 +53,9 @@ class Part:
         carry = self.carry
         for effect in effects:
             carry[type(effect)](effect)
+
+    def note(self, effect: Note) -> None:
+        log.log(effect.level, "%s", effect.text)
 
     def deadline(self) -> float:
         """When it next needs a turn (monotonic)."""

@@ -12,6 +12,7 @@ exits before it is ready, or is not ready within ``start_timeout``.
 
 from __future__ import annotations
 
+import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from . import protocol as p
 from .cache import LocationCache
 from .const import NOT_READY, READY, READY_FD_ENV
 from .crashloop import CrashGuard
-from .effects import Signal, Start, ToLeader
+from .effects import Note, Signal, Start, ToLeader
 from .timers import Timers
 
 
@@ -157,7 +158,7 @@ class Processes:
         if proc is None or proc.failed:
             return []
         self.by_key.pop((proc.group, proc.key), None)
-        return [ToLeader(self._failure(proc, reason))]
+        return self._failure(proc, reason)
 
     def on_ready(self, token: int, line: str) -> list:
         """The line a process wrote on its ready pipe (``const.ready_line``)."""
@@ -179,8 +180,7 @@ class Processes:
             if proc.failed:
                 return []
             how = f"killed by signal {sig}" if sig else f"exited with code {code}"
-            failure = self._failure(proc, f"the process {how} before it was ready")
-            return [ToLeader(failure), *self._crashed(proc.group)]
+            return [*self._failure(proc, f"the process {how} before it was ready"), *self._crashed(proc.group)]
         self.cache.forget(proc.location)
         reason = proc.stopping or "exit"
         out = [ToLeader(p.Exited(location=proc.location, exit_code=code, signal=sig, reason=reason, at=self.wall()))]
@@ -209,18 +209,21 @@ class Processes:
     def _fail(self, proc: Proc, reason: str, crash: bool = True) -> list:
         proc.failed = True
         self.by_key.pop((proc.group, proc.key), None)
-        out: list = [ToLeader(self._failure(proc, reason)), *(self._crashed(proc.group) if crash else ())]
+        out: list = [*self._failure(proc, reason), *(self._crashed(proc.group) if crash else ())]
         if proc.pid is not None:
             out.append(Signal(proc.pid, signal.SIGKILL))
         return out
 
-    def _failure(self, proc: Proc, reason: str) -> p.SpawnFailed:
-        return p.SpawnFailed(id=proc.spawn_id, group=proc.group, key=proc.key, reason=reason)
+    def _failure(self, proc: Proc, reason: str) -> list:
+        failed = p.SpawnFailed(id=proc.spawn_id, group=proc.group, key=proc.key, reason=reason)
+        return [ToLeader(failed), Note(logging.WARNING, f"start of {proc.group}/{proc.key} failed: {reason}")]
 
     def _crashed(self, group: str) -> list:
         if not self.guard.crashed(group):
             return []
-        return [ToLeader(p.Suspend(group=group, seconds=self.guard.max_time))]
+        g = self.guard
+        text = f"group {group} crashed more than {g.max_retries} times in {g.max_time:g} s: suspended here"
+        return [ToLeader(p.Suspend(group=group, seconds=g.max_time)), Note(logging.WARNING, text)]
 
     def _stop(self, proc: Proc, reason: p.Reason) -> list:
         if proc.stopping is not None or proc.pid is None:

@@ -5,13 +5,15 @@ stream never disagree. Decisions only: each change returns the effects it causes
 
 from __future__ import annotations
 
+import logging
+
 from . import protocol as p
-from .effects import Publish, Reply
+from .effects import Note, Publish, Reply
 from .event_log import EventLog
 from .placement import Placement
 from .store import Store
 
-Out = list[Reply | Publish]
+Out = list[Reply | Publish | Note]
 
 
 class Registry:
@@ -39,7 +41,9 @@ class Registry:
         if current is None:
             return self.register(loc)
         if current != loc:
-            return [Reply(peer, p.Kill(location=loc, reason="conflict"))]
+            text = (f"{loc.group}/{loc.key} runs twice: keeping pid {current.pid} on {current.node}, "
+                    f"stopping pid {loc.pid} on {loc.node}")  # fmt: skip
+            return [Reply(peer, p.Kill(location=loc, reason="conflict")), Note(logging.WARNING, text)]
         return []
 
     def keep_only(self, node: str, live: list[p.Location], reason: p.Reason) -> Out:

@@ -491,7 +491,9 @@ def _run_entry(entry: str, args: list, env: dict, key: str, ready_w: int | None)
         except BaseException:
             import traceback  # (not in the fork server: it would make every fork dearer)
 
-            traceback.print_exc()
+            # One block in the daemon's log, saying whose traceback it is.
+            who = f"{env.get('FORSETI_GROUP', '?')}/{key} (pid {os.getpid()})"
+            sys.stderr.write(f"forsetid: {who} raised:\n{traceback.format_exc()}")
             code = 1
     finally:
         try:

@@ -12,6 +12,7 @@ leader under a request id of the worker's own, and the reply is routed back.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 
@@ -20,7 +21,7 @@ import msgspec
 from . import protocol as p
 from .cache import LocationCache
 from .crashloop import CrashGuard
-from .effects import Reconnect, RefillSpare, Reply, ToLeader
+from .effects import Note, Reconnect, RefillSpare, Reply, ToLeader
 from .processes import Processes
 from .timers import Timers
 
@@ -95,18 +96,22 @@ class Worker:
                 return []
             return [ToLeader(self.hello())]  # a new leader, or one that took us for dead
         if isinstance(msg, p.Welcome):
-            if msg.id == self.hello_id:
-                self.welcomed, self.leader_lost, self.leader_epoch = True, False, msg.epoch
-                self.patience = self.silence
-                self.calls.update(msg.calls)
-            return []
+            if msg.id != self.hello_id:
+                return []
+            news = "joined the leader" if self.leader_epoch in (None, msg.epoch) else "joined a new leader"
+            self.welcomed, self.leader_lost, self.leader_epoch = True, False, msg.epoch
+            self.patience = self.silence
+            self.calls.update(msg.calls)
+            return [Note(logging.INFO, f"{self.node} {news} (epoch {msg.epoch})")]
         if isinstance(msg, p.AddCall):
             self.calls[msg.name] = msg.call
             return []
         forward = self.forwards.pop(msg.id, None)
         if forward is None:
-            if isinstance(msg, p.Error) and msg.id == self.hello_id and msg.kind in (p.NOT_ALLOWED, p.FORBIDDEN):
-                self.refused = msg.message  # fatal (not in cluster.nodes, or a key of another node); others are retried
+            if isinstance(msg, p.Error) and msg.id == self.hello_id:
+                if msg.kind in (p.NOT_ALLOWED, p.FORBIDDEN):
+                    self.refused = msg.message  # fatal (not in cluster.nodes, or a key of another node)
+                return [Note(logging.WARNING, f"the leader refused this node's hello: {msg.message}")]
             return []
         client, client_id, request = forward
         if isinstance(msg, p.Found) and msg.location is not None:
@@ -173,9 +178,13 @@ class Worker:
 
     def _lose_leader(self, now: float) -> list:
         """Start again on a new socket; until a welcome, clients hear "no leader" at once."""
+        out: list = []
+        if not self.leader_lost:
+            text = f"{self.node} lost the leader: no word for {now - self.last_heard:.1f} s; lookups of new keys fail"
+            out.append(Note(logging.WARNING, text + " until it is back"))
         self.leader_lost, self.welcomed, self.last_heard = True, False, now
         self.patience = min(2 * self.patience, max(10.0, self.silence))
-        out: list = [Reconnect(), ToLeader(self.hello())]
+        out += [Reconnect(), ToLeader(self.hello())]
         for client, client_id, _ in self.forwards.values():
             out.append(Reply(client, self._no_leader(client_id)))
         self.forwards.clear()

@@ -15,7 +15,7 @@ import zmq
 from . import protocol as p
 from .config import Config
 from .const import READY_LINE_MAX
-from .effects import Reconnect, RefillSpare, Reply, Signal, Start, ToLeader
+from .effects import Note, Reconnect, RefillSpare, Reply, Signal, Start, ToLeader
 from .loop import Loop, Part
 from .spawner import Spawner
 from .worker import Worker
@@ -51,8 +51,10 @@ class WorkerIO(Part):
         loop.watch(spawner.fileno(), self._on_spawner)
         self.carry = {
             Reply: self._reply, ToLeader: self._to_leader, Start: self._start, Signal: self._signal,
-            Reconnect: self._reconnect, RefillSpare: self._refill,
+            Reconnect: self._reconnect, RefillSpare: self._refill, Note: self.note,
         }  # fmt: skip
+        where = "in this daemon" if leader.startswith("inproc://") else f"at {leader}, events at {events}"
+        log.info("worker %s: clients at %s, leader %s", node.name, node.listen, where)
         self.carry_out([ToLeader(self.worker.hello())])
 
     # -- effects --

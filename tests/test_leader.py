@@ -6,18 +6,26 @@ import pytest
 
 from forsetid import leader as decisions
 from forsetid import protocol as p
-from forsetid.effects import Publish, Reply
+from forsetid.effects import Note, Publish, Reply
 
 PUBLISH = None  # the "peer" of a published event in the pairs below
 
 
+NOTES: list[str] = []  # the log lines of the last call, for the tests that read them
+
+
 def pairs(effects) -> list:
     """The leader's effects as (peer, message) pairs, PUBLISH the peer of an event:
-    what every test here asserts about, said shortly. Nothing else may come out."""
+    what every test here asserts about, said shortly; its log lines go to NOTES.
+    Nothing else may come out."""
     out = []
+    NOTES.clear()
     for e in effects:
-        assert type(e) in (Reply, Publish), e
-        out.append((e.peer, e.msg) if isinstance(e, Reply) else (PUBLISH, e.event))
+        assert type(e) in (Reply, Publish, Note), e
+        if isinstance(e, Note):
+            NOTES.append(e.text)
+        else:
+            out.append((e.peer, e.msg) if isinstance(e, Reply) else (PUBLISH, e.event))
     return out
 
 
@@ -667,3 +675,26 @@ def test_a_leader_that_may_have_no_predecessor_places_at_once():
     hello(leader, "node1")
     assert leader.starts.recovering_until is None
     assert isinstance(only(get(leader, "k"))[1], p.Spawn)
+
+
+# -- what the leader says in its log --
+
+
+def test_the_log_tells_of_workers_joining_going_down_coming_back_and_conflicts():
+    now = [50.0]
+    leader = Leader(CALLS, heartbeat=1.0, liveness=3, clock=lambda: 1.0, monotonic=lambda: now[0])
+    hello(leader, "node1")
+    assert NOTES == ["worker node1 joined (0 running, 0 starting, capacity any)"]
+    hello(leader, "node2", capacity=4)
+    location = start(leader, "k")
+    now[0] = 54.0
+    leader.members.last_seen["node2"] = 54.0
+    leader.expire()
+    assert NOTES == ["worker node1 is down: no word for 3 s; 1 of its processes reported exited"]
+    hello(leader, "node1", processes=[location])
+    assert NOTES == ["worker node1 is back (1 running, 0 starting, capacity any)"]
+    hello(leader, "node2", capacity=4, incarnation="inc-2", processes=[loc("node2", "k")])
+    assert NOTES[0] == "worker node2 restarted (1 running, 0 starting, capacity 4)"
+    assert NOTES[1].startswith("users/k runs twice: keeping pid") and "on node1" in NOTES[1]
+    hello(leader, "node2", capacity=4, incarnation="inc-2")  # a reconnect: nothing changed
+    assert NOTES == []

@@ -1,9 +1,10 @@
 """Unit tests of forsetid.worker.Worker, with a fake clock and no processes."""
 
+import logging
 import signal
 
 from forsetid import protocol as p
-from forsetid.effects import RefillSpare, Reply, Signal, Start, ToLeader
+from forsetid.effects import Note, RefillSpare, Reply, Signal, Start, ToLeader
 from forsetid.processes import Proc, substitute
 from forsetid.worker import Worker
 
@@ -182,7 +183,10 @@ def test_spawn_failed_from_fork_server():
     worker, _ = make()
     proc = spawn(worker, "k", PLAIN, spawn_id=9)
     out = worker.processes.on_spawn_failed(proc.token, "command not found: sleep")
-    assert out == [ToLeader(p.SpawnFailed(id=9, group="users", key="k", reason="command not found: sleep"))]
+    assert out == [
+        ToLeader(p.SpawnFailed(id=9, group="users", key="k", reason="command not found: sleep")),
+        Note(logging.WARNING, "start of users/k failed: command not found: sleep"),  # named in the log too
+    ]
     assert worker.idle
     spawn(worker, "k", PLAIN)  # may be tried again
 

@@ -1,0 +1,48 @@
+"""What the daemons' logs say, read from real daemons: what each binds and connects to,
+a worker going down and coming back, a failed start with its group, key and reason, and
+a managed process's traceback with its group, key and pid."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from cluster import wait_for
+
+from forsetictl import ForsetiError
+
+FAST = {"heartbeat": 0.2, "liveness": 3}
+
+
+def test_first_lines_say_what_each_daemon_binds_and_connects_to(make_cluster):
+    c = make_cluster(workers=1)
+    assert f"workers and clients at {c.endpoint('leader')}, events at {c.cluster['events']}" in c.log("leader")
+    assert f"worker node1: clients at {c.endpoint('node1')}, leader at {c.endpoint('leader')}" in c.log("node1")
+    assert "node1 joined the leader (epoch" in c.log("node1")
+    assert "worker node1 joined (0 running, 0 starting" in c.log("leader")
+
+
+def test_a_worker_going_down_and_coming_back_is_told_once(make_cluster):
+    c = make_cluster(workers=2, cluster=FAST)
+    c.leader().get("sleeper", "a")  # on node1
+    c.kill("node1", signal.SIGKILL)
+    c.procs["node1"].wait(5)
+    wait_for(lambda: "worker node1 is down" in c.log("leader"), 5, 0.05, "the leader to say node1 is down")
+    assert "1 of its processes reported exited" in c.log("leader")
+    c.start("node1")
+    wait_for(lambda: "worker node1 restarted" in c.log("leader"), 5, 0.05, "the leader to say node1 is back")
+    assert c.log("leader").count("worker node1 is down") == 1
+
+
+def test_a_failed_start_names_group_key_and_reason(make_cluster):
+    c = make_cluster(workers=1, calls={"nope": {"command": ["/no/such/program"]}})
+    with pytest.raises(ForsetiError):
+        c.leader().get("nope", "k1")
+    wait_for(lambda: "start of nope/k1 failed: cannot run '/no/such/program'" in c.log("node1"), 5, 0.05, "it")
+
+
+def test_a_processs_traceback_names_its_group_key_and_pid(make_cluster):
+    c = make_cluster(workers=1, calls={"crash": {"entry": "forsetid.examples:fail"}})
+    loc = c.leader().get("crash", "k1")
+    wait_for(lambda: f"crash/k1 (pid {loc.pid}) raised:" in c.log("node1"), 5, 0.05, "the traceback")
+    assert "RuntimeError: k1: failing on purpose" in c.log("node1")
