@@ -199,10 +199,23 @@ class Leader:
         return []
 
     def _add_call(self, peer: bytes, msg: p.AddCall) -> Out:
+        if msg.name in self.calls and not msg.replace:
+            text = (
+                f"group '{msg.name}' exists already; add it with replace (forsetictl add-call --replace) to change it"
+            )
+            return [Reply(peer, _error(msg, p.GROUP_EXISTS, text))]
+        what = "replaced" if msg.name in self.calls else "added"
         self.calls[msg.name] = msg.call
         # Workers keep it too: after a leader restart, their hellos bring it back.
-        news = [Reply(w, p.AddCall(name=msg.name, call=msg.call)) for w in self.peer_of.values()]
-        return [Reply(peer, p.Ok(id=msg.id)), *news]
+        news = [Reply(w, p.AddCall(name=msg.name, call=msg.call, replace=True)) for w in self.peer_of.values()]
+        return [Reply(peer, p.Ok(id=msg.id)), *news, Note(logging.INFO, f"group {msg.name} {what}")]
+
+    def _remove_call(self, peer: bytes, msg: p.RemoveCall) -> Out:
+        if msg.name not in self.calls:
+            return [Reply(peer, self._unknown_group(msg, msg.name))]
+        del self.calls[msg.name]  # its processes go on until they exit
+        news = [Reply(w, p.RemoveCall(name=msg.name)) for w in self.peer_of.values()]
+        return [Reply(peer, p.Ok(id=msg.id)), *news, Note(logging.INFO, f"group {msg.name} removed")]
 
     def _ping(self, peer: bytes, msg: p.Ping) -> Out:
         return [Reply(peer, p.Pong(id=msg.id, epoch=self.epoch, known=peer in self.node_of))]
@@ -307,10 +320,10 @@ class Leader:
         return _error(msg, p.UNKNOWN_GROUP, f"unknown group '{group}' (known: {known})")
 
     _handlers: dict[type, Callable[[Leader, bytes, Any], Out]] = {
-        p.Get: _get, p.Find: _find, p.Stop: _stop, p.List: _list, p.Nodes: _nodes,
-        p.Calls: _calls, p.AddCall: _add_call, p.Info: _info, p.Hello: _hello, p.Spawned: _spawned,
-        p.SpawnFailed: _spawn_failed, p.Exited: _exited, p.Ping: _ping,
-        p.Suspend: _suspend,
+        p.Get: _get, p.Find: _find, p.Stop: _stop, p.List: _list, p.Nodes: _nodes, p.Calls: _calls,
+        p.AddCall: _add_call, p.RemoveCall: _remove_call, p.Info: _info,
+        p.Hello: _hello, p.Spawned: _spawned, p.SpawnFailed: _spawn_failed, p.Exited: _exited,
+        p.Ping: _ping, p.Suspend: _suspend,
     }  # fmt: skip
 
 

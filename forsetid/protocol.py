@@ -15,7 +15,7 @@ A peer that sends another version, or anything that does not decode, gets an
 ``error`` reply naming the problem and is otherwise ignored.
 
 Requests a client may send to a worker's ``node.listen`` or to the leader:
-``get`` ``find`` ``stop`` ``ls`` ``nodes`` ``calls`` ``add-call`` ``info``.
+``get`` ``find`` ``stop`` ``ls`` ``nodes`` ``calls`` ``add-call`` ``remove-call`` ``info``.
 Replies: ``location`` ``stopped`` ``locations`` ``node-list`` ``call-list`` ``ok``
 ``info-reply`` ``error``. Between a worker and the leader: ``hello``/``welcome``,
 ``ping``/``pong`` (heartbeats), ``spawn`` -> ``spawned`` | ``spawn-failed``, ``kill``,
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
@@ -56,7 +57,12 @@ NO_LEADER = "no-leader"
 NOT_ALLOWED = "not-allowed"  # a worker's name is not in cluster.nodes: it stops
 NAME_TAKEN = "name-taken"  # another live daemon has that name: try again later
 SUSPENDED = "suspended"
+GROUP_EXISTS = "group-exists"  # add-call of a group that exists, without replace
 FORBIDDEN = "forbidden"  # the request is outside the sender's role (security.curve)
+
+
+PLACEHOLDERS = ("key", "group", "node")  # filled in a command's arguments and an endpoint
+_PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")  # (a shell's ${NAME} is not one)
 
 
 class Call(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -79,6 +85,11 @@ class Call(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
                 raise ValueError(f"`entry` must look like 'package.module:function', got {self.entry!r}")
         if self.command is not None and not self.command:
             raise ValueError("`command` must not be empty")
+        for where, template in [("command", a) for a in self.command or ()] + [("endpoint", self.endpoint or "")]:
+            unknown = [name for name in _PLACEHOLDER.findall(template) if name not in PLACEHOLDERS]
+            if unknown:
+                known = ", ".join("{" + n + "}" for n in PLACEHOLDERS)
+                raise ValueError(f"`{where}` has an unknown placeholder {{{unknown[0]}}} (known: {known})")
 
 
 class Location(msgspec.Struct, frozen=True):
@@ -146,8 +157,17 @@ class Calls(Msg, tag="calls"):
 
 
 class AddCall(Msg, tag="add-call"):
+    """Add a group; one of that name is replaced only with ``replace`` (else ``group-exists``)."""
+
     name: Group
     call: Call
+    replace: bool = False
+
+
+class RemoveCall(Msg, tag="remove-call"):
+    """Remove a group: its running processes go on until they exit; new gets fail."""
+
+    name: Group
 
 
 class Info(Msg, tag="info"):
@@ -306,13 +326,13 @@ class Tick(Msg, tag="tick"):
 
 
 Message = Union[  # noqa: UP007 (a table: requests, replies, worker <-> leader, events)
-    Get, Find, Stop, List, Nodes, Calls, AddCall, Info,
+    Get, Find, Stop, List, Nodes, Calls, AddCall, RemoveCall, Info,
     Found, Stopped, Locations, NodeList, CallList, Ok, InfoReply, Error,
     Hello, Welcome, Suspend, Ping, Pong, Spawn, Spawned, SpawnFailed, Kill, Exited,
     Event, Tick,
 ]  # fmt: skip
 
-CLIENT_REQUESTS = (Get, Find, Stop, List, Nodes, Calls, AddCall, Info)
+CLIENT_REQUESTS = (Get, Find, Stop, List, Nodes, Calls, AddCall, RemoveCall, Info)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)

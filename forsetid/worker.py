@@ -106,6 +106,9 @@ class Worker:
         if isinstance(msg, p.AddCall):
             self.calls[msg.name] = msg.call
             return []
+        if isinstance(msg, p.RemoveCall):
+            self.calls.pop(msg.name, None)
+            return []
         forward = self.forwards.pop(msg.id, None)
         if forward is None:
             if isinstance(msg, p.Error) and msg.id == self.hello_id:

@@ -698,3 +698,21 @@ def test_the_log_tells_of_workers_joining_going_down_coming_back_and_conflicts()
     assert NOTES[1].startswith("users/k runs twice: keeping pid") and "on node1" in NOTES[1]
     hello(leader, "node2", capacity=4, incarnation="inc-2")  # a reconnect: nothing changed
     assert NOTES == []
+
+
+def test_add_call_replaces_a_group_only_when_told_to_and_remove_call_removes_it():
+    leader = make(["node1"])
+    new = p.Call(command=["sleep", "9"])
+    ((to, err),) = leader.handle(CLIENT, p.AddCall(id=3, name="users", call=new))
+    assert err.kind == p.GROUP_EXISTS and "--replace" in err.message and leader.calls["users"] == CALLS["users"]
+    out = leader.handle(CLIENT, p.AddCall(id=4, name="users", call=new, replace=True))
+    assert replies(out) == [p.Ok(id=4)] and leader.calls["users"] == new and NOTES == ["group users replaced"]
+    assert replies(out, peer("node1")) == [p.AddCall(name="users", call=new, replace=True)]  # workers keep it
+    running = start(leader, "k")
+    out = leader.handle(CLIENT, p.RemoveCall(id=5, name="users"))
+    assert replies(out) == [p.Ok(id=5)] and replies(out, peer("node1")) == [p.RemoveCall(name="users")]
+    assert leader.store.get("users", "k") == running  # what runs goes on until it exits
+    ((_, err),) = get(leader, "j")
+    assert err.kind == p.UNKNOWN_GROUP
+    ((_, err),) = leader.handle(CLIENT, p.RemoveCall(id=6, name="users"))
+    assert err.kind == p.UNKNOWN_GROUP

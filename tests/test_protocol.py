@@ -19,6 +19,8 @@ SAMPLES = [
     p.Nodes(id=5),
     p.Calls(id=6),
     p.AddCall(id=7, name="users", call=CMD),
+    p.AddCall(id=7, name="users", call=CMD, replace=True),
+    p.RemoveCall(id=8, name="users"),
     p.Info(id=8),
     p.Found(id=9, location=LOC, seq=12),
     p.Stopped(id=10, found=True),
@@ -206,3 +208,12 @@ def test_bad_call_inside_a_message_is_a_bad_message():
 def test_valid_calls():
     assert p.Call(entry="pkg.mod:func").command is None
     assert p.Call(command=["true"]).entry is None
+
+
+def test_a_template_with_an_unknown_placeholder_is_refused():
+    with pytest.raises(ValueError, match=r"unknown placeholder \{kee\}"):
+        p.Call(command=["serve", "{kee}"])
+    with pytest.raises(ValueError, match=r"`endpoint` has an unknown placeholder \{grup\}"):
+        p.Call(entry="m:f", endpoint="ipc:///run/{grup}/{key}")
+    # A shell's ${NAME} and braces that name nothing are not placeholders.
+    assert p.Call(command=["sh", "-c", "echo ${HOME} {key} {} {1,2}"], endpoint="tcp://{node}:1").command
