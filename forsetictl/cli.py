@@ -30,7 +30,8 @@ def parser() -> argparse.ArgumentParser:
         "--key",
         metavar="FILE",
         dest="key_file",  # (not "key": the commands' KEY argument)
-        help=f"this client's CURVE key pair, a .key_secret file (default ${KEY_ENV}, else the config's security.key)",
+        help=f"this client's CURVE key pair, a .key_secret file (default ${KEY_ENV} outside processes Forseti started, "
+        "else the config's security.key)",
     )
     ap.add_argument(
         "--server-key",
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             return OK
     try:
         endpoint, config = resolve(args.endpoint, args.config)
-        key, key_label = (args.key_file, "--key") if args.key_file else (os.environ.get(KEY_ENV) or None, f"${KEY_ENV}")
+        key, key_label = (args.key_file, "--key") if args.key_file else (_key_from_env(), f"${KEY_ENV}")
         key, server_key = client_keys(config, key, args.server_key_file, key_label, "--server-key")
     except (ConfigError, KeyFileError) as exc:  # file, key and problem are in the message
         return out.error("config", str(exc), USAGE)
@@ -148,6 +149,14 @@ def main(argv: list[str] | None = None) -> int:
         return OK
     except BrokenPipeError:
         return OK
+
+
+def _key_from_env() -> str | None:
+    """``$FORSETI_KEY``: this client's key file, except in a process Forseti started,
+    where forsetid sets it (with ``$FORSETI_GROUP``) to that process's key in its group."""
+    if os.environ.get("FORSETI_GROUP"):
+        return None
+    return os.environ.get(KEY_ENV) or None
 
 
 # -- the commands: each takes (client, args, out) and returns the exit status ---------

@@ -355,6 +355,9 @@ def test_cli_key_precedence_option_environment_config(make_node, keys, tmp_path)
     assert ctl(*ep, *server, "nodes", env={"FORSETI_KEY": alice}).returncode == 0
     assert ctl(*ep, *server, "nodes", env={"FORSETI_KEY": eve}).returncode == 5
     assert ctl(*ep, *server, "--key", alice, "nodes", env={"FORSETI_KEY": eve}).returncode == 0
+    # In a process Forseti started, $FORSETI_KEY is that process's key (with $FORSETI_GROUP): not a file.
+    r = ctl(*ep, "--timeout", "0.3", "nodes", env={"FORSETI_KEY": "k1", "FORSETI_GROUP": "users"})
+    assert r.returncode == 5 and "CURVE" in r.stderr  # a plain client, not "$FORSETI_KEY k1: no such file"
     # The config's keys, relative to its folder (the command runs elsewhere).
     (tmp_path / "conf" / "keys").mkdir(parents=True)
     for name in ("eve.key_secret", "alice.key_secret", "server.key"):
