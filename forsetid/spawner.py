@@ -263,6 +263,7 @@ class _Zygote:
             except BaseException as exc:  # reported again, per process, when one starts
                 print(f"forsetid: cannot preload {entry}: {exc!r}", file=sys.stderr)
         self.send(["preloaded", self.resolved])
+        _use_titles("forseti: fork server")
         # What is imported now is shared with every child: keep the collector off it, or
         # its first pass in a child would touch (and so copy) every page of it.
         gc.collect()
@@ -329,7 +330,6 @@ class _Zygote:
                 if not data:  # the daemon is gone or done with us
                     os._exit(0)
                 theirs.close()
-                _prctl(_PR_SET_NAME, name)
                 _, _, entry, _, args, env, key = _unpack(data)
                 os.environ.update(env)
                 _run_entry(entry, args, env, key, fds[0] if fds else None)
@@ -445,6 +445,30 @@ def _rehearse(entries: list[str]) -> None:
         del os.environ[name]
     for entry in entries:  # (resolved by the zygote already: this only touches the pages)
         _resolve(entry)
+    _title(SPARE_NAME.decode())  # in ps too; and its pages are touched for the real title
+
+
+def _use_titles(title: str) -> None:
+    """Give processes titles that ``ps`` shows (``forseti: GROUP/KEY``), if setproctitle
+    is there. Its first call in a process moves the environment and costs ~100 us; made
+    here, in the fork server, it is done once for every child."""
+    global _title
+    # Titles go in the command line's own room (the fork server's is long): by default
+    # setproctitle would take the environment's too, and /proc/PID/environ would lose it.
+    os.environ["SPT_NOENV"] = "1"
+    try:
+        from setproctitle import setproctitle
+
+        setproctitle(title)
+    except ImportError:  # titles are a comfort, not a need: /proc/PID/comm still says what it is
+        return
+    finally:
+        del os.environ["SPT_NOENV"]
+    _title = setproctitle
+
+
+def _title(title: str) -> None:  # replaced by setproctitle once the fork server has it
+    _prctl(_PR_SET_NAME, title.encode()[:15])
 
 
 def _child(entry, command, args, env, key, ready_w: int, err_w: int, zygote: int) -> None:
@@ -474,6 +498,7 @@ def _run_entry(entry: str, args: list, env: dict, key: str, ready_w: int | None)
     ready pipe: the daemon counts the process as started already."""
     code = 1
     try:
+        _title(f"forseti: {env.get('FORSETI_GROUP', '?')}/{key}")
         try:
             fn = _resolve(entry)
         except BaseException as exc:

@@ -167,7 +167,7 @@ def test_a_key_in_no_list_is_refused_at_once_not_timed_out(make_node, keys, ctx)
         with pytest.raises(AccessDenied) as err:
             c.nodes()
         took = time.monotonic() - start
-        assert took < 1.0, took  # well under the timeout
+        assert took < 2.5, took  # well under the 5 s timeout (a loaded machine is slow)
         assert err.value.kind == AUTHENTICATION
         message = str(err.value)
         assert message.startswith(f"authentication failed at {node.endpoint}: ")
@@ -195,7 +195,7 @@ def test_a_curve_client_of_a_plain_server_is_refused_at_once(make_node, keys, ct
         start = time.monotonic()
         with pytest.raises(AccessDenied) as err:
             c.nodes()
-        assert time.monotonic() - start < 1.0
+        assert time.monotonic() - start < 2.5  # well before its 5 s timeout (a loaded machine is slow)
     assert err.value.kind == AUTHENTICATION and "does not use CURVE" in str(err.value)
 
 
@@ -229,7 +229,7 @@ def test_events_with_keys_and_an_events_socket_that_refuses_them(make_node, keys
         start = time.monotonic()
         with pytest.raises(AccessDenied) as err:
             c.events()  # the info is answered; the events socket refuses alice
-        assert time.monotonic() - start < 1.0
+        assert time.monotonic() - start < 2.5  # well under its timeout
         assert err.value.kind == AUTHENTICATION and f"authentication failed at {node.events}" in str(err.value)
     with client(ctx, node, keys, "other") as c, c.events() as stream:
         assert stream.endpoint == node.events  # its first tick came: the stream is live

@@ -46,3 +46,16 @@ def test_a_processs_traceback_names_its_group_key_and_pid(make_cluster):
     loc = c.leader().get("crash", "k1")
     wait_for(lambda: f"crash/k1 (pid {loc.pid}) raised:" in c.log("node1"), 5, 0.05, "the traceback")
     assert "RuntimeError: k1: failing on purpose" in c.log("node1")
+
+
+def test_ps_shows_an_entry_process_as_its_group_and_key(make_cluster):
+    c = make_cluster(workers=1)
+    for key in ("k1", "k2"):  # the first one is the spare's, the second forked while it ran
+        loc = c.leader().get("sleeper", key)  # (answered once it has its key: the title follows)
+        wait_for(lambda loc=loc, key=key: _cmdline(loc.pid) == f"forseti: sleeper/{key}", 2, 0.01, "its title")
+    assert c.spares() and all(_cmdline(pid) == "forseti-spare" for pid in c.spares())
+
+
+def _cmdline(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().split(b"\0")[0].decode()
