@@ -9,6 +9,7 @@ leader over ``inproc://``. Where a message is decoded: ``protocol.py``; decided:
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import sys
@@ -55,8 +56,16 @@ def build(config: Config) -> Loop:
     return loop
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("forseti")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="forsetid", description="The Forseti daemon.")
+    parser.add_argument("--version", action="version", version=f"forsetid {_version()}")
     parser.add_argument("--config", required=True, help="path to forseti.toml")
     parser.add_argument("--role", choices=["leader", "worker", "both"], help="overrides node.role")
     parser.add_argument("--name", help="overrides node.name")
