@@ -45,6 +45,7 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True):
     role: Role = "both"
     listen: str = DEFAULT_LISTEN
     capacity: Annotated[int, msgspec.Meta(ge=0)] = 0
+    python_path: list[str] = []  # where entry modules are imported from, before the daemon's sys.path
 
 
 class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -108,6 +109,7 @@ def parse(raw: dict, path: str = "<config>") -> Config:
         calls[name] = _convert(table, Call, path, f"calls.{name}")
     security = _convert(raw.get("security", {}), SecurityConfig, path, "security")
     here = os.path.dirname(os.path.abspath(path))
+    node.python_path = [os.path.join(here, os.path.expanduser(folder)) for folder in node.python_path]
     for name in ("server_key", "key", "authorized"):
         value = getattr(security, name)
         if value:

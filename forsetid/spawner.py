@@ -27,7 +27,8 @@ maps makes each of its forks dearer: msgspec alone cost 20% more per fork).
   ready pipe's write end, or with none when the entry is one the zygote resolved at
   start and the process need not signal readiness itself: such a spare runs that
   function's code already, so it counts as started the moment it has its key
-* ``["preloaded", entries]``, the zygote's first word: the entries it resolved
+* ``["preloaded", entries, failures, path]``, the zygote's first word: the entries it
+  resolved, ``[entry, error]`` for each it could not, and the ``sys.path`` it searched
 * ``["signal", pid, signum]`` (to the process's whole process group)
 * ``["exited", pid, returncode]`` (negative: killed by that signal), spares included
 
@@ -92,13 +93,14 @@ def _ready_pipe() -> tuple[int, int]:
 class Spawner:
     """The daemon's handle on its zygote."""
 
-    def __init__(self, entries: list[str]) -> None:
+    def __init__(self, entries: list[str], python_path: list[str] | None = None) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fd = theirs.fileno()
         # The daemon's own sys.path, ahead of the current directory that -c would put
         # first: the fork server must import this forsetid and the entry modules the
         # daemon would, whatever directory it was started from.
-        boot = f"import sys; sys.path[:0] = {sys.path!r}; from forsetid.spawner import main; main(sys.argv)"
+        path = [*(python_path or ()), *sys.path]  # node.python_path first: the operator's word
+        boot = f"import sys; sys.path[:0] = {path!r}; from forsetid.spawner import main; main(sys.argv)"
         argv = [sys.executable, "-c", boot, str(fd), str(os.getpid()), *entries]
         import subprocess  # here, not at the top: imported in the zygote, it slows every fork
 
@@ -212,6 +214,7 @@ class Spawner:
             report = _unpack(data)
             if report[0] == "preloaded":
                 self.preloaded = set(report[1])
+                reports += [["unimportable", entry, [error, report[3]]] for entry, error in report[2]]
             elif report[0] == "spare":  # (without a socket when the fork failed)
                 self.asked = False
                 if fds:
@@ -256,13 +259,14 @@ class _Zygote:
         for sig in _HELD_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         self.resolved = []  # (a failed import is not retried in every spare: only on a start)
+        failures = []
         for entry in entries:
             try:
                 _resolve(entry)
                 self.resolved.append(entry)
             except BaseException as exc:  # reported again, per process, when one starts
-                print(f"forsetid: cannot preload {entry}: {exc!r}", file=sys.stderr)
-        self.send(["preloaded", self.resolved])
+                failures.append([entry, f"{type(exc).__name__}: {exc}"])
+        self.send(["preloaded", self.resolved, failures, [p for p in sys.path if p]])
         _use_titles("forseti: fork server")
         # What is imported now is shared with every child: keep the collector off it, or
         # its first pass in a child would touch (and so copy) every page of it.

@@ -135,8 +135,12 @@ class WorkerIO(Part):
             except Exception:
                 self.loop.faults.exception("internal error while handling a report from the fork server")
 
-    def _on_report(self, kind: str, ident: int, value) -> None:
-        if kind == "spawned":
+    def _on_report(self, kind: str, ident, value) -> None:
+        if kind == "unimportable":  # at start: ident is the entry, value its error and the path searched
+            groups = ", ".join(sorted(g for g, call in self.worker.calls.items() if call.entry == ident)) or "-"
+            error, path = value
+            log.error("group %s: entry %s cannot be imported: %s (searched: %s)", groups, ident, error, ", ".join(path))
+        elif kind == "spawned":
             self.carry_out(self.processes.on_spawned(ident, value))
         elif kind == "failed":
             self._close_ready(ident)

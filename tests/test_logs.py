@@ -59,3 +59,23 @@ def test_ps_shows_an_entry_process_as_its_group_and_key(make_cluster):
 def _cmdline(pid: int) -> str:
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         return f.read().split(b"\0")[0].decode()
+
+
+def test_an_entry_that_cannot_be_imported_at_start_is_logged_with_group_module_and_path(make_cluster):
+    c = make_cluster(workers=1, calls={"broken": {"entry": "no_such_module_here:run"}})
+    line = wait_for(lambda: next((ln for ln in c.log("node1").splitlines() if "cannot be imported" in ln), None),
+                    5, 0.05, "the import error")  # fmt: skip
+    assert "ERROR group broken: entry no_such_module_here:run cannot be imported: ModuleNotFoundError" in line
+    assert "(searched: " in line and str(c.dir) not in line.split("(searched: ")[0]
+
+
+def test_entry_modules_are_imported_from_node_python_path(make_cluster):
+    c = make_cluster(workers=1, node={"python_path": ["mods"]}, calls={"mine": {"entry": "my_app_mod:run"}},
+                     start=False, wait=False)  # fmt: skip
+    (c.dir / "mods").mkdir()
+    (c.dir / "mods" / "my_app_mod.py").write_text("import time\n\ndef run(key, *args):\n    time.sleep(3600)\n")
+    for name in ("leader", "node1"):
+        c.start(name)
+    c.wait_up()
+    assert c.leader().get("mine", "k").pid in c.processes()  # relative to the config file, not the cwd
+    assert "cannot be imported" not in c.log("node1")
