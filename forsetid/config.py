@@ -107,6 +107,8 @@ def parse(raw: dict, path: str = "<config>") -> Config:
         if not _GROUP_NAME.match(name) or len(name) > GROUP_MAX:
             raise ConfigError(f"{path}: calls.{name}: {GROUP_RULE}")
         calls[name] = _convert(table, Call, path, f"calls.{name}")
+        if calls[name].log:  # relative to the config file, as every path in it
+            calls[name].log = os.path.join(os.path.dirname(os.path.abspath(path)), calls[name].log)
     security = _convert(raw.get("security", {}), SecurityConfig, path, "security")
     here = os.path.dirname(os.path.abspath(path))
     node.python_path = [os.path.join(here, os.path.expanduser(folder)) for folder in node.python_path]

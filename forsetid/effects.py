@@ -46,6 +46,7 @@ class Start:
     args: list
     env: dict[str, str]
     key: str
+    log: str | None = None  # the file its output goes to (None: the daemon's log)
 
 
 @dataclass(slots=True)

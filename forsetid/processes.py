@@ -122,7 +122,8 @@ class Processes:
     def _start(self, proc: Proc) -> Start:
         call = proc.call
         command = None if call.command is None else [self._fill(a, proc) for a in call.command]
-        return Start(proc.token, call.entry, command, [*call.args, *proc.args], self.env(proc), proc.key)
+        log = None if call.log is None else self._fill(call.log, proc)
+        return Start(proc.token, call.entry, command, [*call.args, *proc.args], self.env(proc), proc.key, log)
 
     def env(self, proc: Proc) -> dict[str, str]:
         env = {"FORSETI_GROUP": proc.group, "FORSETI_KEY": proc.key, "FORSETI_NODE": self.node}

@@ -75,6 +75,7 @@ class Call(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     start_timeout: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 10.0
     stop_timeout: Annotated[float, msgspec.Meta(ge=0, le=86400)] = 5.0
     endpoint: str | None = None
+    log: str | None = None  # a file per key for the process's output (placeholders as in command)
 
     def __post_init__(self) -> None:
         if (self.entry is None) == (self.command is None):
@@ -85,7 +86,11 @@ class Call(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
                 raise ValueError(f"`entry` must look like 'package.module:function', got {self.entry!r}")
         if self.command is not None and not self.command:
             raise ValueError("`command` must not be empty")
-        for where, template in [("command", a) for a in self.command or ()] + [("endpoint", self.endpoint or "")]:
+        templates = [("command", a) for a in self.command or ()] + [
+            ("endpoint", self.endpoint or ""),
+            ("log", self.log or ""),
+        ]
+        for where, template in templates:
             unknown = [name for name in _PLACEHOLDER.findall(template) if name not in PLACEHOLDERS]
             if unknown:
                 known = ", ".join("{" + n + "}" for n in PLACEHOLDERS)

@@ -18,7 +18,7 @@ Daemon <-> zygote: lists over a SOCK_SEQPACKET socketpair, in ``marshal`` (both 
 are the same interpreter; the zygote imports nothing it can do without, as every page it
 maps makes each of its forks dearer: msgspec alone cost 20% more per fork).
 
-* ``["spawn", token, entry, command, args, env, key]`` with one fd attached, the write
+* ``["spawn", token, entry, command, args, env, key, log]`` with one fd attached, the write
   end of the process's *ready pipe* -> ``["spawned", token, pid]`` or
   ``["failed", token, reason]``; ``env`` holds ``FORSETI_READY_FD`` (any value) when the
   process itself signals readiness
@@ -123,18 +123,21 @@ class Spawner:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def spawn(self, token: int, entry, command, args: list, env: dict, key: str) -> tuple[int | None, int | None]:
+    def spawn(
+        self, token: int, entry, command, args: list, env: dict, key: str, log: str | None = None
+    ) -> tuple[int | None, int | None]:
         """Start a process: returns the read end of its ready pipe, and its pid when a
         spare took the key (otherwise a ``spawned`` report tells it). A pid with no pipe:
         the spare had resolved the entry already, so the process has started. ValueError:
         the start is too large to be sent (it has not begun)."""
-        job = _pack(["spawn", token, entry, command, args, env, key])  # for a spare or the zygote
+        job = _pack(["spawn", token, entry, command, args, env, key, log])  # for a spare or the zygote
         if len(job) > MAX_JOB:
             raise ValueError(
                 f"its arguments and environment take {len(job):,} bytes; a start takes at most {MAX_JOB:,}"
             )
         if command is None:
-            started = entry in self.preloaded and READY_FD_ENV not in env  # once a spare has the key
+            # Started once a spare has the key; with a log file, once that file is open.
+            started = entry in self.preloaded and READY_FD_ENV not in env and log is None
             r, w = (None, None) if started else _ready_pipe()
             pid = self._use_spare(job, w)
             if pid is not None:
@@ -334,9 +337,11 @@ class _Zygote:
                 if not data:  # the daemon is gone or done with us
                     os._exit(0)
                 theirs.close()
-                _, _, entry, _, args, env, key = _unpack(data)
+                _, _, entry, _, args, env, key, log = _unpack(data)
                 os.environ.update(env)
-                _run_entry(entry, args, env, key, fds[0] if fds else None)
+                ready_w = fds[0] if fds else None
+                if _output_to(log, ready_w):
+                    _run_entry(entry, args, env, key, ready_w)
             finally:
                 os._exit(1)
         theirs.close()
@@ -356,7 +361,7 @@ class _Zygote:
             if pid in self.children:
                 self.kill(pid, signum)
             return
-        _, token, entry, command, args, env, key = msg
+        _, token, entry, command, args, env, key, log = msg
         ready_w = fds[0]
         err_r, err_w = os.pipe()  # close-on-exec: EOF means the exec worked
         zygote = os.getpid()
@@ -370,7 +375,7 @@ class _Zygote:
             self.sock.close()
             for fd in (*own_fds, err_r):
                 os.close(fd)
-            _child(entry, command, args, env, key, ready_w, err_w, zygote)
+            _child(entry, command, args, env, key, log, ready_w, err_w, zygote)
         os.close(ready_w)
         os.close(err_w)
         self.children.add(pid)
@@ -443,7 +448,7 @@ def _rehearse(entries: list[str]) -> None:
     process the first write to a page is a copy-on-write fault, and those faults, not
     the work, were most of a spare's start (0.5 ms here)."""
     env = {name: "" for name in ("FORSETI_GROUP", "FORSETI_KEY", "FORSETI_NODE", "FORSETI_ENDPOINT", READY_FD_ENV)}
-    _unpack(_pack(["spawn", 0, "module:function", None, [], env, "key"]))
+    _unpack(_pack(["spawn", 0, "module:function", None, [], env, "key", None]))
     os.environ.update(env)
     for name in env:
         del os.environ[name]
@@ -475,14 +480,21 @@ def _title(title: str) -> None:  # replaced by setproctitle once the fork server
     _prctl(_PR_SET_NAME, title.encode()[:15])
 
 
-def _child(entry, command, args, env, key, ready_w: int, err_w: int, zygote: int) -> None:
+def _child(entry, command, args, env, key, log, ready_w: int, err_w: int, zygote: int) -> None:
     """In a new process: never returns."""
     try:
         _setup(zygote)
         os.environ.update(env)
         if command is None:
             os.close(err_w)  # the zygote goes on; an import error travels on the ready pipe
-            _run_entry(entry, args, env, key, ready_w)
+            if _output_to(log, ready_w):
+                _run_entry(entry, args, env, key, ready_w)
+            os._exit(1)
+        try:
+            _redirect(log)
+        except OSError as exc:
+            os.write(err_w, f"cannot open its log file {log}: {exc.strerror or exc}".encode())
+            os._exit(1)
         # Only a process that signals readiness itself keeps the ready pipe.
         os.set_inheritable(ready_w, READY_FD_ENV in env)
         if READY_FD_ENV in env:
@@ -495,6 +507,29 @@ def _child(entry, command, args, env, key, ready_w: int, err_w: int, zygote: int
             os._exit(127)
     finally:
         os._exit(1)
+
+
+def _redirect(log: str | None) -> None:
+    """Send this process's output to ``log`` (appended; folders made), not the daemon's."""
+    if log is None:
+        return
+    folder = os.path.dirname(log)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _output_to(log: str | None, ready_w: int | None) -> bool:
+    """``_redirect`` for an entry process: False (and the start fails) if it cannot."""
+    try:
+        _redirect(log)
+    except OSError as exc:
+        _tell(ready_w, NOT_READY, f"cannot open its log file {log}: {exc.strerror or exc}")
+        return False
+    return True
 
 
 def _run_entry(entry: str, args: list, env: dict, key: str, ready_w: int | None) -> None:

@@ -68,7 +68,7 @@ class WorkerIO(Part):
 
     def _start(self, s: Start) -> None:
         try:
-            fd, pid = self.spawner.spawn(s.token, s.entry, s.command, s.args, s.env, s.key)
+            fd, pid = self.spawner.spawn(s.token, s.entry, s.command, s.args, s.env, s.key, s.log)
         except ValueError as exc:
             self.carry_out(self.processes.on_spawn_failed(s.token, str(exc)))
             return

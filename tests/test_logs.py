@@ -79,3 +79,25 @@ def test_entry_modules_are_imported_from_node_python_path(make_cluster):
     c.wait_up()
     assert c.leader().get("mine", "k").pid in c.processes()  # relative to the config file, not the cwd
     assert "cannot be imported" not in c.log("node1")
+
+
+def test_a_group_with_a_log_file_sends_each_keys_output_there(make_cluster):
+    calls = {
+        "chatty": {"entry": "forsetid.examples:echo", "log": "out/{group}/{key}.log"},
+        "shell": {"command": ["sh", "-c", "echo shell {key}; echo oops >&2; exec sleep 600"], "log": "out/{key}.log"},
+    }
+    c = make_cluster(workers=1, calls=calls)
+    for group, key in (("chatty", "k1"), ("chatty", "k1"), ("shell", "s1")):
+        c.leader().get(group, key)
+    chatty, shell = c.dir / "out" / "chatty" / "k1.log", c.dir / "out" / "s1.log"  # relative to the config file
+    wait_for(lambda: chatty.exists() and "k1: hello from pid" in chatty.read_text(), 5, 0.05, "the entry's output")
+    wait_for(lambda: shell.exists() and shell.read_text() == "shell s1\noops\n", 5, 0.05, "the command's output")
+    assert "hello from pid" not in c.log("node1")  # not in the daemon's log any more
+
+
+def test_a_log_file_that_cannot_be_opened_fails_the_start(make_cluster):
+    calls = {"nolog": {"entry": "forsetid.examples:sleeper", "log": "/proc/forseti/{key}.log"}}
+    c = make_cluster(workers=1, calls=calls)
+    with pytest.raises(ForsetiError, match="cannot open its log file /proc/forseti/k1.log"):
+        c.leader().get("nolog", "k1")
+    assert c.processes() == []
