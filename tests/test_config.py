@@ -290,3 +290,20 @@ def test_the_store_comes_from_the_backend_named():
     from forsetid.store import BACKENDS, MemoryStore, open_store
 
     assert isinstance(open_store("memory"), MemoryStore) and set(BACKENDS) == {"memory"}
+
+
+def test_the_systemd_units_start_forsetid_with_a_config_and_restart_on_failure():
+    import configparser
+
+    units = sorted(glob.glob(os.path.join(CONF, "systemd", "*.service")))
+    assert [os.path.basename(u) for u in units] == ["forseti-both.service", "forseti-leader.service",
+                                                    "forseti-worker.service"]  # fmt: skip
+    for unit in units:
+        parsed = configparser.ConfigParser(interpolation=None, strict=False)
+        parsed.read(unit)
+        service = parsed["Service"]
+        command = service["ExecStart"].split()
+        assert command[0].endswith("/forsetid") and command[1] == "--config" and command[2].endswith(".toml")
+        assert service["Restart"] == "on-failure" and service["User"] == "forseti"
+        assert service["KillMode"] == "mixed"  # SIGTERM to the daemon alone: it stops its processes itself
+        assert parsed["Install"]["WantedBy"] == "multi-user.target"
