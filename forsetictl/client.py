@@ -90,6 +90,7 @@ class Event(msgspec.Struct, frozen=True):
     at: float
     endpoint: str | None = None
     missed: int = 0  # kind "missed": how many events were lost here (0 = unknown: a new leader)
+    adopted: bool = False  # kind "started": a process that ran already (a new leader learnt of it), not a new start
 
 
 DEFAULT_ENDPOINT = DEFAULT_LISTEN
@@ -461,4 +462,5 @@ def _event(msg: p.Event) -> Event:
         msg.reason,
         msg.at,
         loc.endpoint,
+        adopted=msg.adopted,
     )

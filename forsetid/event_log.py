@@ -18,7 +18,7 @@ class EventLog:
         self.gseq: dict[str, int] = {}
         self.clock = clock
 
-    def event(self, kind, loc: p.Location, exit_code=None, signal=None, reason=None, at=None) -> p.Event:
+    def event(self, kind, loc: p.Location, exit_code=None, signal=None, reason=None, at=None, adopted=False) -> p.Event:
         self.seq += 1
         gseq = self.gseq[loc.group] = self.gseq.get(loc.group, 0) + 1
         return p.Event(
@@ -31,6 +31,7 @@ class EventLog:
             reason=reason,
             at=at or self.clock(),
             gseq=gseq,
+            adopted=adopted,
         )
 
     def tick(self, group: str | None = None) -> p.Tick:

@@ -247,7 +247,7 @@ class Leader:
             self.suspensions.suspend(msg.node, group, seconds)
         out.append(Reply(peer, p.Welcome(id=msg.id, epoch=self.epoch, calls=self.calls)))
         for loc in processes:
-            out += self.registry.adopt(peer, loc)
+            out += self.registry.adopt(peer, loc, running=True)
         self.starts.told(msg.node, msg.starting, self.store.get)
         out += self._settle(msg.node, processes, msg.starting)
         # Starts it may never have received (or whose answer was lost): the worker

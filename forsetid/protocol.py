@@ -309,7 +309,9 @@ class Exited(Msg, tag="exited"):
 
 class Event(Msg, tag="event"):
     """``seq`` counts every event of this leader (``epoch``); ``gseq`` counts the events
-    of this one group, so a subscriber of one group can tell a gap too."""
+    of this one group, so a subscriber of one group can tell a gap too. ``adopted``, of a
+    ``started`` event: not a new start but a process that ran already, registered from its
+    worker's hello (a new leader learning what runs, or a worker back after a silence)."""
 
     seq: int
     epoch: str
@@ -320,6 +322,7 @@ class Event(Msg, tag="event"):
     reason: Reason | None = None
     at: float = 0.0
     gseq: int = 0
+    adopted: bool = False
 
 
 class Tick(Msg, tag="tick"):

@@ -21,10 +21,10 @@ class Registry:
         self.store, self.placement, self.events = store, placement, events
         self.stopping: dict[tuple[str, str], list[tuple[bytes, int]]] = {}  # key -> (peer, request id)
 
-    def register(self, loc: p.Location) -> Out:
+    def register(self, loc: p.Location, adopted: bool = False) -> Out:
         self.store.put(loc)
         self.placement.add(loc.node, +1)
-        return [Publish(self.events.event("started", loc, at=loc.started_at))]
+        return [Publish(self.events.event("started", loc, at=loc.started_at, adopted=adopted))]
 
     def drop(self, loc: p.Location, exit_code=None, signal=None, reason: p.Reason = "exit", at=None) -> Out:
         self.store.delete(loc.group, loc.key)
@@ -34,12 +34,13 @@ class Registry:
             out.append(Reply(waiter, p.Stopped(id=req, found=True)))
         return out
 
-    def adopt(self, peer: bytes, loc: p.Location) -> Out:
-        """A live process a worker reports: registered if its key is free; if another
-        process is registered for the key, this one is the duplicate and is stopped."""
+    def adopt(self, peer: bytes, loc: p.Location, running: bool = False) -> Out:
+        """A live process a worker reports (``running``: in a hello, so not a new start):
+        registered if its key is free; if another process is registered for the key,
+        this one is the duplicate and is stopped."""
         current = self.store.get(loc.group, loc.key)
         if current is None:
-            return self.register(loc)
+            return self.register(loc, adopted=running)
         if current != loc:
             text = (f"{loc.group}/{loc.key} runs twice: keeping pid {current.pid} on {current.node}, "
                     f"stopping pid {loc.pid} on {loc.node}")  # fmt: skip

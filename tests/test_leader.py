@@ -716,3 +716,13 @@ def test_add_call_replaces_a_group_only_when_told_to_and_remove_call_removes_it(
     assert err.kind == p.UNKNOWN_GROUP
     ((_, err),) = leader.handle(CLIENT, p.RemoveCall(id=6, name="users"))
     assert err.kind == p.UNKNOWN_GROUP
+
+
+def test_processes_a_hello_brings_are_told_as_adopted_not_as_new_starts():
+    leader = make(["node1"])
+    running = loc("node1", "old")
+    (event,) = events(hello(leader, "node1", processes=[running]))  # (the same incarnation: a reconnect)
+    assert (event.kind, event.location, event.adopted) == ("started", running, True)
+    out, _ = answer(leader, get(leader, "new"))
+    (event,) = events(out)
+    assert event.adopted is False

@@ -77,7 +77,8 @@ def test_entry_modules_are_imported_from_node_python_path(make_cluster):
     for name in ("leader", "node1"):
         c.start(name)
     c.wait_up()
-    assert c.leader().get("mine", "k").pid in c.processes()  # relative to the config file, not the cwd
+    loc = c.leader().get("mine", "k")  # relative to the config file, not the cwd
+    wait_for(lambda: loc.pid in c.processes(), 2, 0.01, "it to run (a spare renames itself once it has its key)")
     assert "cannot be imported" not in c.log("node1")
 
 
