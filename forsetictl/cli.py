@@ -234,12 +234,8 @@ def version() -> str:
         return metadata.version("forseti")
     except metadata.PackageNotFoundError:
         pass
-    try:
-        from forsetid import __version__
-
-        return str(__version__)
-    except ImportError:
-        return "unknown"
+    # (forsetid, the package, is loaded already, with forsetid.const: read, not imported)
+    return str(getattr(sys.modules.get("forsetid"), "__version__", None) or "unknown")
 
 
 def _counts(text: str) -> list[int]:
