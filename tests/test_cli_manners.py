@@ -68,6 +68,8 @@ def test_an_unknown_placeholder_is_a_usage_error_the_request_never_left(solo):  
     assert json.loads(r.stdout)["error"] == "bad-call" and "{nope}" in r.stderr
     r = ctl("add-call", "bad", "--process-endpoint", "ipc:///tmp/{kee}.sock", "--entry", "m:f", endpoint=ep)
     assert r.returncode == 2 and "{kee}" in r.stderr
+    r = ctl("add-call", "bad", "--log", "/tmp/{grp}.log", "--entry", "m:f", endpoint=ep)
+    assert r.returncode == 2 and "{grp}" in r.stderr
     r = ctl("add-call", "fine", "--command", "sh", "-c", 'echo "${HOME}" {key}', endpoint=ep)  # ${HOME}: the shell's
     assert r.returncode == 0, r
     assert "bad" not in ctl("calls", endpoint=ep).stdout
@@ -108,9 +110,12 @@ def test_version():
         assert cli.version() == forsetid.__version__
 
 
-def test_plain_output_for_people(solo):  # noqa: F811
+def test_plain_output_for_people(solo, tmp_path):  # noqa: F811
     ep = solo.endpoint("node1")
-    r = ctl("add-call", "quoted", "--arg", "x y", "--command", "sh", "-c", 'exec sleep 600 "$0"', endpoint=ep)
+    log = f"{tmp_path}/{{key}}.log"
+    r = ctl(
+        "add-call", "quoted", "--arg", "x y", "--log", log, "--command", "sh", "-c", 'exec sleep 600 "$0"', endpoint=ep
+    )
     assert r.returncode == 0, r
     r = ctl("get", "sleeper", "k1", endpoint=ep)
     assert re.fullmatch(rf"sleeper/k1 node=node1 pid=\d+ endpoint=- started={DATE}\n", r.stdout), r.stdout
@@ -125,21 +130,23 @@ def test_plain_output_for_people(solo):  # noqa: F811
         "START_TIMEOUT",
         "STOP_TIMEOUT",
         "ENDPOINT",
+        "LOG",
         "SUSPENDED_ON",
         "ARGS",
         "HOW",
     ]
     quoted = next(line for line in rows if line.startswith("quoted "))
-    assert quoted.split(None, 6) == [
+    assert quoted.split(None, 7) == [
         "quoted",
         "no",
         "10",
         "5",
         "-",
+        f"{tmp_path}/{{key}}.log",
         "-",
         """["x y"]  command sh -c 'exec sleep 600 "$0"'""",
     ]
-    assert re.search(r"^sleeper +no +10 +5 +- +- +- +entry forsetid.examples:sleeper$", calls, re.M), calls
+    assert re.search(r"^sleeper +no +10 +5 +- +- +- +- +entry forsetid.examples:sleeper$", calls, re.M), calls
     slow = next(line for line in rows if line.startswith("slow "))
     assert slow.split()[:2] == ["slow", "yes"] and "[2.0]" in slow
     for args in (("find", "sleeper", "k1"), ("ls",), ("nodes",), ("calls",)):
@@ -160,6 +167,7 @@ def test_json_is_complete_one_object_per_line(solo):  # noqa: F811
         "start_timeout": 10.0,
         "stop_timeout": 5.0,
         "endpoint": None,
+        "log": None,
         "suspended_on": [],
     }
     assert calls["late_cmd"]["command"] == ["true"] and calls["late_cmd"]["entry"] is None
