@@ -7,69 +7,113 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shlex
 import sys
 import time
 
 import msgspec
 
+from forsetid.const import GROUP_MAX, GROUP_PATTERN, GROUP_RULE
+
 from .client import AccessDenied, Client, Event, ForsetiError, Timeout
-from .config import KEY_ENV, ConfigError, client_keys, resolve
+from .config import ENDPOINT_ENV, KEY_ENV, LOCAL_CONFIG, ConfigError, client_keys, resolve
 from .security import KeyFileError
 
 OK, NOT_FOUND, USAGE, CLUSTER_ERROR, NO_ANSWER, DENIED = 0, 1, 2, 3, 4, 5
 
 
+EPILOG = """\
+The options above (--config, --endpoint, --json, --timeout, --key, --server-key) may
+also come after the command (forsetictl ls --json, forsetictl get g k --timeout 2), with
+the same meaning; one given both before and after the command: the later one wins.
+After add-call's --command, everything belongs to the command's argv.
+
+With neither --config nor --endpoint: $FORSETI_ENDPOINT, then ./forseti.toml, then
+tcp://127.0.0.1:7072.
+
+Exit status: 0 done; 1 not found; 2 usage or config error; 3 the cluster answered with
+an error; 4 no answer in time; 5 access denied."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes exit 2 (argparse's way), with the JSON error too when --json is on the line."""
+
+    json_errors = False
+
+    def error(self, message: str):
+        if self.json_errors:
+            print(json.dumps({"error": "usage", "message": f"{self.prog}: {message}"}), flush=True)
+        super().error(message)
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="forsetictl", description="Talk to a Forseti cluster.")
-    where = ap.add_mutually_exclusive_group()
-    where.add_argument("--config", help="forseti.toml: talk to the node it describes")
-    where.add_argument("--endpoint", help="a node's client endpoint, e.g. tcp://127.0.0.1:7072")
-    ap.add_argument("--json", action="store_true", help="print JSON objects, one per line")
-    ap.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)")
-    ap.add_argument(
-        "--key",
-        metavar="FILE",
-        dest="key_file",  # (not "key": the commands' KEY argument)
-        help=f"this client's CURVE key pair, a .key_secret file (default ${KEY_ENV} outside processes Forseti started, "
-        "else the config's security.key)",
+    ap = _Parser(
+        prog="forsetictl",
+        description="Talk to a Forseti cluster.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument(
-        "--server-key",
-        metavar="FILE",
-        dest="server_key_file",
-        help="the cluster's public key file, server.key (default: the config's security.server_key)",
-    )
-    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    ap.add_argument("--version", action="version", version=f"forsetictl {version()}", help="print the version")
+    _global_options(ap, ap.add_mutually_exclusive_group(), defaults=True)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND", help="one of:")
 
     p = sub.add_parser("get", help="get-or-create; prints the location")
-    p.add_argument("group")
-    p.add_argument("key")
-    p.add_argument("args", nargs="*", metavar="ARG", help="extra start arguments")
+    _group_key(p)
+    p.add_argument("args", nargs="*", metavar="ARG", help="extra start arguments (after --, one that starts with '-')")
     p = sub.add_parser("find", help="the location, or exit status 1")
-    p.add_argument("group")
-    p.add_argument("key")
-    p = sub.add_parser("stop", help="terminate it; exit status 1 if absent")
-    p.add_argument("group")
-    p.add_argument("key")
+    _group_key(p)
+    p = sub.add_parser("stop", help="terminate it (SIGTERM, then SIGKILL); exit status 1 if absent")
+    _group_key(p)
     p = sub.add_parser("ls", help="registered processes")
-    p.add_argument("group", nargs="?")
+    p.add_argument("group", nargs="?", type=_group, metavar="GROUP", help="only this group's (default: all)")
     sub.add_parser("nodes", help="workers: name, state, processes, capacity")
     sub.add_parser("calls", help="groups and how they start")
-    p = sub.add_parser("add-call", help="add a group at run time")
-    p.add_argument("group")
+    p = sub.add_parser(
+        "add-call",
+        help="add a group at run time",
+        description="Add a group at run time. Everything after --command is the command's argv "
+        "(options included): put the other options before it.",
+    )
+    p.add_argument("group", type=_group, metavar="GROUP", help="the new group's name")
     how = p.add_mutually_exclusive_group(required=True)
-    how.add_argument("--entry", metavar="MOD:FUNC")
-    how.add_argument("--command", nargs=argparse.REMAINDER, metavar="ARGV", help="the rest of the line")
-    p.add_argument("--arg", action="append", default=[], dest="call_args", metavar="A")
+    how.add_argument("--entry", metavar="MOD:FUNC", help="a Python function to run in a forked process")
+    how.add_argument(
+        "--command",
+        nargs=argparse.REMAINDER,
+        metavar="ARGV",
+        help="a program and its arguments: the rest of the line, options included ({key}, {group}, {node} "
+        "are filled in)",
+    )
+    p.add_argument(
+        "--arg", action="append", default=[], dest="call_args", metavar="A", help="a start argument (repeatable)"
+    )
     p.add_argument("--ready", action="store_true", help="wait for forsetictl.ready() from the process")
-    p.add_argument("--start-timeout", type=float)
-    p.add_argument("--stop-timeout", type=float)
-    p.add_argument("--process-endpoint", dest="process_endpoint", metavar="TEMPLATE")
+    p.add_argument(
+        "--start-timeout", type=_seconds, metavar="S", help="seconds a start may take (default 10; with --ready)"
+    )
+    p.add_argument(
+        "--stop-timeout", type=_seconds_or_0, metavar="S", help="seconds from SIGTERM to SIGKILL on stop (default 5)"
+    )
+    p.add_argument(
+        "--process-endpoint",
+        dest="process_endpoint",
+        metavar="TEMPLATE",
+        help="the endpoint a location reports, e.g. ipc:///run/app/{key}.sock",
+    )
+    p.add_argument(
+        "--log", metavar="TEMPLATE", help="a file per key for the process's output, e.g. /var/log/app/{key}.log"
+    )
+    p.add_argument("--replace", action="store_true", help="replace the group if it exists (else: exit status 3)")
+    p = sub.add_parser(
+        "remove-call", help="remove a group (its running processes go on until they exit; new gets fail)"
+    )
+    p.add_argument("group", type=_group, metavar="GROUP", help="the group to remove")
     p = sub.add_parser("events", help="follow started/exited events until interrupted")
-    p.add_argument("group", nargs="?")
-    p.add_argument("--count", type=int, help="stop after this many events")
+    p.add_argument("group", nargs="?", type=_group, metavar="GROUP", help="only this group's (default: all)")
+    p.add_argument("--count", type=_positive, metavar="N", help="stop after this many events")
     p = sub.add_parser("keygen", help="write a CURVE key pair, NAME.key and NAME.key_secret (section 8)")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="the pair's name, e.g. a node's or a user's")
     p.add_argument("--dir", default=".", help="where to write them (default: the current directory)")
     p = sub.add_parser(
         "bench",
@@ -106,7 +150,95 @@ def parser() -> argparse.ArgumentParser:
         help="registered keys (default 10000,100000,1000000)",
     )
     p.add_argument("--sim-ops", type=int, default=20_000, help="decisions and lookups timed per size (default 20000)")
+    for command in sub.choices.values():  # the global options, after the command too
+        title = "options that may also come before the command (given twice: the later one wins)"
+        _global_options(command, command.add_argument_group(title), defaults=False)
     return ap
+
+
+def _global_options(ap: argparse.ArgumentParser, where, defaults: bool) -> None:
+    """--config, --endpoint, --json, --timeout, --key, --server-key: on the main parser
+    with their defaults; on a command's without (argparse.SUPPRESS), so that one given
+    after the command overrides the same one given before it, and one not given there
+    leaves it be. An option a command has already (its own --key, say) is skipped."""
+
+    def add(*names, default=None, **kwargs):
+        if any(name in ap._option_string_actions for name in names):
+            return
+        target = where if not defaults or names[0] in ("--config", "--endpoint") else ap
+        target.add_argument(*names, default=default if defaults else argparse.SUPPRESS, **kwargs)
+
+    add("--config", metavar="FILE", help="forseti.toml: talk to the node it describes")
+    add("--endpoint", metavar="URL", help="a node's client endpoint, e.g. tcp://127.0.0.1:7072")
+    add("--json", action="store_true", default=False, help="print JSON objects, one per line")
+    add("--timeout", type=_seconds, default=5.0, metavar="S", help="seconds to wait for an answer (default 5)")
+    add(
+        "--key",
+        metavar="FILE",
+        dest="key_file",  # (not "key": the commands' KEY argument)
+        help=f"this client's CURVE key pair, a .key_secret file (default ${KEY_ENV} outside processes Forseti "
+        "started, else the config's security.key)",
+    )
+    add(
+        "--server-key",
+        metavar="FILE",
+        dest="server_key_file",
+        help="the cluster's public key file, server.key (default: the config's security.server_key)",
+    )
+
+
+def _group_key(p: argparse.ArgumentParser) -> None:
+    p.add_argument("group", type=_group, metavar="GROUP", help="the group (forseti.toml's [calls.GROUP])")
+    p.add_argument("key", type=_key, metavar="KEY", help="the key: one process per (group, key)")
+
+
+def _group(text: str) -> str:
+    if not (0 < len(text) <= GROUP_MAX and re.fullmatch(GROUP_PATTERN, text)):
+        raise argparse.ArgumentTypeError(f"{text!r}: {GROUP_RULE}")
+    return text
+
+
+def _key(text: str) -> str:
+    if not 0 < len(text) <= 1024:
+        raise argparse.ArgumentTypeError("a key is 1 to 1024 characters")
+    return text
+
+
+def _seconds(text: str, zero: bool = False) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not (0 <= value if zero else 0 < value) or not value <= 86400:
+        low = "from 0" if zero else "above 0"
+        raise argparse.ArgumentTypeError(f"expected seconds {low} and at most 86400, got {text!r}")
+    return value
+
+
+def _seconds_or_0(text: str) -> float:
+    return _seconds(text, zero=True)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
+def version() -> str:
+    """This installation's version: the distribution's, else forsetid's, else "unknown"."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("forseti")
+    except metadata.PackageNotFoundError:
+        pass
+    # (forsetid, the package, is loaded already, with forsetid.const: read, not imported)
+    return str(getattr(sys.modules.get("forsetid"), "__version__", None) or "unknown")
 
 
 def _counts(text: str) -> list[int]:
@@ -117,7 +249,11 @@ def _counts(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    ap = parser()
+    _Parser.json_errors = "--json" in (sys.argv[1:] if argv is None else argv)
+    args = ap.parse_args(argv)
+    if args.config is not None and args.endpoint is not None:
+        ap.error("--config and --endpoint: one or the other")
     out = Output(args.json)
     if args.cmd == "keygen":  # no cluster: nothing to resolve or connect to
         return keygen(args, out)
@@ -134,13 +270,20 @@ def main(argv: list[str] | None = None) -> int:
         key, server_key = client_keys(config, key, args.server_key_file, key_label, "--server-key")
     except (ConfigError, KeyFileError) as exc:  # file, key and problem are in the message
         return out.error("config", str(exc), USAGE)
+    client = None
     try:
         with Client(endpoint, timeout=args.timeout, key=key, server_key=server_key) as client:
             return COMMANDS[args.cmd](client, args, out)
     except KeyFileError as exc:  # (changed since it was checked)
         return out.error("config", str(exc), USAGE)
     except Timeout as exc:
-        return out.error(exc.kind, str(exc), NO_ANSWER)
+        message = str(exc)
+        if client is not None and client.requests == 1 and message.startswith(f"no answer from {endpoint} "):
+            # Nothing ever answered: say where the endpoint came from, the likeliest mistake.
+            message = (
+                f"no answer from {endpoint} ({_origin(args)}) within {args.timeout:g} s: is forsetid running there?"
+            )
+        return out.error(exc.kind, message, NO_ANSWER)
     except AccessDenied as exc:
         return out.error(exc.kind, str(exc), DENIED)
     except ForsetiError as exc:
@@ -149,6 +292,19 @@ def main(argv: list[str] | None = None) -> int:
         return OK
     except BrokenPipeError:
         return OK
+
+
+def _origin(args) -> str:
+    """Where the endpoint came from, in the order of config.resolve."""
+    if args.endpoint:
+        return "from --endpoint"
+    if args.config:
+        return f"the node of --config {args.config}"
+    if os.environ.get(ENDPOINT_ENV):
+        return f"from ${ENDPOINT_ENV}"
+    if os.path.exists(LOCAL_CONFIG):
+        return f"the node of ./{LOCAL_CONFIG}"
+    return "the default endpoint"
 
 
 def _key_from_env() -> str | None:
@@ -182,30 +338,40 @@ def stop(client: Client, args, out: Output) -> int:
     return OK
 
 
+LOCATION = ["group", "key", "node", "pid", "endpoint", "started_at"]
+
+
 def ls(client: Client, args, out: Output) -> int:
-    out.table(client.processes(args.group), ["group", "key", "node", "pid", "endpoint", "started_at"])
+    out.table([msgspec.to_builtins(loc) for loc in client.processes(args.group)], LOCATION)
     return OK
 
 
 def nodes(client: Client, args, out: Output) -> int:
-    out.table(client.nodes(), ["name", "state", "processes", "capacity", "suspended"])
+    out.table([msgspec.to_builtins(n) for n in client.nodes()], ["name", "state", "processes", "capacity", "suspended"])
     return OK
 
 
 def calls(client: Client, args, out: Output) -> int:
     items = client.calls()
-    suspended = {}  # group -> nodes where its crash-loop guard tripped
+    suspended: dict[str, list[str]] = {}  # group -> nodes where its crash-loop guard tripped
     for node in client.nodes():
         for group in node.suspended:
             suspended.setdefault(group, []).append(node.name)
-    rows = [{"name": n, **msgspec.to_builtins(c), "suspended_on": suspended.get(n, [])} for n, c in items.items()]
-    for row in rows:
-        if out.json:
+    # Every field, those at their defaults too (the wire form omits them).
+    rows = [
+        {"name": n, **msgspec.to_builtins(msgspec.structs.asdict(c)), "suspended_on": suspended.get(n, [])}
+        for n, c in items.items()
+    ]
+    if out.json:
+        for row in rows:
             out.line(row, "")
-        else:
-            how = row.get("entry") or " ".join(row.get("command", []))
-            extra = " ".join(f"{k}={row[k]}" for k in ("args", "ready", "endpoint", "suspended_on") if row.get(k))
-            print(f"{row['name']}\t{how}\t{extra}".rstrip())
+        return OK
+    for row in rows:
+        row["ready"] = "yes" if row["ready"] else "no"
+        row["args"] = json.dumps(row["args"]) if row["args"] else None
+        row["how"] = f"entry {row['entry']}" if row["entry"] is not None else f"command {shlex.join(row['command'])}"
+    columns = ["name", "ready", "start_timeout", "stop_timeout", "endpoint", "log", "suspended_on", "args", "how"]
+    out.table(rows, columns)
     return OK
 
 
@@ -216,28 +382,78 @@ def add_call(client: Client, args, out: Output) -> int:
             ("start_timeout", args.start_timeout),
             ("stop_timeout", args.stop_timeout),
             ("endpoint", args.process_endpoint),
+            ("log", args.log),
         )
         if v is not None
     }
     if args.command is not None and not args.command:
-        return out.error("usage", "--command needs the program and its arguments", USAGE)
-    client.add_call(
-        args.group, entry=args.entry, command=args.command, args=args.call_args, ready=args.ready, **options
-    )
-    out.line({"added": args.group}, f"added {args.group}")
+        return out.error("usage", "add-call: --command needs the program and its arguments", USAGE)
+    try:
+        client.add_call(
+            args.group,
+            entry=args.entry,
+            command=args.command,
+            args=args.call_args,
+            ready=args.ready,
+            replace=args.replace,
+            **options,
+        )
+    except ForsetiError as exc:
+        if exc.kind != "bad-call":
+            raise
+        return out.error(exc.kind, str(exc), USAGE)  # refused here: the request never left
+    out.line({"added": args.group, "replace": args.replace}, f"added {args.group}")
+    return OK
+
+
+def remove_call(client: Client, args, out: Output) -> int:
+    client.remove_call(args.group)
+    out.line({"removed": args.group}, f"removed {args.group} (its running processes go on until they exit)")
     return OK
 
 
 def events(client: Client, args, out: Output) -> int:
+    """Follow the events; when nothing (no event, no tick) has come for the stream's
+    silence (heartbeat x liveness), say so once on stderr, and again when they flow."""
+    silence = client.info().silence
     seen = 0
     with client.events(args.group) as stream:
-        print(f"forsetictl: following events from {stream.endpoint} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-        for event in stream:
+        note(f"following events from {stream.endpoint} (Ctrl-C to stop)")
+        quiet = False
+        while args.count is None or seen < args.count:
+            event = stream.next_event(silence)
+            if event is None:  # no event for that long: is the publisher still there?
+                alive = _ticks(client, args.group, silence)
+                if not alive and not quiet:
+                    note(f"no events or ticks from {stream.endpoint} for {silence:g} s: is the leader up?")
+                if alive and quiet:
+                    note("events are flowing again")
+                quiet = not alive
+                continue
+            if quiet:
+                note("events are flowing again")
+                quiet = False
             out.event(event)
             seen += 1
-            if args.count is not None and seen >= args.count:
-                break
     return OK
+
+
+def _ticks(client: Client, group: str | None, wait: float) -> bool:
+    """Whether the leader's publisher answers a new subscription within ``wait``: a
+    stream of one group hears the leader's periodic ticks no more than its events."""
+    old = client.timeout
+    client.timeout = wait
+    try:
+        with client.events(group):
+            return True
+    except Timeout:
+        return False
+    finally:
+        client.timeout = old
+
+
+def note(text: str) -> None:
+    print(f"forsetictl: {text}", file=sys.stderr, flush=True)
 
 
 def keygen(args, out: Output) -> int:
@@ -254,10 +470,20 @@ def keygen(args, out: Output) -> int:
 
 
 COMMANDS = {"get": get, "find": find, "stop": stop, "ls": ls, "nodes": nodes, "calls": calls,
-            "add-call": add_call, "events": events}  # fmt: skip
+            "add-call": add_call, "remove-call": remove_call, "events": events}  # fmt: skip
+
+EVENT = ["seq", "kind", "group", "key", "node", "pid", "exit_code", "signal", "reason", "at"]
+TIMES = {"started_at", "at"}  # Unix times: shown as local dates and times
+
+
+def when(t: float) -> str:
+    """The one date format of the plain output: ISO 8601, local time, seconds."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
 class Output:
+    """Plain text for people (no None: "-"), or JSON objects, one per line, complete."""
+
     def __init__(self, as_json: bool) -> None:
         self.json = as_json
 
@@ -266,50 +492,50 @@ class Output:
 
     def location(self, loc) -> None:
         obj = msgspec.to_builtins(loc)
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(loc.started_at))
-        self.line(
-            obj, f"{loc.group}/{loc.key} node={loc.node} pid={loc.pid} endpoint={loc.endpoint or '-'} started={when}"
-        )
+        text = f"{loc.group}/{loc.key} node={loc.node} pid={loc.pid} endpoint={_cell(loc.endpoint)}"
+        self.line(obj, f"{text} started={when(loc.started_at)}")
 
-    def table(self, items: list, columns: list[str]) -> None:
-        rows = [msgspec.to_builtins(i) for i in items]
+    def table(self, rows: list[dict], columns: list[str]) -> None:
         if self.json:
             for row in rows:
                 print(json.dumps(row))
             return
-        cells = [[c.upper() for c in columns]] + [[_cell(r.get(c)) for c in columns] for r in rows]
+        cells = [[c.upper() for c in columns]] + [[_cell(r.get(c), c in TIMES) for c in columns] for r in rows]
         widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
         for row in cells:
             print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
     def event(self, e: Event) -> None:
-        obj = {
-            f: getattr(e, f)
-            for f in ("seq", "kind", "group", "key", "node", "pid", "exit_code", "signal", "reason", "at")
-        }
+        obj = {f: getattr(e, f) for f in EVENT}
         if e.kind == "missed":
             obj["missed"] = e.missed
-            how = f"{e.missed} events" if e.missed else "events (the leader changed)"
-            return self.line(obj, f"{e.seq} missed {how}: what you know may be out of date")
-        text = f"{e.seq} {e.kind} {e.group}/{e.key} node={e.node} pid={e.pid}"
+            how = f"{e.missed} events were missed" if e.missed else "the leader changed"
+            return self.line(obj, f"{when(e.at)} {e.seq} {how}: what you know may be out of date")
+        text = f"{when(e.at)} {e.seq} {e.kind} {e.group}/{e.key} node={e.node} pid={e.pid}"
         if e.kind == "exited":
-            text += f" reason={e.reason}" + (f" signal={e.signal}" if e.signal else f" code={e.exit_code}")
+            text += f" reason={_cell(e.reason)}"
+            if e.signal is not None:
+                text += f" signal={e.signal}"
+            elif e.exit_code is not None:
+                text += f" code={e.exit_code}"
         self.line(obj, text)
 
     def error(self, kind: str, message: str, status: int) -> int:
         if self.json:
             print(json.dumps({"error": kind, "message": message}), flush=True)
-        print(f"forsetictl: {message}", file=sys.stderr)
+        print(f"forsetictl: {message}", file=sys.stderr, flush=True)
         return status
 
 
-def _cell(value) -> str:
+def _cell(value, is_time: bool = False) -> str:
     if value is None:
         return "-"
     if isinstance(value, list):
         return ",".join(map(str, value)) or "-"
+    if is_time:
+        return when(value)
     if isinstance(value, float):
-        return time.strftime("%H:%M:%S", time.localtime(value))
+        return f"{value:g}"
     return str(value)
 
 

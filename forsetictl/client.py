@@ -191,15 +191,28 @@ class Client:
         return self._request(p.Calls()).items
 
     def add_call(
-        self, name: str, entry: str | None = None, command: list[str] | None = None, args: list | None = None, **options
+        self,
+        name: str,
+        entry: str | None = None,
+        command: list[str] | None = None,
+        args: list | None = None,
+        replace: bool = False,
+        **options,
     ) -> None:
-        """Add (or replace) a group at run time; options: ready, start_timeout,
-        stop_timeout, endpoint."""
+        """Add a group at run time; options: ready, start_timeout, stop_timeout,
+        endpoint. A group of that name is replaced only with ``replace=True`` (else the
+        leader answers ``group-exists``). A call that cannot be (no or both of entry and
+        command, an unknown placeholder) raises ForsetiError kind ``bad-call``, unsent."""
         try:
             call = p.Call(entry=entry, command=command, args=list(args or ()), **options)
         except (TypeError, ValueError) as exc:
             raise ForsetiError(f"bad call '{name}': {exc}", "bad-call") from None
-        self._request(p.AddCall(name=name, call=call))
+        self._request(p.AddCall(name=name, call=call, replace=replace))
+
+    def remove_call(self, name: str) -> None:
+        """Remove a group: its running processes go on until they exit; new gets fail
+        with ``unknown-group``. Raises UnknownGroup if there is no such group."""
+        self._request(p.RemoveCall(name=name))
 
     def info(self) -> p.InfoReply:
         return self._request(p.Info())
