@@ -421,35 +421,17 @@ def events(client: Client, args, out: Output) -> int:
         note(f"following events from {stream.endpoint} (Ctrl-C to stop)")
         quiet = False
         while args.count is None or seen < args.count:
-            event = stream.next_event(silence)
-            if event is None:  # no event for that long: is the publisher still there?
-                alive = _ticks(client, args.group, silence)
-                if not alive and not quiet:
-                    note(f"no events or ticks from {stream.endpoint} for {silence:g} s: is the leader up?")
-                if alive and quiet:
-                    note("events are flowing again")
-                quiet = not alive
-                continue
-            if quiet:
+            event = stream.next_event(silence / 4)  # (ticks do not end the wait: look at `heard` often)
+            silent = time.monotonic() - stream.heard > silence
+            if silent and not quiet:
+                note(f"no events or ticks from {stream.endpoint} for {silence:g} s: is the leader up?")
+            elif quiet and not silent:
                 note("events are flowing again")
-                quiet = False
-            out.event(event)
-            seen += 1
+            quiet = silent
+            if event is not None:
+                out.event(event)
+                seen += 1
     return OK
-
-
-def _ticks(client: Client, group: str | None, wait: float) -> bool:
-    """Whether the leader's publisher answers a new subscription within ``wait``: a
-    stream of one group hears the leader's periodic ticks no more than its events."""
-    old = client.timeout
-    client.timeout = wait
-    try:
-        with client.events(group):
-            return True
-    except Timeout:
-        return False
-    finally:
-        client.timeout = old
 
 
 def note(text: str) -> None:
@@ -511,7 +493,10 @@ class Output:
             obj["missed"] = e.missed
             how = f"{e.missed} events were missed" if e.missed else "the leader changed"
             return self.line(obj, f"{when(e.at)} {e.seq} {how}: what you know may be out of date")
-        text = f"{when(e.at)} {e.seq} {e.kind} {e.group}/{e.key} node={e.node} pid={e.pid}"
+        if e.adopted:  # it ran already (a new leader learnt of it): not a new start
+            obj["adopted"] = True
+        kind = "running" if e.adopted else e.kind
+        text = f"{when(e.at)} {e.seq} {kind} {e.group}/{e.key} node={e.node} pid={e.pid}"
         if e.kind == "exited":
             text += f" reason={_cell(e.reason)}"
             if e.signal is not None:

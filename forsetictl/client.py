@@ -360,13 +360,16 @@ class EventStream:
 
     Where events were lost (the publisher's high-water mark, a reconnect, a new leader),
     the stream yields one ``Event`` of kind ``"missed"`` before the next real one: whoever
-    keeps state from events should rebuild it then (``Client.processes()``)."""
+    keeps state from events should rebuild it then (``Client.processes()``). ``heard``:
+    when the publisher last spoke (an event, or the tick it sends every heartbeat on every
+    topic followed): a stream silent for the node's ``info().silence`` has lost it."""
 
     def __init__(
         self, ctx: zmq.Context, endpoint: str, group: str | None, timeout: float, keys: CurveKeys | None = None
     ):
         self.endpoint = endpoint
         self.group = group
+        self.heard = time.monotonic()
         self.events = Sequence()  # where the stream stands: gseq for one group, seq for all
         self._pending: Event | None = None  # the real event that follows a "missed" one
         self._sock = ctx.socket(zmq.SUB)
@@ -414,6 +417,7 @@ class EventStream:
         ms = None if timeout is None else max(0, int(timeout * 1000))
         if not self._sock.poll(ms):
             return None
+        self.heard = time.monotonic()
         try:
             return p.decode(self._sock.recv_multipart()[-1])
         except p.BadMessage:

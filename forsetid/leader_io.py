@@ -37,6 +37,7 @@ class LeaderIO(Part):
         self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)
         loop.bind(self.pub, cluster.events, inproc + "-events")
         self.next_tick = time.monotonic() + cluster.heartbeat
+        self.groups: set[str] = set()  # the groups someone follows on their own: each gets its ticks
         self.carry = {Reply: self._reply, Publish: self._publish_event, Note: self.note}
         log.info("leading (epoch %s): workers and clients at %s, events at %s", self.leader.epoch, cluster.leader,
                  cluster.events)  # fmt: skip
@@ -60,11 +61,17 @@ class LeaderIO(Part):
     def _on_subscribe(self, sock: zmq.Socket) -> None:
         # A new subscription gets a tick on its own topic at once: the subscriber then
         # knows that it is live and where the sequence stands.
+        # XPUB_VERBOSE passes every subscription, and an unsubscription once its last
+        # subscriber is gone.
         for frame, *_ in self.loop.waiting(sock):
+            topic = frame[1:]
+            group = topic[:-1].decode(errors="replace") if topic.endswith(b"\0") else None
             if frame[:1] == b"\x01":
-                topic = frame[1:]
-                group = topic[:-1].decode(errors="replace") if topic.endswith(b"\0") else None
                 self._publish(topic, self.leader.events.tick(group))
+                if group:
+                    self.groups.add(group)
+            elif frame[:1] == b"\x00" and group:
+                self.groups.discard(group)
 
     # -- the loop's part --
 
@@ -77,6 +84,8 @@ class LeaderIO(Part):
         if now >= self.next_tick:
             self.next_tick = now + self.heartbeat
             self._publish(b"", self.leader.events.tick())
+            for group in self.groups:  # a follower of one group hears no other topic's ticks
+                self._publish(p.topic(group), self.leader.events.tick(group))
         elif now < (self.leader.next_deadline() or float("inf")):
             return
         self.carry_out(self.leader.expire())

@@ -317,3 +317,31 @@ def test_events_says_when_the_stream_goes_silent_and_when_it_flows_again(solo): 
             solo.kill("node1", signal.SIGCONT)
         follower.kill()
     assert follower.returncode == 0 and out == "" and err == "", (out, err)
+
+
+def test_events_across_a_leader_restart_say_it_changed_and_show_running_processes_as_running(make_cluster):
+    """The leader restarts: the stream says the leader changed, and the processes its
+    workers report again are shown as running, not as new starts."""
+    import signal
+    import subprocess
+    import sys
+
+    from cluster import ROOT, wait_for
+
+    c = make_cluster(workers=1, both=False, cluster={"heartbeat": 0.2, "liveness": 3})
+    c.leader().get("sleeper", "old")
+    cmd = [sys.executable, "-m", "forsetictl", "--endpoint", c.endpoint("node1"), "events", "sleeper", "--count", "2"]
+    follower = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        wait_for(lambda: "following events" in (follower.stderr.readline() or ""), 10, 0.05, "the stream live")
+        c.kill("leader", signal.SIGKILL)
+        c.procs["leader"].wait(5)
+        c.start("leader")
+        out, err = follower.communicate(timeout=20)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.communicate()
+    lines = out.splitlines()
+    assert "the leader changed: what you know may be out of date" in lines[0], out
+    assert " running sleeper/old node=node1 pid=" in lines[1], out
