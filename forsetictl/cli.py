@@ -129,6 +129,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--starts", type=int, default=200, help="new keys per start measurement (default 200)")
     p.add_argument("--concurrency", type=int, default=16, help="concurrent gets of new keys (default 16)")
     p.add_argument("--exits", type=int, default=50, help="processes killed to time exit propagation (default 50)")
+    p.add_argument(
+        "--curve",
+        action="store_true",
+        help="what CURVE costs instead: cached find and new entry starts, next to a plain cluster and a raw CURVE echo",
+    )
     p.add_argument("--profile", metavar="DIR", help="run the local daemons under cProfile, one .prof per daemon in DIR")
     p.add_argument(
         "--simulate",

@@ -81,6 +81,52 @@ def test_bench_json_smoke():
         assert r["baseline"] in report["baselines"]
 
 
+def test_bench_curve_json_smoke():
+    mark = f"FORSETI_BENCH_TEST={uuid.uuid4().hex}"
+    env = {**os.environ, mark.split("=")[0]: mark.split("=")[1]}
+    cmd = [sys.executable, "-m", "forsetictl", "--json", "bench", "--curve", "--workers", "1"]
+    cmd += ["--count", "20", "--starts", "3"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, timeout=120, env=env, cwd=ROOT)
+    finally:
+        leftovers = _marked(mark.encode())
+        for pid in leftovers:
+            os.kill(pid, 9)
+    assert not leftovers, f"the bench left processes behind: {leftovers}"
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stderr == b""
+    report = json.loads(done.stdout)
+    assert set(report) == {"info", "baselines", "results"}
+    for name in (
+        "raw round trip median",
+        "raw CURVE round trip median",
+        "cached find without CURVE median",
+        "new entry: get without CURVE median",
+    ):
+        assert report["baselines"][name]["value"] > 0
+    rows = {(r["name"], r["baseline"]): r for r in report["results"]}
+    for row, target in (
+        (("raw CURVE round trip median", "raw round trip median"), None),
+        (("cached find with CURVE median", "raw CURVE round trip median"), "<= 1.15x"),
+        (("cached find with CURVE, vs without median", "cached find without CURVE median"), "<= 1.25x"),
+        (("new entry with CURVE: get, sequential median", "new entry: get without CURVE median"), "<= 1.1x"),
+    ):
+        assert rows[row]["target"] == target, rows[row]
+    for r in report["results"]:
+        assert set(r) >= {"name", "value", "unit", "baseline", "baseline_value", "ratio", "target", "ok"}
+        assert isinstance(r["ratio"], float) and r["ratio"] > 0, r
+        assert r["baseline"] in report["baselines"]
+
+
+def test_bench_curve_refuses_a_cluster_of_someone_else():
+    for other in (["--endpoint", "ipc:///nonexistent/forseti"], ["--config", "/nonexistent.toml"]):
+        cmd = [sys.executable, "-m", "forsetictl", "--json", *other, "bench", "--curve"]
+        done = subprocess.run(cmd, capture_output=True, timeout=30, cwd=ROOT)
+        assert done.returncode == 2, done.stderr.decode()
+        assert json.loads(done.stdout)["error"] == "usage"
+        assert b"--curve" in done.stderr and b"--config/--endpoint" in done.stderr
+
+
 def test_simulate_json_smoke():
     cmd = [
         sys.executable,

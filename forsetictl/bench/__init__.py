@@ -7,6 +7,8 @@ and always tears it down, processes and all. With ``--config``/``--endpoint`` it
 measures a running cluster instead, adding two groups (``bench-entry``,
 ``bench-command``) if they are missing and stopping every process it started.
 ``--simulate`` measures the leader's decisions alone (``python -m forsetid.simulate``).
+``--curve`` measures what CURVE costs a cached find and a new entry start instead: a
+plain and a CURVE cluster of its own side by side, and a raw CURVE echo (``curve.py``).
 
 ``report.py`` the figures and the table, ``timing.py`` the bounded loops,
 ``baselines.py`` the machine's own costs, ``measure.py`` the cluster's, ``simulate.py``
@@ -24,8 +26,10 @@ import msgspec
 from ..client import Client, ForsetiError
 from ..config import ConfigError, resolve_endpoint
 from ..localcluster import ClusterError, LocalCluster
+from .curve import PHASES as CURVE_PHASES
+from .curve import curve_bench
 from .measure import COMMAND_GROUP, ENTRY_GROUP, GROUPS, Bench
-from .report import BenchError, Progress
+from .report import BenchError, Progress, Report
 from .simulate import simulate
 
 USAGE, FAILED = 2, 3  # exit statuses, as forsetictl's
@@ -33,10 +37,32 @@ USAGE, FAILED = 2, 3  # exit statuses, as forsetictl's
 
 def run(args) -> int:
     """``forsetictl bench``; returns the exit status."""
+    if args.curve and (args.simulate or args.config or args.endpoint):
+        other = "--simulate" if args.simulate else "--config/--endpoint"
+        message = f"bench: --curve measures clusters of its own, plain and with CURVE: it takes no {other}"
+        if args.json:
+            print(json.dumps({"error": "usage", "message": message}))
+        print(f"forsetictl: {message}", file=sys.stderr)
+        return USAGE
     if args.simulate:
         return simulate(args)
     own = not (args.config or args.endpoint)
-    progress = Progress(not args.json, phases=12 + own)
+    progress = Progress(not args.json, phases=CURVE_PHASES if args.curve else 12 + own)
+    try:
+        report = curve_bench(args, progress) if args.curve else _bench(args, progress, own)
+    except (BenchError, ForsetiError, ClusterError, ConfigError) as exc:
+        progress.done()
+        if args.json:
+            print(json.dumps({"error": "config" if isinstance(exc, ConfigError) else "bench", "message": str(exc)}))
+        print(f"forsetictl: bench: {exc}", file=sys.stderr)
+        return USAGE if isinstance(exc, ConfigError) else FAILED
+    progress.done()
+    print(json.dumps(report.json()) if args.json else report.table())
+    return 0
+
+
+def _bench(args, progress: Progress, own: bool) -> Report:
+    """The whole bench, against its own cluster or the one named."""
     cluster = None
     bench = None
     try:
@@ -61,12 +87,7 @@ def run(args) -> int:
         bench.starts(COMMAND_GROUP, "command")
         bench.forks(args.forks - args.forks // 2)
         bench.exits()
-    except (BenchError, ForsetiError, ClusterError, ConfigError) as exc:
-        progress.done()
-        if args.json:
-            print(json.dumps({"error": "config" if isinstance(exc, ConfigError) else "bench", "message": str(exc)}))
-        print(f"forsetictl: bench: {exc}", file=sys.stderr)
-        return USAGE if isinstance(exc, ConfigError) else FAILED
+        return bench.report
     finally:
         try:
             if bench is not None:
@@ -76,10 +97,6 @@ def run(args) -> int:
         finally:
             if cluster is not None:
                 cluster.close()
-    progress.done()
-    report = bench.report
-    print(json.dumps(report.json()) if args.json else report.table())
-    return 0
 
 
 def _running_cluster(args) -> tuple[list[str], str]:

@@ -16,12 +16,17 @@ from .report import BenchError
 from .timing import PHASE_SECONDS, clock
 
 # The raw echo server: a ROUTER that sends back what it receives; it ends by itself.
+# With a third argument, the path of a .key_secret file, it is a CURVE server with that
+# key (and no ZAP handler: libzmq lets every client key in).
 ECHO = """
-import sys, time, zmq
+import sys, time, zmq, zmq.auth
 ctx = zmq.Context()
 s = ctx.socket(zmq.ROUTER)
 s.setsockopt(zmq.LINGER, 0)
 s.setsockopt(zmq.RCVTIMEO, 200)
+if len(sys.argv) > 3:
+    s.curve_publickey, s.curve_secretkey = zmq.auth.load_certificate(sys.argv[3])
+    s.curve_server = True
 s.bind(sys.argv[1])
 print(s.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
 end = time.monotonic() + float(sys.argv[2])
@@ -34,12 +39,14 @@ while time.monotonic() < end:
 
 
 class EchoServer:
-    def __init__(self, transport: str, lifetime: float) -> None:
+    """The raw echo server in a process of its own; ``curve_key``: the path of the
+    server's .key_secret file, to make it a CURVE server."""
+
+    def __init__(self, transport: str, lifetime: float, curve_key: str | None = None) -> None:
         self.dir = tempfile.mkdtemp(prefix="forseti-echo-")
         bind = "tcp://127.0.0.1:*" if transport == "tcp" else f"ipc://{self.dir}/echo"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", ECHO, bind, str(lifetime)], stdout=subprocess.PIPE, start_new_session=True
-        )
+        cmd = [sys.executable, "-c", ECHO, bind, str(lifetime), *([curve_key] if curve_key else [])]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, start_new_session=True)
         self.endpoint = self.proc.stdout.readline().decode().strip()
         if not self.endpoint:
             self.close()
@@ -57,8 +64,11 @@ class EchoServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def raw_round_trips(sock: zmq.Socket, frame: bytes, count: int, timeout: float) -> list[float]:
-    samples, deadline = [], time.monotonic() + PHASE_SECONDS
+def raw_round_trips(
+    sock: zmq.Socket, frame: bytes, count: int, timeout: float, deadline: float | None = None
+) -> list[float]:
+    samples = []
+    deadline = time.monotonic() + PHASE_SECONDS if deadline is None else deadline
     for _ in range(count):
         t = clock()
         sock.send(frame)

@@ -65,12 +65,15 @@ class Report:
         lines = [f"forsetictl bench: {', '.join(f'{k} {v}' for k, v in self.info.items())}", "", "baselines (this run)"]
         for name, (value, unit) in self.baselines.items():
             lines.append(f"  {name:<34} {_fmt(value, unit):>14}")
-        lines += ["", f"  {'measurement':<42} {'value':>14} {'x base':>8}  {'baseline':<30} target"]
-        for r in self.results():
+        results = self.results()
+        w = max([42, *(len(r["name"]) for r in results)])  # the columns as wide as their longest
+        wb = max([30, *(len(r["baseline"]) for r in results)])
+        lines += ["", f"  {'measurement':<{w}} {'value':>14} {'x base':>8}  {'baseline':<{wb}} target"]
+        for r in results:
             mark = "" if r["ok"] is None else ("  ok" if r["ok"] else "  MISSED")
             target = (r["target"] or "") + mark
             value = _fmt(r["value"], r["unit"])
-            lines.append(f"  {r['name']:<42} {value:>14} {r['ratio']:>7.2f}x  {r['baseline']:<30} {target}".rstrip())
+            lines.append(f"  {r['name']:<{w}} {value:>14} {r['ratio']:>7.2f}x  {r['baseline']:<{wb}} {target}".rstrip())
         return "\n".join(lines)
 
 

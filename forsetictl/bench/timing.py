@@ -14,8 +14,11 @@ PHASE_SECONDS = 20.0  # no measurement runs longer than this
 clock = time.perf_counter
 
 
-def sequential(fn, count: int) -> list[float]:
-    samples, deadline = [], time.monotonic() + PHASE_SECONDS
+def sequential(fn, count: int, deadline: float | None = None) -> list[float]:
+    """``fn(i)`` timed ``count`` times, or until ``deadline`` (time.monotonic(); default
+    PHASE_SECONDS from now)."""
+    samples = []
+    deadline = time.monotonic() + PHASE_SECONDS if deadline is None else deadline
     for i in range(count):
         t = clock()
         fn(i)
@@ -25,9 +28,12 @@ def sequential(fn, count: int) -> list[float]:
     return samples
 
 
-def dealer(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+def dealer(ctx: zmq.Context, endpoint: str, keys=None) -> zmq.Socket:
+    """A DEALER connected to ``endpoint``; a CURVE client with ``keys`` (CurveKeys)."""
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if keys is not None:
+        keys.apply(sock)
     sock.connect(endpoint)
     return sock
 
