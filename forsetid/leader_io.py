@@ -109,7 +109,7 @@ class LeaderIO(Part):
         if now >= self.next_tick:
             self.next_tick = now + self.heartbeat
             self._publish(b"", self.leader.events.tick())
-            if self.metrics is not None:
+            if self.metrics is not None and (self.metrics.wanted or len(self.leader.store) <= self.metrics.small):
                 self._snapshot()
         elif now < (self.leader.next_deadline() or float("inf")):
             return

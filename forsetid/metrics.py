@@ -9,7 +9,10 @@ prometheus_client's own HTTP server answers scrapes on a thread of its own: the 
 never waits on it. Counters and the histogram are thread-safe; what lives in the
 decisions' state (processes by group and node, workers by state, the epoch) is read
 from :class:`Snapshot`, a frozen value the loop replaces each heartbeat, so a scrape
-never walks a dictionary the loop is changing.
+never walks a dictionary the loop is changing. Taking the snapshot walks the leader's
+dictionary: up to ``SMALL`` keys every heartbeat, beyond that only at the first
+heartbeat after a scrape asked for it (a scrape then reads the one taken after the
+scrape before it).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from .config import ConfigError, metrics_address
 # Start latency, seconds: a spare's start takes ~1 ms, a command's tens of ms, a
 # ready process as long as it likes (start_timeout is 10 s by default).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+SMALL = 10_000  # keys a leader may walk every heartbeat for its snapshot (~2 ms)
 
 # A start failure's reason, as the worker words it, to a small set of kinds.
 FAILURE_KINDS = (
@@ -93,6 +98,7 @@ class Metrics:
             self.refused.labels(why)
         self.leader: Snapshot | None = None  # set by a leader (role leader or both)
         self.worker_epoch = ""  # the epoch of the leader this worker joined
+        self.wanted = True  # a scrape came since the last snapshot (set by the HTTP thread)
         self._children: dict[tuple, object] = {}  # (kind, outcome) -> the counter's child
         r.register(_State(self))
         try:
@@ -103,6 +109,7 @@ class Metrics:
     # -- what the IO parts call --
 
     failure_kind = staticmethod(failure_kind)
+    small = SMALL
 
     def request(self, kind: str, outcome: str) -> None:
         child = self._children.get((kind, outcome))
@@ -117,6 +124,7 @@ class Metrics:
         """The leader's heartbeat: its epoch, its dictionary's locations, each worker's up or not."""
         counts = Tally((loc.group, loc.node) for loc in locations)
         up = Tally("up" if w else "down" for w in workers)
+        self.wanted = False
         self.leader = Snapshot(
             processes=tuple((g, n, c) for (g, n), c in sorted(counts.items())),
             workers=(("up", up["up"]), ("down", up["down"])),
@@ -136,6 +144,7 @@ class _State(Collector):
 
     def collect(self):
         snap = self.metrics.leader  # one read: the loop replaces it whole
+        self.metrics.wanted = True
         epoch = snap.epoch if snap is not None else self.metrics.worker_epoch
         info = InfoMetricFamily("forseti_epoch", "The epoch of the leader: this daemon's, or the one it joined.")
         if epoch:

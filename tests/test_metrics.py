@@ -199,3 +199,40 @@ def test_a_start_on_a_worker_that_goes_down_fails_with_node_down(make_cluster):
     t.join(10)
     assert failed and "went down" in failed[0]
     assert value(scrape(address), "forseti_start_failures_total", group="slow", reason="node-down") == 1
+
+
+def test_the_snapshot_is_what_a_scrape_reads_and_a_scrape_asks_for_the_next():
+    from forsetid.metrics import Metrics
+
+    m = Metrics(f"127.0.0.1:{free_port()}")
+    try:
+        locs = [p.Location("g", "a", "n1", 1), p.Location("g", "b", "n1", 2), p.Location("h", "c", "n2", 3)]
+        m.set_leader("e1", locs, [True, True, False])
+        assert not m.wanted
+        got = scrape(m.address)
+        assert m.wanted  # the leader takes the next snapshot however large its dictionary
+        assert value(got, "forseti_processes", group="g", node="n1") == 2
+        assert value(got, "forseti_processes", group="h", node="n2") == 1
+        assert value(got, "forseti_workers", state="up") == 2 and value(got, "forseti_workers", state="down") == 1
+        assert value(got, "forseti_epoch_info", epoch="e1") == 1
+    finally:
+        m.close()
+
+
+@pytest.mark.parametrize(
+    "reason, kind",
+    [
+        ("not ready within start_timeout (0.5 s)", "timeout"),
+        ("the process exited with code 7 before it was ready", "exited"),
+        ("the process reported a start failure", "exited"),
+        ("No module named 'x'", "cannot-start"),
+        ("cannot run '/nonexistent': No such file or directory", "cannot-start"),
+        ("group g is suspended here after crashing in a loop", "suspended"),
+        ("the node is shutting down", "shutdown"),
+        ("it is already starting or stopping here", "other"),
+    ],
+)
+def test_start_failure_reasons_come_in_a_few_kinds(reason, kind):
+    from forsetid.metrics import failure_kind
+
+    assert failure_kind(reason) == kind
