@@ -66,7 +66,11 @@ class LeaderIO(Part):
 
         def counted(node: str) -> list:
             out = node_down(node)
-            failed = {e.msg.message for e in out if isinstance(e, Reply) and isinstance(e.msg, p.Error)}
+            failed = {
+                e.msg.message
+                for e in out
+                if isinstance(e, Reply) and isinstance(e.msg, p.Error) and e.msg.kind == p.SPAWN_FAILED
+            }
             for text in failed:  # "cannot start GROUP/KEY: node NODE went down"
                 group = text.removeprefix("cannot start ").split("/", 1)[0]
                 self.metrics.start_failures.labels(group, "node-down").inc()
