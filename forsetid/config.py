@@ -46,6 +46,7 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True):
     listen: str = DEFAULT_LISTEN
     capacity: Annotated[int, msgspec.Meta(ge=0)] = 0
     python_path: list[str] = []  # where entry modules are imported from, before the daemon's sys.path
+    metrics: str = ""  # "HOST:PORT": Prometheus text on http://HOST:PORT/metrics ("": off)
 
 
 class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -72,6 +73,8 @@ class Config(msgspec.Struct):
             out.update({"cluster.leader": self.cluster.leader, "cluster.events": self.cluster.events})
         if self.node.role in ("worker", "both"):
             out["node.listen"] = self.node.listen
+        if self.node.metrics:
+            out["node.metrics"] = "tcp://" + self.node.metrics
         return out
 
 
@@ -99,6 +102,8 @@ def parse(raw: dict, path: str = "<config>") -> Config:
         known = ", ".join(map(repr, BACKENDS))
         raise ConfigError(f"{path}: cluster.backend: unknown backend {cluster.backend!r} (expected one of: {known})")
     node = _convert(raw.get("node", {}), NodeConfig, path, "node")
+    if node.metrics:
+        metrics_address(node.metrics, path)
     calls_raw = raw.get("calls", {})
     if not isinstance(calls_raw, dict):
         raise ConfigError(f"{path}: calls: expected tables [calls.NAME]")
@@ -117,6 +122,15 @@ def parse(raw: dict, path: str = "<config>") -> Config:
         if value:
             setattr(security, name, os.path.join(here, os.path.expanduser(value)))
     return Config(cluster=cluster, node=node, calls=calls, path=path, security=security)
+
+
+def metrics_address(address: str, path: str = "<config>") -> tuple[str, int]:
+    """``node.metrics`` as (host, port): "127.0.0.1:9464", "[::1]:9464", "localhost:9464"."""
+    host, sep, port = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in host:
+        raise ConfigError(f'{path}: node.metrics: {address!r} is not HOST:PORT (e.g. "127.0.0.1:9464")')
+    return host, int(port)
 
 
 def protected(config: Config) -> None:

@@ -42,6 +42,10 @@ def build(config: Config) -> Loop:
     )
     inproc = f"inproc://forseti-{uuid.uuid4().hex}"
     try:
+        if config.node.metrics:  # (prometheus_client is imported only then)
+            from .metrics import Metrics
+
+            loop.metrics = Metrics(config.node.metrics, config.path)
         if role in ("leader", "both"):
             parts.append(LeaderIO(loop, config, about, inproc))
         if spawner is not None:

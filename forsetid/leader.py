@@ -27,6 +27,8 @@ from . import protocol as p
 from .crashloop import Suspensions
 from .effects import Note, Publish, Reply
 from .event_log import EventLog
+from .groups import Groups
+from .hello import Hellos
 from .members import Members
 from .placement import Placement
 from .registry import Registry
@@ -37,7 +39,7 @@ Out = list[Reply | Publish | Note]
 FRESH_HEARTBEATS = 1.5  # with no sign of a predecessor by then, a starting leader has none
 
 
-class Leader:
+class Leader(Hellos):
     def __init__(
         self,
         calls: dict[str, p.Call],
@@ -50,7 +52,8 @@ class Leader:
         about: p.InfoReply | None = None,
         recovering: bool = False,
     ) -> None:
-        self.calls = dict(calls)
+        self.groups = Groups(calls)
+        self.calls = self.groups.calls
         # What `info` answers (the daemon's name, role and events endpoint).
         self.about = about or p.InfoReply(node="", role="leader", events="", silence=heartbeat * liveness)
         self.store = store if store is not None else MemoryStore()
@@ -112,20 +115,12 @@ class Leader:
         text = f"worker {node} is down: no word for {self.silence:g} s; {len(out)} of its processes reported exited"
         return [Note(logging.WARNING, text), *out, *self._fail_pending(node, "went down")]
 
-    def _fail_pending(self, node: str, what: str) -> Out:
-        """Answer the starts under way on ``node``: they will never finish."""
-        out: Out = []
-        for k, wait in self.starts.drop_node(node):
-            text = f"cannot start {k[0]}/{k[1]}: node {node} {what}"
-            out += [Reply(waiter, p.Error(id=req, kind=p.SPAWN_FAILED, message=text)) for waiter, req in wait.waiters]
-        return out
-
     # -- client requests --
 
     def _get(self, peer: bytes, msg: p.Get) -> Out:
-        call = self.calls.get(msg.group)
-        if call is None:
-            return [Reply(peer, self._unknown_group(msg, msg.group))]
+        if unknown := self.groups.unknown(msg, msg.group):
+            return [Reply(peer, unknown)]
+        call = self.calls[msg.group]
         k = (msg.group, msg.key)
         loc = self.store.get(*k)
         if loc is not None:
@@ -153,13 +148,13 @@ class Leader:
         return [Reply(self.peer_of[node], spawn)]
 
     def _find(self, peer: bytes, msg: p.Find) -> Out:
-        if msg.group not in self.calls:
-            return [Reply(peer, self._unknown_group(msg, msg.group))]
+        if unknown := self.groups.unknown(msg, msg.group):
+            return [Reply(peer, unknown)]
         return [Reply(peer, self.events.found(msg.id, self.store.get(msg.group, msg.key)))]
 
     def _stop(self, peer: bytes, msg: p.Stop) -> Out:
-        if msg.group not in self.calls:
-            return [Reply(peer, self._unknown_group(msg, msg.group))]
+        if unknown := self.groups.unknown(msg, msg.group):
+            return [Reply(peer, unknown)]
         k = (msg.group, msg.key)
         loc = self.store.get(*k)
         if loc is None:
@@ -189,7 +184,7 @@ class Leader:
         return [Reply(peer, p.NodeList(id=msg.id, items=items))]
 
     def _calls(self, peer: bytes, msg: p.Calls) -> Out:
-        return [Reply(peer, p.CallList(id=msg.id, items=dict(sorted(self.calls.items()))))]
+        return [Reply(peer, p.CallList(id=msg.id, items=self.groups.listing()))]
 
     def _info(self, peer: bytes, msg: p.Info) -> Out:
         return [Reply(peer, msgspec.structs.replace(self.about, id=msg.id))]
@@ -199,23 +194,21 @@ class Leader:
         return []
 
     def _add_call(self, peer: bytes, msg: p.AddCall) -> Out:
-        if msg.name in self.calls and not msg.replace:
-            text = (
-                f"group '{msg.name}' exists already; add it with replace (forsetictl add-call --replace) to change it"
-            )
-            return [Reply(peer, _error(msg, p.GROUP_EXISTS, text))]
-        what = "replaced" if msg.name in self.calls else "added"
-        self.calls[msg.name] = msg.call
+        what = self.groups.add(msg)
+        if isinstance(what, p.Error):
+            return [Reply(peer, what)]
         # Workers keep it too: after a leader restart, their hellos bring it back.
-        news = [Reply(w, p.AddCall(name=msg.name, call=msg.call, replace=True)) for w in self.peer_of.values()]
+        news = self._tell_workers(p.AddCall(name=msg.name, call=msg.call, replace=True))
         return [Reply(peer, p.Ok(id=msg.id)), *news, Note(logging.INFO, f"group {msg.name} {what}")]
 
     def _remove_call(self, peer: bytes, msg: p.RemoveCall) -> Out:
-        if msg.name not in self.calls:
-            return [Reply(peer, self._unknown_group(msg, msg.name))]
-        del self.calls[msg.name]  # its processes go on until they exit
-        news = [Reply(w, p.RemoveCall(name=msg.name)) for w in self.peer_of.values()]
-        return [Reply(peer, p.Ok(id=msg.id)), *news, Note(logging.INFO, f"group {msg.name} removed")]
+        if error := self.groups.remove(msg):
+            return [Reply(peer, error)]
+        return [Reply(peer, p.Ok(id=msg.id)), *self._tell_workers(p.RemoveCall(name=msg.name)),
+                Note(logging.INFO, f"group {msg.name} removed")]  # fmt: skip
+
+    def _tell_workers(self, msg: p.Msg) -> Out:
+        return [Reply(w, msg) for w in self.peer_of.values()]
 
     def _ping(self, peer: bytes, msg: p.Ping) -> Out:
         return [Reply(peer, p.Pong(id=msg.id, epoch=self.epoch, known=peer in self.node_of))]
@@ -223,63 +216,7 @@ class Leader:
     # -- workers --
 
     def _hello(self, peer: bytes, msg: p.Hello) -> Out:
-        if not self.placement.admits(msg.node):
-            return [Reply(peer, _error(msg, p.NOT_ALLOWED, f"node '{msg.node}' is not in cluster.nodes"))]
-        if self.members.taken(msg.node, msg.incarnation, peer):
-            text = f"another daemon named '{msg.node}' is up; this one is refused until that one falls silent"
-            return [Reply(peer, _error(msg, p.NAME_TAKEN, text))]
-        if msg.welcomed_by not in ("", self.epoch):
-            # Another leader welcomed it: we have a predecessor, whose other workers may
-            # be starting keys that nobody here knows of yet.
-            self.starts.predecessor()
-        restarted = self.members.restarted(msg.node, msg.incarnation)
-        news = self._joined(msg, restarted)
-        processes = [loc for loc in msg.processes if loc.node == msg.node]  # a worker speaks for itself
-        # What it no longer runs died with the old daemon, or exited while its report was lost.
-        out = self.registry.keep_only(msg.node, processes, "node-down" if restarted else "exit")
-        if restarted:
-            out += self._fail_pending(msg.node, "restarted")
-        self.members.join(msg.node, msg.incarnation, peer)
-        self.placement.join(msg.node, msg.capacity)
-        for name, call in msg.calls.items():
-            self.calls.setdefault(name, call)  # groups added at run time outlive a leader
-        for group, seconds in msg.suspended.items():
-            self.suspensions.suspend(msg.node, group, seconds)
-        out.append(Reply(peer, p.Welcome(id=msg.id, epoch=self.epoch, calls=self.calls)))
-        for loc in processes:
-            out += self.registry.adopt(peer, loc, running=True)
-        self.starts.told(msg.node, msg.starting, self.store.get)
-        out += self._settle(msg.node, processes, msg.starting)
-        # Starts it may never have received (or whose answer was lost): the worker
-        # answers a repeat of one it runs or is starting, so sending again is safe.
-        return [*news, *out, *[Reply(peer, spawn) for spawn in self.starts.ordered(msg.node)], *self._place_held()]
-
-    def _joined(self, msg: p.Hello, restarted: bool) -> list[Note]:
-        """What a hello means for the cluster, said before the hello changes it."""
-        known, up = msg.node in self.members.incarnation, msg.node in self.members.peer_of
-        if known and up and not restarted:
-            return []  # a worker that took us for lost, or reconnected: nothing changed
-        what = "restarted" if restarted else "is back" if known else "joined"
-        counts = f"{len(msg.processes)} running, {len(msg.starting)} starting, capacity {msg.capacity or 'any'}"
-        return [Note(logging.INFO, f"worker {msg.node} {what} ({counts})")]
-
-    def _settle(self, node: str, running: list[p.Location], starting: list[p.Starting]) -> Out:
-        """A hello answers the starts under way there whose answer was lost (on a socket
-        the worker dropped): one it runs has started; one it told us of and lists no
-        more is gone (the starts we ordered are sent again instead)."""
-        runs = {(loc.group, loc.key) for loc in running}
-        listed = runs | {(s.group, s.key) for s in starting}
-        out: Out = []
-        for k, wait in self.starts.of_node(node):
-            if k in runs:
-                self.starts.answered(node, wait.spawn_id, k)
-                current = self.store.get(*k)
-                out += [Reply(waiter, self.events.found(req, current)) for waiter, req in wait.waiters]
-            elif wait.spawn is None and k not in listed:
-                self.starts.answered(node, wait.spawn_id, k)
-                error = f"cannot start {k[0]}/{k[1]}: the start on {node} ended without an answer"
-                out += [Reply(w, p.Error(id=req, kind=p.SPAWN_FAILED, message=error)) for w, req in wait.waiters]
-        return out
+        return self.welcome(peer, msg) + self._place_held()
 
     def _spawned(self, peer: bytes, msg: p.Spawned) -> Out:
         loc = msg.location
@@ -314,10 +251,6 @@ class Leader:
         return []  # a stale report: that process is not the registered one
 
     # -- helpers --
-
-    def _unknown_group(self, msg: p.Msg, group: str) -> p.Error:
-        known = ", ".join(sorted(self.calls)) or "none"
-        return _error(msg, p.UNKNOWN_GROUP, f"unknown group '{group}' (known: {known})")
 
     _handlers: dict[type, Callable[[Leader, bytes, Any], Out]] = {
         p.Get: _get, p.Find: _find, p.Stop: _stop, p.List: _list, p.Nodes: _nodes, p.Calls: _calls,

@@ -39,6 +39,12 @@ class LeaderIO(Part):
         self.next_tick = time.monotonic() + cluster.heartbeat
         self.groups: set[str] = set()  # the groups someone follows on their own: each gets its ticks
         self.carry = {Reply: self._reply, Publish: self._publish_event, Note: self.note}
+        self.metrics = loop.metrics
+        if self.metrics is not None:  # (with metrics off, nothing of this is in the way)
+            self.metrics.elections.inc()
+            self.carry[Publish] = self._publish_counted
+            self.leader.node_down = self._node_down_counted(self.leader.node_down)  # type: ignore[method-assign]
+            self._snapshot()
         log.info("leading (epoch %s): workers and clients at %s, events at %s", self.leader.epoch, cluster.leader,
                  cluster.events)  # fmt: skip
 
@@ -47,6 +53,36 @@ class LeaderIO(Part):
 
     def _publish_event(self, effect: Publish) -> None:
         self._publish(p.topic(effect.event.location.group), effect.event)
+
+    # -- metrics (node.metrics) --
+
+    def _publish_counted(self, effect: Publish) -> None:
+        event = effect.event
+        if event.kind == "exited":
+            self.metrics.exits.labels(event.location.group, event.reason or "exit").inc()
+        self._publish_event(effect)
+
+    def _node_down_counted(self, node_down):
+        """The starts a node's going down fails, once each (every waiter of one is told)."""
+
+        def counted(node: str) -> list:
+            out = node_down(node)
+            failed = {
+                e.msg.message
+                for e in out
+                if isinstance(e, Reply) and isinstance(e.msg, p.Error) and e.msg.kind == p.SPAWN_FAILED
+            }
+            for text in failed:  # "cannot start GROUP/KEY: node NODE went down"
+                group = text.removeprefix("cannot start ").split("/", 1)[0]
+                self.metrics.start_failures.labels(group, "node-down").inc()
+            return out
+
+        return counted
+
+    def _snapshot(self) -> None:
+        leader = self.leader
+        workers = [w.up for w in leader.placement.workers.values()]
+        self.metrics.set_leader(leader.epoch, leader.store.items(), workers)
 
     def _publish(self, topic: bytes, msg: p.Msg) -> None:
         # A subscriber that does not keep up loses it: the sequence gap tells it.
@@ -86,6 +122,8 @@ class LeaderIO(Part):
             self._publish(b"", self.leader.events.tick())
             for group in self.groups:  # a follower of one group hears no other topic's ticks
                 self._publish(p.topic(group), self.leader.events.tick(group))
+            if self.metrics is not None and (self.metrics.wanted or len(self.leader.store) <= self.metrics.small):
+                self._snapshot()
         elif now < (self.leader.next_deadline() or float("inf")):
             return
         self.carry_out(self.leader.expire())

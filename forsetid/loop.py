@@ -23,6 +23,7 @@ import select
 import signal
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import zmq
 
@@ -33,6 +34,9 @@ from .effects import Note
 from .gate import Gate
 from .keys import CurveKeys
 from .roles import Peer
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 log = logging.getLogger("forsetid")
 
@@ -126,6 +130,7 @@ class Loop:
         self.junk = RateLimitedLog()
         self.faults = RateLimitedLog()
         self.gate = Gate(authorize, self.junk) if authorize is not None else None
+        self.metrics: Metrics | None = None  # node.metrics (None: off)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
@@ -214,20 +219,27 @@ class Loop:
             if len(frames) != 2:
                 error = p.Error(kind=p.BAD_MESSAGE, message=f"expected 1 frame, got {len(frames) - 1}")
                 self.junk.warning("bad message from a peer: %s", error.message)
+                self._refused(p.BAD_MESSAGE)
                 self.send(sock, peer, error)
                 continue
             try:
                 msg = p.decode(frames[1])
             except p.BadMessage as exc:
                 self.junk.warning("bad message from a peer: %s", exc)
+                self._refused(p.BAD_MESSAGE)
                 self.send(sock, peer, exc.reply)
                 continue
             why = checks.check(last, msg) if checks is not None else None
             if why is not None:
                 self.junk.warning("refused: %s", why)
+                self._refused(p.FORBIDDEN)
                 self.send(sock, peer, p.Error(id=msg.id, kind=p.FORBIDDEN, message=why))
                 continue
             yield peer, msg
+
+    def _refused(self, why: str) -> None:
+        if self.metrics is not None:
+            self.metrics.refuse(why)
 
     def _on_zap(self, sock: zmq.Socket) -> None:
         for frames in self.waiting(sock):
@@ -338,4 +350,7 @@ class Loop:
         self.parts = []
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
         self.ctx.destroy(linger=500)

@@ -22,6 +22,22 @@ from .worker import Worker
 
 log = logging.getLogger("forsetid")
 
+_KINDS = {cls: str(cls.__struct_config__.tag) for cls in p.CLIENT_REQUESTS}  # Get -> "get"...
+
+
+def _outcome(effects: list) -> str:
+    """How a worker answered a client: from its cache, by forwarding, with an error, or
+    by itself ("local": info)."""
+    first = effects[0] if effects else None
+    if isinstance(first, ToLeader):
+        return "forwarded"
+    if isinstance(first, Reply):
+        if isinstance(first.msg, p.Found):
+            return "cache-hit"
+        if isinstance(first.msg, p.Error):
+            return "error"
+    return "local"
+
 
 class WorkerIO(Part):
     def __init__(
@@ -41,7 +57,10 @@ class WorkerIO(Part):
         )
         self.processes = self.worker.processes  # where the fork server's reports go
         self.ready_fds: dict[int, tuple[int, bytes]] = {}  # fd -> (token, bytes so far)
-        self.clients = loop.socket(zmq.ROUTER, self._on_client, p.MAX_MESSAGE, serves=True)
+        self.metrics = loop.metrics
+        self.began: dict[tuple[str, str], float] = {}  # (group, key) -> when its Start was carried out
+        on_client = self._on_client if self.metrics is None else self._on_client_counted
+        self.clients = loop.socket(zmq.ROUTER, on_client, p.MAX_MESSAGE, serves=True)
         self.clients.setsockopt(zmq.ROUTER_MANDATORY, 1)
         loop.bind(self.clients, node.listen)
         self.sub = loop.socket(zmq.SUB, self._on_event)
@@ -53,6 +72,8 @@ class WorkerIO(Part):
             Reply: self._reply, ToLeader: self._to_leader, Start: self._start, Signal: self._signal,
             Reconnect: self._reconnect, RefillSpare: self._refill, Note: self.note,
         }  # fmt: skip
+        if self.metrics is not None:  # (with metrics off, nothing of this is in the way)
+            self.carry.update({Start: self._start_counted, ToLeader: self._to_leader_counted})
         where = "in this daemon" if leader.startswith("inproc://") else f"at {leader}, events at {events}"
         log.info("worker %s: clients at %s, leader %s", node.name, node.listen, where)
         self.carry_out([ToLeader(self.worker.hello())])
@@ -93,6 +114,34 @@ class WorkerIO(Part):
 
     def _refill(self, _: RefillSpare) -> None:
         self.spawner.refill()
+
+    # -- metrics (node.metrics) --
+
+    def _on_client_counted(self, sock: zmq.Socket) -> None:
+        count = self.metrics.request
+        for client, msg in self.loop.receive(sock):
+            effects = self.worker.on_client(client, msg)
+            count(_KINDS.get(type(msg), "other"), _outcome(effects))
+            self.carry_out(effects)
+
+    def _start_counted(self, s: Start) -> None:
+        group = s.env["FORSETI_GROUP"]
+        self.metrics.starts.labels(group).inc()
+        self.began[(group, s.key)] = time.monotonic()
+        self._start(s)
+
+    def _to_leader_counted(self, effect: ToLeader) -> None:
+        msg, m = effect.msg, self.metrics
+        if isinstance(msg, p.Spawned):
+            began = self.began.pop((msg.location.group, msg.location.key), None)
+            if began is not None:  # (not a repeat of the answer for a process that runs)
+                m.start_seconds.labels(msg.location.group).observe(time.monotonic() - began)
+        elif isinstance(msg, p.SpawnFailed):
+            self.began.pop((msg.group, msg.key), None)
+            m.start_failures.labels(msg.group, m.failure_kind(msg.reason)).inc()
+        elif isinstance(msg, p.Ping):  # a heartbeat: the epoch of the leader it joined
+            m.worker_epoch = self.worker.leader_epoch or ""
+        self._to_leader(effect)
 
     def _connect(self) -> zmq.Socket:
         dealer = self.loop.socket(zmq.DEALER, self._on_leader)

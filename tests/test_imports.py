@@ -30,7 +30,8 @@ class Rule:
 
 DECISIONS = tuple(
     f"forsetid.{m}"
-    for m in ("leader", "starts", "members", "event_log", "registry", "placement", "store", "crashloop", "roles")
+    for m in ("leader", "hello", "groups", "starts", "members", "event_log", "registry", "placement", "store")
+    + ("crashloop", "roles")
     + ("worker", "processes", "cache", "timers", "effects")
 )
 
