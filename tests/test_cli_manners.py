@@ -319,29 +319,56 @@ def test_events_says_when_the_stream_goes_silent_and_when_it_flows_again(solo): 
     assert follower.returncode == 0 and out == "" and err == "", (out, err)
 
 
-def test_events_across_a_leader_restart_say_it_changed_and_show_running_processes_as_running(make_cluster):
-    """The leader restarts: the stream says the leader changed, and the processes its
-    workers report again are shown as running, not as new starts."""
-    import signal
+def _follow(c, *args):
     import subprocess
     import sys
 
     from cluster import ROOT, wait_for
 
-    c = make_cluster(workers=1, both=False, cluster={"heartbeat": 0.2, "liveness": 3})
-    c.leader().get("sleeper", "old")
-    cmd = [sys.executable, "-m", "forsetictl", "--endpoint", c.endpoint("node1"), "events", "sleeper", "--count", "2"]
+    cmd = [sys.executable, "-m", "forsetictl", "--endpoint", c.endpoint("node1"), "events", *args]
     follower = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    wait_for(lambda: "following events" in (follower.stderr.readline() or ""), 10, 0.05, "the stream live")
+    return follower
+
+
+def _output(follower, timeout: float = 20) -> list[str]:
     try:
-        wait_for(lambda: "following events" in (follower.stderr.readline() or ""), 10, 0.05, "the stream live")
-        c.kill("leader", signal.SIGKILL)
-        c.procs["leader"].wait(5)
-        c.start("leader")
-        out, err = follower.communicate(timeout=20)
+        out, _ = follower.communicate(timeout=timeout)
     finally:
         if follower.poll() is None:
             follower.kill()
             follower.communicate()
-    lines = out.splitlines()
-    assert "the leader changed: what you know may be out of date" in lines[0], out
-    assert " running sleeper/old node=node1 pid=" in lines[1], out
+    return out.splitlines()
+
+
+def test_events_say_when_the_leader_changed(make_cluster):
+    import signal
+
+    c = make_cluster(workers=1, cluster={"heartbeat": 0.2, "liveness": 3})
+    follower = _follow(c, "sleeper", "--count", "1")
+    c.kill("leader", signal.SIGKILL)
+    c.procs["leader"].wait(5)
+    c.start("leader")
+    (line,) = _output(follower)  # (the new leader's first tick on that group's topic tells it)
+    assert "the leader changed: what you know may be out of date" in line
+
+
+def test_a_process_a_returning_worker_still_runs_is_shown_running_not_started(make_cluster):
+    """node1 freezes until the leader takes it for down (its process: exited, node-down),
+    then thaws and says hello with that process: the leader adopts it, and the stream
+    shows it as running, not as a new start."""
+    import signal
+
+    from cluster import wait_for
+
+    c = make_cluster(workers=1, cluster={"heartbeat": 0.2, "liveness": 3})
+    loc = c.leader().get("sleeper", "old")
+    follower = _follow(c, "sleeper", "--count", "2")
+    c.kill("node1", signal.SIGSTOP)
+    try:
+        wait_for(lambda: c.leader().nodes()[0].state == "down", 5, 0.05, "node1 down")
+    finally:
+        c.kill("node1", signal.SIGCONT)
+    lines = _output(follower)
+    assert f" exited sleeper/old node=node1 pid={loc.pid} reason=node-down" in lines[0], lines
+    assert f" running sleeper/old node=node1 pid={loc.pid}" in lines[1], lines
