@@ -17,7 +17,7 @@ import msgspec
 from forsetid.const import GROUP_MAX, GROUP_PATTERN, GROUP_RULE
 
 from .client import AccessDenied, Client, Event, ForsetiError, Timeout
-from .config import ENDPOINT_ENV, KEY_ENV, LOCAL_CONFIG, ConfigError, client_keys, resolve
+from .config import ENDPOINT_ENV, KEY_ENV, LOCAL_CONFIG, ConfigError, client_keys, from_env, resolve
 from .security import KeyFileError
 
 OK, NOT_FOUND, USAGE, CLUSTER_ERROR, NO_ANSWER, DENIED = 0, 1, 2, 3, 4, 5
@@ -305,7 +305,7 @@ def _origin(args) -> str:
         return "from --endpoint"
     if args.config:
         return f"the node of --config {args.config}"
-    if os.environ.get(ENDPOINT_ENV):
+    if from_env(ENDPOINT_ENV):
         return f"from ${ENDPOINT_ENV}"
     if os.path.exists(LOCAL_CONFIG):
         return f"the node of ./{LOCAL_CONFIG}"
@@ -313,11 +313,7 @@ def _origin(args) -> str:
 
 
 def _key_from_env() -> str | None:
-    """``$FORSETI_KEY``: this client's key file, except in a process Forseti started,
-    where forsetid sets it (with ``$FORSETI_GROUP``) to that process's key in its group."""
-    if os.environ.get("FORSETI_GROUP"):
-        return None
-    return os.environ.get(KEY_ENV) or None
+    return from_env(KEY_ENV)
 
 
 # -- the commands: each takes (client, args, out) and returns the exit status ---------

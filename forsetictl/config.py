@@ -118,6 +118,15 @@ def client_keys(
     return key, server_key
 
 
+def from_env(name: str) -> str | None:
+    """``$FORSETI_ENDPOINT`` or ``$FORSETI_KEY`` as the user set them for forsetictl. In a
+    process that Forseti started (it has ``$FORSETI_GROUP``), forsetid gave both names
+    other meanings (SPEC section 2: the process's own endpoint and key): none then."""
+    if os.environ.get("FORSETI_GROUP"):
+        return None
+    return os.environ.get(name) or None
+
+
 def resolve(endpoint: str | None = None, config: str | None = None) -> tuple[str, ClientConfig | None]:
     """The endpoint a command talks to (SPEC section 4): ``--endpoint``, the node of
     ``--config``, ``$FORSETI_ENDPOINT``, the node of ``./forseti.toml``, the default; and
@@ -127,8 +136,8 @@ def resolve(endpoint: str | None = None, config: str | None = None) -> tuple[str
     if config:
         cfg = load(config)
         return cfg.endpoint, cfg
-    if os.environ.get(ENDPOINT_ENV):
-        return os.environ[ENDPOINT_ENV], None
+    if env := from_env(ENDPOINT_ENV):
+        return env, None
     if os.path.exists(LOCAL_CONFIG):
         cfg = load(LOCAL_CONFIG)
         return cfg.endpoint, cfg

@@ -138,11 +138,18 @@ def protected(config: Config) -> None:
     ``0.0.0.0`` included) unless CURVE guards it or the file says it may go unguarded.
     Checked once the role is final (``--role`` may change it)."""
     sec = config.security
-    if sec.curve or sec.insecure:
+    if sec.insecure:
         return
     for where, endpoint in config.binds().items():
         scheme, _, rest = endpoint.partition("://")
-        if scheme == "tcp" and not _loopback(rest.rpartition(":")[0]):
+        if scheme != "tcp" or _loopback(rest.rpartition(":")[0]):
+            continue
+        if where == "node.metrics":  # plain HTTP: CURVE guards none of it
+            raise ConfigError(
+                f"{config.path}: node.metrics: {endpoint} would serve the metrics to the network unguarded; "
+                "security.insecure = true allows it (security.curve does not guard HTTP)"
+            )
+        if not sec.curve:
             raise ConfigError(
                 f"{config.path}: {where}: {endpoint} is open to the network; set security.curve = true to "
                 "authenticate every peer (or security.insecure = true to allow it without)"

@@ -58,7 +58,9 @@ class Gate:
 
     def reload(self) -> None:
         """Read the authorized keys again; a table that cannot be read keeps the old one.
-        A key taken out is refused from its next message on, on open connections too."""
+        A key taken out is refused from its next request on, on open connections too;
+        an events subscription it holds lasts until that connection ends (an XPUB has no
+        per-message check: its next handshake is refused)."""
         try:
             table = self.authorize()
         except ConfigError as exc:

@@ -52,7 +52,11 @@ def authorized(config: Config) -> dict[bytes, Peer]:
         where = os.path.join(folder, role)
         if not os.path.isdir(where):
             continue  # a role nobody has
-        for entry in sorted(os.listdir(where)):
+        try:
+            entries = sorted(os.listdir(where))
+        except OSError as exc:
+            raise ConfigError(f"{config.path}: security.authorized: {where}: {exc.strerror or exc}") from None
+        for entry in entries:
             if not entry.endswith(".key"):
                 continue
             public, _ = _load(config, "security.authorized", os.path.join(where, entry))

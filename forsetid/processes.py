@@ -122,7 +122,7 @@ class Processes:
     def _start(self, proc: Proc) -> Start:
         call = proc.call
         command = None if call.command is None else [self._fill(a, proc) for a in call.command]
-        log = None if call.log is None else self._fill(call.log, proc)
+        log = None if call.log is None else substitute(call.log, proc.group, proc.key, self.node, path=True)
         return Start(proc.token, call.entry, command, [*call.args, *proc.args], self.env(proc), proc.key, log)
 
     def env(self, proc: Proc) -> dict[str, str]:
@@ -244,6 +244,15 @@ class Processes:
         return [] if proc is None or proc.pid is None else [Signal(proc.pid, signal.SIGKILL)]
 
 
-def substitute(template: str, group: str, key: str, node: str) -> str:
-    """Fill ``{key}``, ``{group}`` and ``{node}``; other braces are left as they are."""
+def substitute(template: str, group: str, key: str, node: str, path: bool = False) -> str:
+    """Fill ``{key}``, ``{group}`` and ``{node}``; other braces are left as they are.
+    ``path``: the template names a file, and a key is anyone's to choose: a value may
+    not leave the template's folders (``/`` and a leading ``.`` are %-escaped there)."""
+    if path:
+        group, key, node = (_path_part(v) for v in (group, key, node))
     return template.replace("{key}", key).replace("{group}", group).replace("{node}", node)
+
+
+def _path_part(value: str) -> str:
+    value = value.replace("%", "%25").replace("/", "%2F")
+    return "%2E" + value[1:] if value.startswith(".") else value

@@ -372,3 +372,17 @@ def test_a_process_a_returning_worker_still_runs_is_shown_running_not_started(ma
     lines = _output(follower)
     assert f" exited sleeper/old node=node1 pid={loc.pid} reason=node-down" in lines[0], lines
     assert f" running sleeper/old node=node1 pid={loc.pid}" in lines[1], lines
+
+
+def test_inside_a_managed_process_forseti_endpoint_and_key_are_not_forsetictls(monkeypatch, tmp_path):
+    """forsetid gives a process FORSETI_ENDPOINT (its own endpoint) and FORSETI_KEY (its
+    key in its group): forsetictl run there must not take them for its target and key."""
+    from forsetictl.config import from_env, resolve
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "forseti.toml").write_text('[node]\nlisten = "tcp://127.0.0.1:7999"\n')
+    monkeypatch.setenv("FORSETI_ENDPOINT", "tcp://127.0.0.1:1")
+    monkeypatch.setenv("FORSETI_KEY", "k1")
+    assert resolve()[0] == "tcp://127.0.0.1:1" and from_env("FORSETI_KEY") == "k1"  # a user's shell
+    monkeypatch.setenv("FORSETI_GROUP", "users")
+    assert resolve()[0] == "tcp://127.0.0.1:7999" and from_env("FORSETI_KEY") is None  # a managed process

@@ -307,3 +307,10 @@ def test_the_systemd_units_start_forsetid_with_a_config_and_restart_on_failure()
         assert service["Restart"] == "on-failure" and service["User"] == "forseti"
         assert service["KillMode"] == "mixed"  # SIGTERM to the daemon alone: it stops its processes itself
         assert parsed["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_an_open_metrics_address_needs_insecure_even_with_curve():
+    cfg = config.parse({"node": {"metrics": "0.0.0.0:9464"}, "security": {"curve": True}}, "/tmp/x.toml")
+    with pytest.raises(config.ConfigError, match="node.metrics.*security.insecure"):
+        config.protected(cfg)
+    config.protected(config.parse({"node": {"metrics": "0.0.0.0:9464"}, "security": {"insecure": True}}))

@@ -387,3 +387,12 @@ def test_hello_lists_the_starts_under_way_with_the_id_they_answer():
     assert hello.starting == [p.Starting(51, "users", "j")]
     assert hello.welcomed_by == "e1"  # the leader that welcomed it
     assert Worker("node9").hello().welcomed_by == ""
+
+
+def test_a_key_cannot_put_its_log_file_outside_the_groups_folder():
+    worker, _ = make()
+    call = p.Call(entry="pkg.mod:func", log="/var/log/forseti/{group}/{key}.log")
+    for key, name in (("../../etc/x", "%2E.%2F..%2Fetc%2Fx"), ("a/b", "a%2Fb"), ("..", "%2E."), ("50%", "50%25")):
+        (start,) = worker.on_leader(p.Spawn(id=1, group="users", key=key, call=call))
+        assert start.log == f"/var/log/forseti/users/{name}.log"
+    assert substitute("{key}", "g", "../x", "n") == "../x"  # (a command's argument is the process's business)
