@@ -19,6 +19,20 @@ from forsetid.const import SPARE_NAME
 from .client import Client, ForsetiError
 
 
+def marked(mark: bytes) -> list[int]:
+    """The live processes whose environment holds ``mark`` (``NAME=VALUE``)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if mark in f.read().split(b"\0"):
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
 class ClusterError(Exception):
     """The cluster did not come up (the message says where its logs are)."""
 
@@ -213,17 +227,7 @@ class LocalCluster:
         return [pid for pid in self._marked() if _is_spare(pid) and ppid(pid) not in daemons]
 
     def _marked(self) -> list[int]:
-        mark = f"{self.MARK}={self.tag}".encode()
-        found = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/environ", "rb") as f:
-                        if mark in f.read().split(b"\0"):
-                            found.append(int(entry))
-                except OSError:
-                    pass
-        return found
+        return marked(f"{self.MARK}={self.tag}".encode())
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         self.procs[name].send_signal(sig)

@@ -10,18 +10,7 @@ import uuid
 
 from cluster import ROOT
 
-
-def _marked(mark: bytes) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as f:
-                    if mark in f.read().split(b"\0"):
-                        found.append(int(entry))
-            except OSError:
-                pass
-    return found
+from forsetictl.localcluster import marked
 
 
 def test_bench_json_smoke():
@@ -53,7 +42,7 @@ def test_bench_json_smoke():
     try:
         done = subprocess.run(cmd, capture_output=True, timeout=120, env=env, cwd=ROOT)
     finally:
-        leftovers = _marked(mark.encode())
+        leftovers = marked(mark.encode())
         for pid in leftovers:
             os.kill(pid, 9)
     assert not leftovers, f"the bench left processes behind: {leftovers}"
@@ -89,7 +78,7 @@ def test_bench_curve_json_smoke():
     try:
         done = subprocess.run(cmd, capture_output=True, timeout=120, env=env, cwd=ROOT)
     finally:
-        leftovers = _marked(mark.encode())
+        leftovers = marked(mark.encode())
         for pid in leftovers:
             os.kill(pid, 9)
     assert not leftovers, f"the bench left processes behind: {leftovers}"
