@@ -109,6 +109,11 @@ def parser() -> argparse.ArgumentParser:
         "remove-call", help="remove a group (its running processes go on until they exit; new gets fail)"
     )
     p.add_argument("group", type=_group, metavar="GROUP", help="the group to remove")
+    p = sub.add_parser("drain", help="the node takes no new process (state draining); lookups through it go on")
+    p.add_argument("node", metavar="NODE", help="a worker's name (see nodes)")
+    p.add_argument("--stop", action="store_true", help="also stop its processes (each within its stop_timeout)")
+    p = sub.add_parser("undrain", help="the node takes new processes again")
+    p.add_argument("node", metavar="NODE", help="a worker's name (see nodes)")
     p = sub.add_parser("events", help="follow started/exited events until interrupted")
     p.add_argument("group", nargs="?", type=_group, metavar="GROUP", help="only this group's (default: all)")
     p.add_argument("--count", type=_positive, metavar="N", help="stop after this many events")
@@ -407,6 +412,19 @@ def add_call(client: Client, args, out: Output) -> int:
     return OK
 
 
+def drain(client: Client, args, out: Output) -> int:
+    client.drain(args.node, stop=args.stop)
+    what = " and stopping its processes" if args.stop else ""
+    out.line({"draining": args.node, "stop": args.stop}, f"draining {args.node}{what}")
+    return OK
+
+
+def undrain(client: Client, args, out: Output) -> int:
+    client.undrain(args.node)
+    out.line({"undrained": args.node}, f"{args.node} takes new processes again")
+    return OK
+
+
 def remove_call(client: Client, args, out: Output) -> int:
     client.remove_call(args.group)
     out.line({"removed": args.group}, f"removed {args.group} (its running processes go on until they exit)")
@@ -453,7 +471,8 @@ def keygen(args, out: Output) -> int:
 
 
 COMMANDS = {"get": get, "find": find, "stop": stop, "ls": ls, "nodes": nodes, "calls": calls,
-            "add-call": add_call, "remove-call": remove_call, "events": events}  # fmt: skip
+            "add-call": add_call, "remove-call": remove_call, "drain": drain, "undrain": undrain,
+            "events": events}  # fmt: skip
 
 EVENT = ["seq", "kind", "group", "key", "node", "pid", "exit_code", "signal", "reason", "at"]
 TIMES = {"started_at", "at"}  # Unix times: shown as local dates and times

@@ -209,6 +209,14 @@ class Client:
             raise ForsetiError(f"bad call '{name}': {exc}", "bad-call") from None
         self._request(p.AddCall(name=name, call=call, replace=replace))
 
+    def drain(self, node: str, stop: bool = False) -> None:
+        """The node takes no new process (state ``draining``); ``stop``: its processes are
+        stopped too. Lookups through it go on. ForsetiError kind ``unknown-node``."""
+        self._request(p.Drain(node=node, stop=stop))
+
+    def undrain(self, node: str) -> None:
+        self._request(p.Undrain(node=node))
+
     def remove_call(self, name: str) -> None:
         """Remove a group: its running processes go on until they exit; new gets fail
         with ``unknown-group``. Raises UnknownGroup if there is no such group."""

@@ -112,8 +112,13 @@ class Leader(Hellos):
         self.members.forget(node)
         self.placement.down(node)
         out = self.registry.keep_only(node, [], "node-down")
-        text = f"worker {node} is down: no word for {self.silence:g} s; {len(out)} of its processes reported exited"
-        return [Note(logging.WARNING, text), *out, *self._fail_pending(node, "went down")]
+        worker = self.placement.workers.get(node)
+        if worker is not None and worker.left:
+            note = Note(logging.INFO, f"worker {node} has left")
+        else:
+            text = f"no word for {self.silence:g} s; {len(out)} of its processes reported exited"
+            note = Note(logging.WARNING, f"worker {node} is down: {text}")
+        return [note, *out, *self._fail_pending(node, "went down")]
 
     # -- client requests --
 
@@ -174,7 +179,7 @@ class Leader(Hellos):
         items = [
             p.NodeInfo(
                 name=w.name,
-                state="up" if w.up else "down",
+                state=w.state,
                 processes=self.store.count(w.name),
                 capacity=w.capacity,
                 suspended=self.suspensions.groups(w.name),
@@ -206,6 +211,29 @@ class Leader(Hellos):
             return [Reply(peer, error)]
         return [Reply(peer, p.Ok(id=msg.id)), *self._tell_workers(p.RemoveCall(name=msg.name)),
                 Note(logging.INFO, f"group {msg.name} removed")]  # fmt: skip
+
+    def _drain(self, peer: bytes, msg: p.Drain) -> Out:
+        if not self.placement.drain(msg.node, True):
+            return [Reply(peer, self._unknown_node(msg, msg.node))]
+        out: Out = [Reply(peer, p.Ok(id=msg.id)), Note(logging.INFO, f"worker {msg.node} is draining")]
+        host = self.peer_of.get(msg.node)
+        if msg.stop and host is not None:  # each exits with reason "stopped", within its stop_timeout
+            out += [Reply(host, p.Kill(location=loc, reason="stopped")) for loc in self.store.on_node(msg.node)]
+        return out
+
+    def _undrain(self, peer: bytes, msg: p.Undrain) -> Out:
+        if not self.placement.drain(msg.node, False):
+            return [Reply(peer, self._unknown_node(msg, msg.node))]
+        return [Reply(peer, p.Ok(id=msg.id)), Note(logging.INFO, f"worker {msg.node} takes new processes again")]
+
+    def _unknown_node(self, msg: p.Msg, node: str) -> p.Error:
+        known = ", ".join(sorted(self.placement.workers)) or "none"
+        return p.Error(id=msg.id, kind=p.UNKNOWN_NODE, message=f"unknown node '{node}' (known: {known})")
+
+    def _leaving(self, peer: bytes, msg: p.Leaving) -> Out:
+        node = self.node_of[peer]
+        self.placement.leave(node)
+        return [Note(logging.INFO, f"worker {node} is leaving (shut down cleanly)")]
 
     def _tell_workers(self, msg: p.Msg) -> Out:
         return [Reply(w, msg) for w in self.peer_of.values()]
@@ -254,13 +282,13 @@ class Leader(Hellos):
 
     _handlers: dict[type, Callable[[Leader, bytes, Any], Out]] = {
         p.Get: _get, p.Find: _find, p.Stop: _stop, p.List: _list, p.Nodes: _nodes, p.Calls: _calls,
-        p.AddCall: _add_call, p.RemoveCall: _remove_call, p.Info: _info,
+        p.AddCall: _add_call, p.RemoveCall: _remove_call, p.Drain: _drain, p.Undrain: _undrain, p.Info: _info,
         p.Hello: _hello, p.Spawned: _spawned, p.SpawnFailed: _spawn_failed, p.Exited: _exited,
-        p.Ping: _ping, p.Suspend: _suspend,
+        p.Ping: _ping, p.Suspend: _suspend, p.Leaving: _leaving,
     }  # fmt: skip
 
 
-_WORKERS_ONLY = (p.Ping, p.Spawned, p.SpawnFailed, p.Exited, p.Suspend)  # a ping is answered all the same
+_WORKERS_ONLY = (p.Ping, p.Spawned, p.SpawnFailed, p.Exited, p.Suspend, p.Leaving)  # a ping is answered all the same
 
 
 def _error(msg: p.Msg, kind: str, message: str) -> p.Error:

@@ -81,7 +81,7 @@ class LeaderIO(Part):
 
     def _snapshot(self) -> None:
         leader = self.leader
-        workers = [w.up for w in leader.placement.workers.values()]
+        workers = [w.state for w in leader.placement.workers.values()]
         self.metrics.set_leader(leader.epoch, leader.store.items(), workers)
 
     def _publish(self, topic: bytes, msg: p.Msg) -> None:

@@ -34,6 +34,7 @@ from .config import ConfigError, metrics_address
 # ready process as long as it likes (start_timeout is 10 s by default).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
+WORKER_STATES = ("up", "draining", "down", "left")
 SMALL = 10_000  # keys a leader may walk every heartbeat for its snapshot (~2 ms)
 
 # A start failure's reason, as the worker words it, to a small set of kinds.
@@ -62,7 +63,7 @@ class Snapshot:
     """What a scrape reads of the leader's state: replaced whole, never changed."""
 
     processes: tuple[tuple[str, str, int], ...] = ()  # (group, node, count)
-    workers: tuple[tuple[str, int], ...] = (("up", 0), ("down", 0))
+    workers: tuple[tuple[str, int], ...] = (("up", 0), ("draining", 0), ("down", 0), ("left", 0))
     epoch: str = ""
 
 
@@ -120,14 +121,14 @@ class Metrics:
     def refuse(self, why: str) -> None:
         self.refused.labels(why).inc()
 
-    def set_leader(self, epoch: str, locations: Iterable[p.Location], workers: Iterable[bool]) -> None:
-        """The leader's heartbeat: its epoch, its dictionary's locations, each worker's up or not."""
+    def set_leader(self, epoch: str, locations: Iterable[p.Location], workers: Iterable[str]) -> None:
+        """The leader's heartbeat: its epoch, its dictionary's locations, each worker's state."""
         counts = Tally((loc.group, loc.node) for loc in locations)
-        up = Tally("up" if w else "down" for w in workers)
+        states = Tally(workers)
         self.wanted = False
         self.leader = Snapshot(
             processes=tuple((g, n, c) for (g, n), c in sorted(counts.items())),
-            workers=(("up", up["up"]), ("down", up["down"])),
+            workers=tuple((state, states[state]) for state in WORKER_STATES),
             epoch=epoch,
         )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass
@@ -21,10 +22,21 @@ class WorkerLoad:
     capacity: int = 0  # 0 = no limit
     load: int = 0  # registered processes plus starts under way
     up: bool = True
+    draining: bool = False  # takes no new process (forsetictl drain)
+    left: bool = False  # shut down cleanly: gone, and not down
 
     @property
     def full(self) -> bool:
         return self.capacity > 0 and self.load >= self.capacity
+
+    @property
+    def candidate(self) -> bool:
+        return self.up and not (self.draining or self.left or self.full)
+
+    @property
+    def state(self) -> Literal["up", "draining", "down", "left"]:
+        """As ``nodes`` shows it: up, draining, down or left."""
+        return "left" if self.left else "down" if not self.up else "draining" if self.draining else "up"
 
 
 class Placement:
@@ -42,7 +54,7 @@ class Placement:
         w = self.workers.get(name)
         if w is None:
             w = self.workers[name] = WorkerLoad(name, capacity)
-        w.capacity, w.up = capacity, True
+        w.capacity, w.up, w.left = capacity, True, False
         self._offer(w)
         return w
 
@@ -50,6 +62,20 @@ class Placement:
         w = self.workers.get(name)
         if w is not None:
             w.up = False  # its heap entries are stale now
+
+    def leave(self, name: str) -> None:
+        w = self.workers.get(name)
+        if w is not None:
+            w.left = True
+
+    def drain(self, name: str, draining: bool) -> bool:
+        """Take no new process there (or again); False: no such worker."""
+        w = self.workers.get(name)
+        if w is None:
+            return False
+        w.draining = draining
+        self._offer(w)
+        return True
 
     def add(self, name: str, delta: int) -> None:
         w = self.workers.get(name)
@@ -77,12 +103,12 @@ class Placement:
 
     def _current(self, load: int, name: str) -> bool:
         w = self.workers.get(name)
-        return w is not None and w.up and w.load == load and not w.full
+        return w is not None and w.load == load and w.candidate
 
     def _offer(self, w: WorkerLoad) -> None:
-        if not w.up or w.full:
-            return  # not a candidate; a later change of load or a join offers it again
+        if not w.candidate:
+            return  # a later change of load, a join or an undrain offers it again
         heapq.heappush(self._heap, (w.load, w.name))
         if len(self._heap) > 2 * len(self.workers) + 16:
-            self._heap = [(x.load, x.name) for x in self.workers.values() if x.up and not x.full]
+            self._heap = [(x.load, x.name) for x in self.workers.values() if x.candidate]
             heapq.heapify(self._heap)

@@ -58,6 +58,7 @@ NOT_ALLOWED = "not-allowed"  # a worker's name is not in cluster.nodes: it stops
 NAME_TAKEN = "name-taken"  # another live daemon has that name: try again later
 SUSPENDED = "suspended"
 GROUP_EXISTS = "group-exists"  # add-call of a group that exists, without replace
+UNKNOWN_NODE = "unknown-node"  # drain or undrain of a node the leader does not know
 FORBIDDEN = "forbidden"  # the request is outside the sender's role (security.curve)
 
 
@@ -110,7 +111,7 @@ class Location(msgspec.Struct, frozen=True):
 
 class NodeInfo(msgspec.Struct):
     name: str
-    state: Literal["up", "draining", "down"]
+    state: Literal["up", "draining", "down", "left"]
     processes: int
     capacity: int
     suspended: list[str] = []  # groups that crash-looped here, for a while
@@ -167,6 +168,17 @@ class AddCall(Msg, tag="add-call"):
     name: Group
     call: Call
     replace: bool = False
+
+
+class Drain(Msg, tag="drain"):
+    """The node takes no new process; ``stop``: its processes are stopped too."""
+
+    node: str
+    stop: bool = False
+
+
+class Undrain(Msg, tag="undrain"):
+    node: str
 
 
 class RemoveCall(Msg, tag="remove-call"):
@@ -263,6 +275,11 @@ class Suspend(Msg, tag="suspend"):
     seconds: Seconds
 
 
+class Leaving(Msg, tag="leaving"):
+    """A worker shutting down cleanly: place nothing more there; once it is silent, it
+    has left (not gone down). Its processes' exits follow, with reason ``shutdown``."""
+
+
 class Ping(Msg, tag="ping"):
     """A worker's heartbeat, every ``cluster.heartbeat`` seconds."""
 
@@ -334,13 +351,13 @@ class Tick(Msg, tag="tick"):
 
 
 Message = Union[  # noqa: UP007 (a table: requests, replies, worker <-> leader, events)
-    Get, Find, Stop, List, Nodes, Calls, AddCall, RemoveCall, Info,
+    Get, Find, Stop, List, Nodes, Calls, AddCall, RemoveCall, Drain, Undrain, Info,
     Found, Stopped, Locations, NodeList, CallList, Ok, InfoReply, Error,
-    Hello, Welcome, Suspend, Ping, Pong, Spawn, Spawned, SpawnFailed, Kill, Exited,
+    Hello, Welcome, Suspend, Leaving, Ping, Pong, Spawn, Spawned, SpawnFailed, Kill, Exited,
     Event, Tick,
 ]  # fmt: skip
 
-CLIENT_REQUESTS = (Get, Find, Stop, List, Nodes, Calls, AddCall, RemoveCall, Info)
+CLIENT_REQUESTS = (Get, Find, Stop, List, Nodes, Calls, AddCall, RemoveCall, Drain, Undrain, Info)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)

@@ -162,6 +162,11 @@ class Worker:
     def idle(self) -> bool:
         return self.processes.idle
 
+    def shutdown(self) -> list:
+        """A clean shutdown: the leader places nothing more here, and every process stops
+        (its exit reported with reason "shutdown"); the daemon waits for ``idle``."""
+        return [ToLeader(p.Leaving()), *self.processes.shutdown()]
+
     # -- time --
 
     def next_deadline(self) -> float:

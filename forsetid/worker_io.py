@@ -241,7 +241,7 @@ class WorkerIO(Part):
         self.spawner.flush()
 
     def begin_shutdown(self) -> float:
-        self.carry_out(self.processes.shutdown())
+        self.carry_out(self.worker.shutdown())
         return self.processes.stop_timeout
 
     @property

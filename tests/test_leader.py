@@ -726,3 +726,43 @@ def test_processes_a_hello_brings_are_told_as_adopted_not_as_new_starts():
     out, _ = answer(leader, get(leader, "new"))
     (event,) = events(out)
     assert event.adopted is False
+
+
+# -- drain, undrain, left --
+
+
+def test_a_draining_worker_takes_no_new_process_and_undrain_ends_it():
+    leader = make(["node1", "node2"])
+    assert replies(leader.handle(CLIENT, p.Drain(id=3, node="node1"))) == [p.Ok(id=3)]
+    assert NOTES == ["worker node1 is draining"]
+    assert {spawn_of(get(leader, f"k{i}", id=10 + i))[0] for i in range(3)} == {"node2"}
+    assert node_info(leader)["node1"].state == "draining"
+    assert replies(leader.handle(CLIENT, p.Undrain(id=4, node="node1"))) == [p.Ok(id=4)]
+    assert spawn_of(get(leader, "j", id=20))[0] == "node1" and node_info(leader)["node1"].state == "up"
+    (err,) = replies(leader.handle(CLIENT, p.Drain(id=5, node="nodeX")))
+    assert err.kind == p.UNKNOWN_NODE and "node1, node2" in err.message
+
+
+def test_drain_with_stop_stops_every_process_of_the_node():
+    leader = make(["node1"])
+    running = [start(leader, f"k{i}") for i in range(2)]
+    out = leader.handle(CLIENT, p.Drain(id=3, node="node1", stop=True))
+    kills = replies(out, peer("node1"))
+    assert sorted(k.location.key for k in kills) == ["k0", "k1"] and {k.reason for k in kills} == {"stopped"}
+    assert all(leader.store.get("users", loc.key) == loc for loc in running)  # dropped as their exits come
+
+
+def test_a_worker_that_leaves_is_left_not_down():
+    now = [50.0]
+    leader = Leader(CALLS, heartbeat=1.0, liveness=3, clock=lambda: 1.0, monotonic=lambda: now[0])
+    hello(leader, "node1")
+    hello(leader, "node2")
+    leader.handle(peer("node1"), p.Leaving())
+    assert NOTES == ["worker node1 is leaving (shut down cleanly)"]
+    assert spawn_of(get(leader, "k"))[0] == "node2"  # nothing more is placed there
+    now[0] = 54.0
+    leader.members.last_seen["node2"] = 54.0
+    leader.expire()
+    assert node_info(leader)["node1"].state == "left"
+    hello(leader, "node1", incarnation="inc-2")
+    assert node_info(leader)["node1"].state == "up"

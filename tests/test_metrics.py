@@ -207,13 +207,14 @@ def test_the_snapshot_is_what_a_scrape_reads_and_a_scrape_asks_for_the_next():
     m = Metrics(f"127.0.0.1:{free_port()}")
     try:
         locs = [p.Location("g", "a", "n1", 1), p.Location("g", "b", "n1", 2), p.Location("h", "c", "n2", 3)]
-        m.set_leader("e1", locs, [True, True, False])
+        m.set_leader("e1", locs, ["up", "up", "down", "left"])
         assert not m.wanted
         got = scrape(m.address)
         assert m.wanted  # the leader takes the next snapshot however large its dictionary
         assert value(got, "forseti_processes", group="g", node="n1") == 2
         assert value(got, "forseti_processes", group="h", node="n2") == 1
         assert value(got, "forseti_workers", state="up") == 2 and value(got, "forseti_workers", state="down") == 1
+        assert value(got, "forseti_workers", state="left") == 1 and value(got, "forseti_workers", state="draining") == 0
         assert value(got, "forseti_epoch_info", epoch="e1") == 1
     finally:
         m.close()

@@ -396,3 +396,10 @@ def test_a_key_cannot_put_its_log_file_outside_the_groups_folder():
         (start,) = worker.on_leader(p.Spawn(id=1, group="users", key=key, call=call))
         assert start.log == f"/var/log/forseti/users/{name}.log"
     assert substitute("{key}", "g", "../x", "n") == "../x"  # (a command's argument is the process's business)
+
+
+def test_a_clean_shutdown_tells_the_leader_first():
+    worker, _ = make()
+    started(worker, "a", pid=1001)
+    out = worker.shutdown()
+    assert out[0] == ToLeader(p.Leaving()) and signals(out) == [(1001, signal.SIGTERM)]
