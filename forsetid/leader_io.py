@@ -43,7 +43,6 @@ class LeaderIO(Part):
         if self.metrics is not None:  # (with metrics off, nothing of this is in the way)
             self.metrics.elections.inc()
             self.carry[Publish] = self._publish_counted
-            self.leader.node_down = self._node_down_counted(self.leader.node_down)  # type: ignore[method-assign]
             self._snapshot()
         log.info("leading (epoch %s): workers and clients at %s, events at %s", self.leader.epoch, cluster.leader,
                  cluster.events)  # fmt: skip
@@ -61,23 +60,6 @@ class LeaderIO(Part):
         if event.kind == "exited":
             self.metrics.exits.labels(event.location.group, event.reason or "exit").inc()
         self._publish_event(effect)
-
-    def _node_down_counted(self, node_down):
-        """The starts a node's going down fails, once each (every waiter of one is told)."""
-
-        def counted(node: str) -> list:
-            out = node_down(node)
-            failed = {
-                e.msg.message
-                for e in out
-                if isinstance(e, Reply) and isinstance(e.msg, p.Error) and e.msg.kind == p.SPAWN_FAILED
-            }
-            for text in failed:  # "cannot start GROUP/KEY: node NODE went down"
-                group = text.removeprefix("cannot start ").split("/", 1)[0]
-                self.metrics.start_failures.labels(group, "node-down").inc()
-            return out
-
-        return counted
 
     def _snapshot(self) -> None:
         leader = self.leader
@@ -126,4 +108,8 @@ class LeaderIO(Part):
                 self._snapshot()
         elif now < (self.leader.next_deadline() or float("inf")):
             return
+        if self.metrics is not None:  # the starts under way on the workers about to be taken for down
+            for node in self.leader.members.silent():
+                for (group, _), _ in self.leader.starts.of_node(node):
+                    self.metrics.start_failures.labels(group, "node-down").inc()
         self.carry_out(self.leader.expire())
