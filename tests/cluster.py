@@ -5,6 +5,7 @@ groups, a fast heartbeat, DEBUG logs, and tests/ importable by the daemons."""
 from __future__ import annotations
 
 import os
+import select
 import time
 from pathlib import Path
 
@@ -21,6 +22,14 @@ BASE_CALLS = {
     "sleeper": {"entry": "forsetid.examples:sleeper"},
     "slow": {"entry": "forsetid.examples:slow_ready", "args": [2.0], "ready": True, "start_timeout": 10.0},
 }
+
+
+def line_within(stream, seconds: float = 10.0) -> str:
+    """The next line of a child's text pipe, or fail once ``seconds`` pass: a readline
+    alone would hang the run if the line never came."""
+    if not select.select([stream], [], [], seconds)[0]:
+        raise AssertionError(f"no line within {seconds} s")
+    return stream.readline()
 
 
 def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01, what: str = "condition"):

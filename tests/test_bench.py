@@ -13,32 +13,12 @@ from cluster import ROOT
 from forsetictl.localcluster import marked
 
 
-def test_bench_json_smoke():
+def bench(*args: str) -> subprocess.CompletedProcess:
+    """``forsetictl --json bench ARGS``, which must succeed and leave nothing running:
+    every process it started carries a mark, looked for once it is done."""
     mark = f"FORSETI_BENCH_TEST={uuid.uuid4().hex}"
     env = {**os.environ, mark.split("=")[0]: mark.split("=")[1]}
-    cmd = [
-        sys.executable,
-        "-m",
-        "forsetictl",
-        "--json",
-        "bench",
-        "--workers",
-        "2",
-        "--count",
-        "20",
-        "--window",
-        "4",
-        "--seconds",
-        "0.1",
-        "--forks",
-        "10",
-        "--starts",
-        "3",
-        "--concurrency",
-        "2",
-        "--exits",
-        "2",
-    ]
+    cmd = [sys.executable, "-m", "forsetictl", "--json", "bench", *args]
     try:
         done = subprocess.run(cmd, capture_output=True, timeout=120, env=env, cwd=ROOT)
     finally:
@@ -47,6 +27,12 @@ def test_bench_json_smoke():
             os.kill(pid, 9)
     assert not leftovers, f"the bench left processes behind: {leftovers}"
     assert done.returncode == 0, done.stderr.decode()
+    return done
+
+
+def test_bench_json_smoke():
+    done = bench("--workers", "2", "--count", "20", "--window", "4", "--seconds", "0.1", "--forks", "10",
+                 "--starts", "3", "--concurrency", "2", "--exits", "2")  # fmt: skip
     assert done.stderr == b""  # no progress display with --json
     report = json.loads(done.stdout)
     assert set(report) == {"info", "baselines", "results"}
@@ -71,18 +57,7 @@ def test_bench_json_smoke():
 
 
 def test_bench_curve_json_smoke():
-    mark = f"FORSETI_BENCH_TEST={uuid.uuid4().hex}"
-    env = {**os.environ, mark.split("=")[0]: mark.split("=")[1]}
-    cmd = [sys.executable, "-m", "forsetictl", "--json", "bench", "--curve", "--workers", "1"]
-    cmd += ["--count", "20", "--starts", "3"]
-    try:
-        done = subprocess.run(cmd, capture_output=True, timeout=120, env=env, cwd=ROOT)
-    finally:
-        leftovers = marked(mark.encode())
-        for pid in leftovers:
-            os.kill(pid, 9)
-    assert not leftovers, f"the bench left processes behind: {leftovers}"
-    assert done.returncode == 0, done.stderr.decode()
+    done = bench("--curve", "--workers", "1", "--count", "20", "--starts", "3")
     assert done.stderr == b""
     report = json.loads(done.stdout)
     assert set(report) == {"info", "baselines", "results"}

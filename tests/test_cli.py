@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from cluster import ROOT
+from cluster import ROOT, line_within
 
 
 def ctl(*args, endpoint=None, config=None, timeout=20, env=None):
@@ -120,7 +120,7 @@ def test_events_command_prints_json_lines(solo):
         env=full_env,
     )
     try:
-        assert "following events" in follower.stderr.readline()  # it is live now
+        assert "following events" in line_within(follower.stderr)  # it is live now
         loc = solo.client().get("sleeper", "ev")
         os.kill(loc.pid, signal.SIGKILL)
         out, err = follower.communicate(timeout=10)

@@ -18,7 +18,7 @@ from importlib import metadata
 from unittest import mock
 
 import pytest
-from cluster import ROOT
+from cluster import ROOT, line_within, wait_for
 from test_cli import ctl, solo  # noqa: F401 (solo: the fixture, a daemon of role "both")
 
 from forsetictl import cli
@@ -190,7 +190,7 @@ def test_events_plain_lines(solo):  # noqa: F811
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:
-        assert "following events" in follower.stderr.readline()
+        assert "following events" in line_within(follower.stderr)
         assert ctl("get", "late_cmd", "once", endpoint=ep).returncode == 0  # `true`: exits 0 at once
         loc = solo.client().get("sleeper", "ev")
         os.kill(loc.pid, signal.SIGKILL)
@@ -301,15 +301,15 @@ def test_events_says_when_the_stream_goes_silent_and_when_it_flows_again(solo): 
     )
     stopped = False
     try:
-        assert "following events" in follower.stderr.readline()
+        assert "following events" in line_within(follower.stderr)
         time.sleep(silence * 2)  # ticks flow: nothing to say
         solo.kill("node1", signal.SIGSTOP)
         stopped = True
-        line = follower.stderr.readline()
+        line = line_within(follower.stderr)
         assert re.fullmatch(rf"forsetictl: no events or ticks from \S+ for {silence:g} s: is the leader up\?\n", line)
         solo.kill("node1", signal.SIGCONT)
         stopped = False
-        assert follower.stderr.readline() == "forsetictl: events are flowing again\n"
+        assert line_within(follower.stderr) == "forsetictl: events are flowing again\n"
         follower.send_signal(signal.SIGINT)
         out, err = follower.communicate(timeout=10)
     finally:
@@ -320,14 +320,9 @@ def test_events_says_when_the_stream_goes_silent_and_when_it_flows_again(solo): 
 
 
 def _follow(c, *args):
-    import subprocess
-    import sys
-
-    from cluster import ROOT, wait_for
-
     cmd = [sys.executable, "-m", "forsetictl", "--endpoint", c.endpoint("node1"), "events", *args]
     follower = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    wait_for(lambda: "following events" in (follower.stderr.readline() or ""), 10, 0.05, "the stream live")
+    assert "following events" in line_within(follower.stderr)  # it is live now
     return follower
 
 
@@ -342,8 +337,6 @@ def _output(follower, timeout: float = 20) -> list[str]:
 
 
 def test_events_say_when_the_leader_changed(make_cluster):
-    import signal
-
     c = make_cluster(workers=1, cluster={"heartbeat": 0.2, "liveness": 3})
     follower = _follow(c, "sleeper", "--count", "1")
     c.kill("leader", signal.SIGKILL)
@@ -357,10 +350,6 @@ def test_a_process_a_returning_worker_still_runs_is_shown_running_not_started(ma
     """node1 freezes until the leader takes it for down (its process: exited, node-down),
     then thaws and says hello with that process: the leader adopts it, and the stream
     shows it as running, not as a new start."""
-    import signal
-
-    from cluster import wait_for
-
     c = make_cluster(workers=1, cluster={"heartbeat": 0.2, "liveness": 3})
     loc = c.leader().get("sleeper", "old")
     follower = _follow(c, "sleeper", "--count", "2")

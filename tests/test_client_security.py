@@ -14,7 +14,7 @@ import time
 import pytest
 import zmq
 import zmq.auth
-from cluster import ROOT
+from cluster import ROOT, wait_for
 
 from forsetictl import AccessDenied, Client, KeyFileError, Timeout
 from forsetictl.client import AUTHENTICATION, EventStream
@@ -241,11 +241,8 @@ def test_the_near_cache_subscribes_with_the_keys(make_node, keys, ctx):
     node = make_node()
     with client(ctx, node, keys, cache=True) as c:
         c.find("g", "k")
-        deadline = time.monotonic() + 5
-        while c.near.heard is None and time.monotonic() < deadline:  # its first tick, through CURVE
-            c.near.sync()
-            time.sleep(0.01)
-        assert c.near.heard is not None
+        # its first tick, through CURVE
+        wait_for(lambda: c.near.sync() or c.near.heard is not None, 5, 0.01, "the near cache's first tick")
 
 
 def test_key_arguments_go_together_and_bad_files_are_named(keys, tmp_path, ctx):
