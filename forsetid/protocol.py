@@ -417,9 +417,10 @@ def topic(group: str) -> bytes:
     return group.encode() + b"\0"
 
 
-def tag(msg: Msg) -> str:
-    """A message's ``"t"``, as the wire spells it."""
-    return str(type(msg).__struct_config__.tag)
+def tag(msg: Msg | type[Msg]) -> str:
+    """A message's (or a message class's) ``"t"``, as the wire spells it."""
+    cls = msg if isinstance(msg, type) else type(msg)
+    return str(cls.__struct_config__.tag)
 
 
 def request_ids() -> itertools.count[int]:

@@ -22,7 +22,7 @@ from .worker import Worker
 
 log = logging.getLogger("forsetid")
 
-_KINDS = {cls: str(cls.__struct_config__.tag) for cls in p.CLIENT_REQUESTS}  # Get -> "get"...
+_KINDS = {cls: p.tag(cls) for cls in p.CLIENT_REQUESTS}  # Get -> "get"...
 
 
 def _outcome(effects: list) -> str:
