@@ -49,30 +49,15 @@ class Cluster(LocalCluster):
 
     MARK = "FORSETI_TEST_CLUSTER"  # (tests/apps.py leaves it out of the environment it records)
 
-    def __init__(
-        self,
-        workers: int = 3,
-        calls: dict | None = None,
-        both: bool = False,
-        cluster: dict | None = None,
-        node: dict | None = None,
-        tcp: bool = False,
-        start: bool = True,
-        security=None,
-        client_keys: dict | None = None,
-    ) -> None:
+    def __init__(self, workers: int = 3, calls: dict | None = None, cluster: dict | None = None, **options) -> None:
+        """``options``: as LocalCluster's (both, node, tcp, start, security, client_keys)."""
         pythonpath = os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")])
         super().__init__(
             workers,
             calls={**BASE_CALLS, **(calls or {})},
-            both=both,
             cluster={"heartbeat": 0.5, **(cluster or {})},
-            node=node,
-            tcp=tcp,
-            start=start,
             log_level="DEBUG",
             env={"PYTHONPATH": pythonpath},
             prefix="fz",
-            security=security,
-            client_keys=client_keys,
+            **options,
         )
