@@ -62,6 +62,8 @@ def toml_value(v) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
     return repr(v)
 
 
@@ -84,7 +86,11 @@ class LocalCluster:
     ``env``: more environment for the daemons; ``profile_dir``: run each
     daemon under cProfile, one ``NAME.prof`` there (written when it exits on SIGTERM).
     Every process started carries ``MARK=<tag>`` in its environment, inherited by all
-    it starts, so that whatever outlives the daemons can be found and killed."""
+    it starts, so that whatever outlives the daemons can be found and killed.
+
+    ``candidates`` > 0: backend "etcd" on ``etcd`` (an endpoint URL) with that many
+    leader candidates, ``leader1``... of role "leader", or, ``both``, the first nodes of
+    role "both" (``node1``...), each a candidate, with lease ``lease``."""
 
     MARK = "FORSETI_LOCAL_CLUSTER"
 
@@ -103,6 +109,9 @@ class LocalCluster:
         prefix: str = "forseti-",
         security=None,
         client_keys: dict | None = None,
+        candidates: int = 0,
+        etcd: str | None = None,
+        lease: float = 2.0,
     ) -> None:
         # In /tmp, not $TMPDIR: an ipc:// path must fit in a socket address (107 bytes).
         self.dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))  # mkdtemp makes it 0700
@@ -113,12 +122,19 @@ class LocalCluster:
         self.env = env or {}
         self.profile_dir = profile_dir
         self.listen: dict[str, str] = {}
-        self.cluster = {
-            "name": self.tag,
-            "leader": self._endpoint("leader"),
-            "events": self._endpoint("events"),
-            **(cluster or {}),
-        }
+        if candidates:
+            if etcd is None:
+                raise ValueError("candidates need an etcd endpoint")
+            self.candidate_names = [f"node{i}" if both else f"leader{i}" for i in range(1, candidates + 1)]
+            seats = [
+                {"name": n, "leader": self._endpoint(f"{n}-leader"), "events": self._endpoint(f"{n}-events")}
+                for n in self.candidate_names
+            ]
+            where = {"backend": "etcd", "etcd": [etcd], "lease": lease, "candidates": seats}
+        else:
+            self.candidate_names = []
+            where = {"leader": self._endpoint("leader"), "events": self._endpoint("events")}
+        self.cluster = {"name": self.tag, **where, **(cluster or {})}
         self.procs: dict[str, subprocess.Popen] = {}
         self.configs: dict[str, Path] = {}
         self.node_names: list[str] = []  # the workers (and a "both" daemon)
@@ -127,7 +143,17 @@ class LocalCluster:
         self.security = security
         self.client_keys = client_keys or {}
         try:
-            if both:
+            if candidates and both:
+                for i in range(1, max(workers, candidates) + 1):
+                    self.add(f"node{i}", role="both" if i <= candidates else "worker", start=start)
+                self.leader_name = "node1"
+            elif candidates:
+                for name in self.candidate_names:
+                    self.add(name, role="leader", start=start)
+                for i in range(1, workers + 1):
+                    self.add(f"node{i}", role="worker", start=start)
+                self.leader_name = "leader1"
+            elif both:
                 self.leader_name = self.add("node1", role="both", start=start)
             else:
                 self.leader_name = self.add("leader", role="leader", start=start)
@@ -174,8 +200,32 @@ class LocalCluster:
         return self.listen[name]
 
     def endpoint(self, name: str) -> str:
-        """Where a client of ``name`` connects (the leader's ROUTER for "leader")."""
+        """Where a client of ``name`` connects (the leader's ROUTER for "leader"; with
+        candidates, a candidate's ROUTER for "NAME-leader")."""
         return self._endpoint(name)
+
+    def current_leader(self, timeout: float = 0.5) -> str | None:
+        """The candidate that says it leads (backend "etcd"), if one does."""
+        for name in self.candidate_names:
+            if self.procs.get(name) is None or self.procs[name].poll() is not None:
+                continue
+            try:
+                with Client(self.endpoint(f"{name}-leader"), timeout=timeout, **self.client_keys) as probe:
+                    if probe.info().state == "leader":
+                        return name
+            except ForsetiError:
+                pass
+        return None
+
+    def wait_leader(self, timeout: float = 15.0, other_than: str | None = None) -> str:
+        """Until a candidate (not ``other_than``) leads: its name."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            name = self.current_leader()
+            if name is not None and name != other_than:
+                return name
+            time.sleep(0.05)
+        raise ClusterError(f"no candidate leads within {timeout:g} s (logs in {self.dir})")
 
     def client(self, name: str | None = None, timeout: float = 5.0) -> Client:
         """A client of ``name`` (default: the first worker), closed with the cluster."""
@@ -184,13 +234,19 @@ class LocalCluster:
         return c
 
     def leader(self, timeout: float = 5.0) -> Client:
+        if self.candidate_names:
+            c = Client(self.endpoint(f"{self.wait_leader()}-leader"), timeout=timeout, **self.client_keys)
+            self._clients.append(c)
+            return c
         return self.client(self.leader_name, timeout)
 
     def wait_up(self, count: int | None = None, timeout: float = 10.0) -> None:
-        """Until the leader lists ``count`` (default: all) workers as up."""
+        """Until the leader lists ``count`` (default: all) workers as up (with
+        candidates: as a worker hears it from whichever leads)."""
         count = len(self.node_names) if count is None else count
         deadline = time.monotonic() + timeout
-        with Client(self.cluster["leader"], timeout=1.0, **self.client_keys) as probe:
+        probe_at = self.endpoint(self.node_names[0]) if self.candidate_names else self.cluster["leader"]
+        with Client(probe_at, timeout=1.0, **self.client_keys) as probe:
             while True:
                 try:
                     if sum(n.state == "up" for n in probe.nodes()) >= count:

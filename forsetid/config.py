@@ -28,14 +28,25 @@ class ConfigError(Exception):
     """A config file that cannot be used: the message names the file, key and problem."""
 
 
+class Candidate(msgspec.Struct, forbid_unknown_fields=True):
+    """A node that may lead (backend "etcd"), with the endpoints it serves as leader."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1)]
+    leader: Annotated[str, msgspec.Meta(min_length=1)]
+    events: Annotated[str, msgspec.Meta(min_length=1)]
+
+
 class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True):
-    name: str = "forseti"
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]+$")] = "forseti"
     leader: str = DEFAULT_LEADER
     events: str = DEFAULT_EVENTS
     nodes: list[str] = []
     max_retries: Annotated[int, msgspec.Meta(ge=0)] = 20
     max_time: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     backend: str = "memory"  # a name in store.BACKENDS
+    etcd: list[str] = []  # backend "etcd": its v3 endpoints (HTTP/JSON gateway), tried in turn
+    lease: Annotated[float, msgspec.Meta(ge=1.0)] = 2.0  # seconds a leader holds office unrenewed
+    candidates: list[Candidate] = []  # backend "etcd": in place of leader and events
     heartbeat: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     liveness: Annotated[int, msgspec.Meta(ge=1)] = 3
 
@@ -66,10 +77,24 @@ class Config(msgspec.Struct):
     path: str = "<defaults>"
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
 
+    def candidate(self) -> Candidate | None:
+        """This node's entry in ``cluster.candidates`` (backend "etcd")."""
+        return next((c for c in self.cluster.candidates if c.name == self.node.name), None)
+
+    def leaders(self) -> list[Candidate]:
+        """Where a leader may be: the candidates, or the one leader of backend "memory"."""
+        if self.cluster.backend == "etcd":
+            return list(self.cluster.candidates)
+        return [Candidate(name="", leader=self.cluster.leader, events=self.cluster.events)]
+
     def binds(self) -> dict[str, str]:
         """Key path -> endpoint, for every endpoint this daemon's role binds."""
         out = {}
-        if self.node.role in ("leader", "both"):
+        me = self.candidate()
+        if self.node.role in ("leader", "both") and me is not None:
+            i = self.cluster.candidates.index(me)
+            out.update({f"cluster.candidates[{i}].leader": me.leader, f"cluster.candidates[{i}].events": me.events})
+        elif self.node.role in ("leader", "both"):
             out.update({"cluster.leader": self.cluster.leader, "cluster.events": self.cluster.events})
         if self.node.role in ("worker", "both"):
             out["node.listen"] = self.node.listen
@@ -102,6 +127,7 @@ def parse(raw: dict, path: str = "<config>") -> Config:
         known = ", ".join(map(repr, BACKENDS))
         raise ConfigError(f"{path}: cluster.backend: unknown backend {cluster.backend!r} (expected one of: {known})")
     node = _convert(raw.get("node", {}), NodeConfig, path, "node")
+    _election(raw.get("cluster", {}), cluster, path)
     if node.metrics:
         metrics_address(node.metrics, path)
     calls_raw = raw.get("calls", {})
@@ -124,6 +150,37 @@ def parse(raw: dict, path: str = "<config>") -> Config:
     return Config(cluster=cluster, node=node, calls=calls, path=path, security=security)
 
 
+def _election(raw: dict, cluster: ClusterConfig, path: str) -> None:
+    """The keys of backend "etcd" go together, and with no other backend."""
+    if cluster.backend != "etcd":
+        for key in ("etcd", "lease", "candidates"):
+            if key in raw:
+                raise ConfigError(f'{path}: cluster.{key}: only with cluster.backend = "etcd"')
+        return
+    for key in ("leader", "events"):
+        if key in raw:
+            raise ConfigError(
+                f'{path}: cluster.{key}: with cluster.backend = "etcd", each of cluster.candidates names its own '
+                f"leader and events endpoints; remove cluster.{key}"
+            )
+    if not cluster.etcd:
+        raise ConfigError(
+            f'{path}: cluster.etcd: required with cluster.backend = "etcd" (e.g. ["http://127.0.0.1:2379"])'
+        )
+    for i, endpoint in enumerate(cluster.etcd):
+        if not re.match(r"^https?://[^/]+:\d+/?$", endpoint):
+            raise ConfigError(f'{path}: cluster.etcd[{i}]: {endpoint!r} is not "http://HOST:PORT"')
+    if not cluster.candidates:
+        raise ConfigError(
+            f'{path}: cluster.candidates: required with cluster.backend = "etcd" (every node that may lead)'
+        )
+    seen: set[str] = set()
+    for i, c in enumerate(cluster.candidates):
+        if c.name in seen:
+            raise ConfigError(f"{path}: cluster.candidates[{i}].name: {c.name!r} is listed twice")
+        seen.add(c.name)
+
+
 def metrics_address(address: str, path: str = "<config>") -> tuple[str, int]:
     """``node.metrics`` as (host, port): "127.0.0.1:9464", "[::1]:9464", "localhost:9464"."""
     host, sep, port = address.rpartition(":")
@@ -131,6 +188,17 @@ def metrics_address(address: str, path: str = "<config>") -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in host:
         raise ConfigError(f'{path}: node.metrics: {address!r} is not HOST:PORT (e.g. "127.0.0.1:9464")')
     return host, int(port)
+
+
+def check_role(config: Config) -> None:
+    """A daemon that may lead is a candidate (backend "etcd"); checked once the role and
+    name are final (``--role`` and ``--name`` may change them)."""
+    if config.cluster.backend == "etcd" and config.node.role != "worker" and config.candidate() is None:
+        names = ", ".join(c.name for c in config.cluster.candidates)
+        raise ConfigError(
+            f"{config.path}: node.name: {config.node.name!r} has role {config.node.role!r} but is not in "
+            f'cluster.candidates ({names}); list it there, or give it role "worker"'
+        )
 
 
 def protected(config: Config) -> None:

@@ -16,7 +16,7 @@ import sys
 import uuid
 
 from . import protocol as p
-from .config import Config, ConfigError, load, protected
+from .config import Config, ConfigError, check_role, load, protected
 from .keys import authorized, curve_keys
 from .leader_io import LeaderIO
 from .loop import Loop
@@ -29,6 +29,7 @@ log = logging.getLogger("forsetid")
 def build(config: Config) -> Loop:
     """A loop with the parts of ``config.node.role``, their sockets bound and connected."""
     role, cluster = config.node.role, config.cluster
+    check_role(config)
     protected(config)
     keys = curve_keys(config)
     spawner = None
@@ -37,8 +38,13 @@ def build(config: Config) -> Loop:
         spawner = Spawner(sorted({c.entry for c in config.calls.values() if c.entry}), config.node.python_path)
     loop = Loop(config.path, keys, (lambda: authorized(config)) if keys else None)
     parts = loop.parts
+    seats = [p.Seat(c.name, c.leader, c.events) for c in cluster.candidates]
     about = p.InfoReply(
-        node=config.node.name, role=role, events=cluster.events, silence=cluster.heartbeat * cluster.liveness
+        node=config.node.name,
+        role=role,
+        events=cluster.events,
+        silence=cluster.heartbeat * cluster.liveness,
+        candidates=seats,
     )
     inproc = f"inproc://forseti-{uuid.uuid4().hex}"
     try:
@@ -49,15 +55,23 @@ def build(config: Config) -> Loop:
         if role in ("leader", "both"):
             parts.append(LeaderIO(loop, config, about, inproc))
         if spawner is not None:
-            local = role == "both"
-            leader, events = (inproc + "-leader", inproc + "-events") if local else (cluster.leader, cluster.events)
-            parts.append(WorkerIO(loop, config, about, spawner, leader, events))
+            parts.append(WorkerIO(loop, config, about, spawner, _leaders(config, inproc)))
     except BaseException:
         loop.close()
         if spawner is not None and not any(isinstance(part, WorkerIO) for part in parts):
             spawner.close()
         raise
     return loop
+
+
+def _leaders(config: Config, inproc: str) -> list[tuple[str, str, str]]:
+    """Where the worker looks for its leader: (name, leader, events) of each that may
+    lead; with role "both", its own leader part over inproc."""
+    out = []
+    for c in config.leaders():
+        mine = config.node.role == "both" and c.name in ("", config.node.name)
+        out.append((c.name, inproc + "-leader", inproc + "-events") if mine else (c.name, c.leader, c.events))
+    return out
 
 
 def _version() -> str:

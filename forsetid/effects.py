@@ -50,6 +50,16 @@ class Start:
 
 
 @dataclass(slots=True)
+class Record:
+    """Write down what a successor must know (backend "etcd"): ``members/NODE``, the
+    workers this leader knows, and ``calls/NAME``, the groups added at run time. None
+    deletes it. With backend "memory" there is no successor to tell: nothing is done."""
+
+    key: str
+    value: bytes | None
+
+
+@dataclass(slots=True)
 class Signal:
     """Send ``signum`` to a process's whole process group."""
 
@@ -59,7 +69,10 @@ class Signal:
 
 @dataclass(slots=True)
 class Reconnect:
-    """The leader has been silent too long: drop the socket to it and open a new one."""
+    """Drop the socket to the leader (silent too long, or no longer the leader) and open
+    a new one to ``endpoint``."""
+
+    endpoint: str
 
 
 @dataclass(slots=True)
@@ -73,3 +86,7 @@ class Note:
 
     level: int  # logging.INFO, logging.WARNING...
     text: str
+
+
+# What the leader's decisions return (``leader.py``, ``hello.py``, ``registry.py``).
+LeaderOut = list[Reply | Publish | Note | Record]

@@ -12,8 +12,8 @@ from . import protocol as p
 
 
 class EventLog:
-    def __init__(self, clock=time.time) -> None:
-        self.epoch = uuid.uuid4().hex[:12]
+    def __init__(self, clock=time.time, epoch: str | None = None) -> None:
+        self.epoch = epoch or uuid.uuid4().hex[:12]
         self.seq = 0
         self.gseq: dict[str, int] = {}
         self.clock = clock

@@ -11,7 +11,7 @@ import logging
 
 from . import protocol as p
 from .crashloop import Suspensions
-from .effects import Note, Publish, Reply
+from .effects import LeaderOut, Note, Record, Reply
 from .event_log import EventLog
 from .groups import Groups
 from .members import Members
@@ -20,7 +20,7 @@ from .registry import Registry
 from .starts import Starts
 from .store import Store
 
-Out = list[Reply | Publish | Note]
+Out = LeaderOut
 
 
 class Hellos:
@@ -34,7 +34,15 @@ class Hellos:
     store: Store
     events: EventLog
     epoch: str
+    term: int
+    about: p.InfoReply
     calls: dict[str, p.Call]
+
+    durable: bool
+
+    def record(self, key: str, value: bytes | None) -> list[Record]:
+        """What a successor must know, written down (backend "etcd") or not."""
+        return [Record(key, value)] if self.durable else []
 
     def welcome(self, peer: bytes, msg: p.Hello) -> Out:
         if not self.placement.admits(msg.node):
@@ -51,7 +59,9 @@ class Hellos:
             # be starting keys that nobody here knows of yet.
             self.starts.predecessor()
         restarted = self.members.restarted(msg.node, msg.incarnation)
-        news = self._joined(msg, restarted)
+        news: Out = [*self._joined(msg, restarted)]
+        if news:  # a worker new to this leader: a successor must wait for it too
+            news += self.record(f"members/{msg.node}", b"")
         processes = [loc for loc in msg.processes if loc.node == msg.node]  # a worker speaks for itself
         # What it no longer runs died with the old daemon, or exited while its report was lost.
         out = self.registry.keep_only(msg.node, processes, "node-down" if restarted else "exit")
@@ -62,7 +72,8 @@ class Hellos:
         self.groups.learn(msg.calls)  # groups added at run time outlive a leader
         for group, seconds in msg.suspended.items():
             self.suspensions.suspend(msg.node, group, seconds)
-        out.append(Reply(peer, p.Welcome(id=msg.id, epoch=self.epoch, calls=self.calls)))
+        welcome = p.Welcome(id=msg.id, epoch=self.epoch, calls=self.calls, term=self.term, leader=self.about.node)
+        out.append(Reply(peer, welcome))
         for loc in processes:
             out += self.registry.adopt(peer, loc, running=True)
         self.starts.told(msg.node, msg.starting, self.store.get)

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
 
 from . import protocol as p
 from .crashloop import Suspensions
-from .effects import Note, Publish, Reply
+from .effects import LeaderOut, Note, Publish, Reply
 from .event_log import EventLog
 from .groups import Groups
 from .hello import Hellos
@@ -35,7 +35,7 @@ from .registry import Registry
 from .starts import Starts
 from .store import MemoryStore, Store
 
-Out = list[Reply | Publish | Note]
+Out = LeaderOut
 FRESH_HEARTBEATS = 1.5  # with no sign of a predecessor by then, a starting leader has none
 
 
@@ -51,6 +51,10 @@ class Leader(Hellos):
         monotonic=time.monotonic,
         about: p.InfoReply | None = None,
         recovering: bool = False,
+        epoch: str | None = None,
+        term: int = 0,
+        expected: Iterable[str] = (),
+        durable: bool = False,
     ) -> None:
         self.groups = Groups(calls)
         self.calls = self.groups.calls
@@ -58,8 +62,11 @@ class Leader(Hellos):
         self.about = about or p.InfoReply(node="", role="leader", events="", silence=heartbeat * liveness)
         self.store = store if store is not None else MemoryStore()
         self.placement = Placement(allowed_nodes)
-        self.events = EventLog(clock)
+        self.events = EventLog(clock, epoch)
         self.epoch = self.events.epoch
+        self.term = term  # of its election (backend "etcd"), told in every welcome
+        self.durable = durable  # a successor reads its Records (backend "etcd")
+        self.expected = set(expected)  # the workers its predecessors knew (from etcd)
         self.monotonic = monotonic
         self.silence = heartbeat * liveness  # a worker silent this long is down
         self.suspensions = Suspensions(monotonic)
@@ -70,6 +77,8 @@ class Leader(Hellos):
         if recovering:
             now = monotonic()
             self.starts.recover(now + self.silence, fresh_by=now + FRESH_HEARTBEATS * heartbeat)
+            if self.expected:
+                self.starts.predecessor()
         self._ids = p.request_ids()
 
     # -- entry point --
@@ -98,8 +107,10 @@ class Leader(Hellos):
         return out + self._place_held()
 
     def _place_held(self) -> Out:
-        allowed = self.placement.allowed
-        everyone = bool(allowed) and all(node in self.members.peer_of for node in allowed)
+        # Everyone who may be starting a key has spoken: the workers its predecessors
+        # knew, or else every node of cluster.nodes.
+        everyone_of = self.expected or set(self.placement.allowed or ())
+        everyone = bool(everyone_of) and all(node in self.members.peer_of for node in everyone_of)
         held = self.starts.recovered(self.monotonic(), everyone)
         out: Out = [Note(logging.INFO, f"placing new keys again ({len(held)} gets waited)")] if held else []
         for peer, msg in held:
@@ -118,7 +129,16 @@ class Leader(Hellos):
         else:
             text = f"no word for {self.silence:g} s; {len(out)} of its processes reported exited"
             note = Note(logging.WARNING, f"worker {node} is down: {text}")
-        return [note, *out, *self._fail_pending(node, "went down")]
+        return [note, *out, *self._fail_pending(node, "went down"), *self.record(f"members/{node}", None)]
+
+    def abdicate(self) -> Out:
+        """No longer the leader: everyone still waiting for an answer hears so, to ask
+        the new one (a worker sends its requests again there)."""
+        waiting = [w for _, wait in self.starts.pending.items() for w in wait.waiters]
+        waiting += [(peer, msg.id) for peer, msg in self.starts.held]
+        waiting += [w for waiters in self.registry.stopping.values() for w in waiters]
+        text = "this leader's term has ended; ask again"
+        return [Reply(peer, p.Error(id=req, kind=p.NOT_LEADER, message=text)) for peer, req in waiting]
 
     # -- client requests --
 
@@ -204,13 +224,14 @@ class Leader(Hellos):
             return [Reply(peer, what)]
         # Workers keep it too: after a leader restart, their hellos bring it back.
         news = self._tell_workers(p.AddCall(name=msg.name, call=msg.call, replace=True))
-        return [Reply(peer, p.Ok(id=msg.id)), *news, Note(logging.INFO, f"group {msg.name} {what}")]
+        return [Reply(peer, p.Ok(id=msg.id)), *news, Note(logging.INFO, f"group {msg.name} {what}"),
+                *self.record(f"calls/{msg.name}", msgspec.json.encode(msg.call))]  # fmt: skip
 
     def _remove_call(self, peer: bytes, msg: p.RemoveCall) -> Out:
         if error := self.groups.remove(msg):
             return [Reply(peer, error)]
         return [Reply(peer, p.Ok(id=msg.id)), *self._tell_workers(p.RemoveCall(name=msg.name)),
-                Note(logging.INFO, f"group {msg.name} removed")]  # fmt: skip
+                Note(logging.INFO, f"group {msg.name} removed"), *self.record(f"calls/{msg.name}", None)]  # fmt: skip
 
     def _drain(self, peer: bytes, msg: p.Drain) -> Out:
         if not self.placement.drain(msg.node, True):

@@ -1,16 +1,25 @@
 """The leader's sockets: a ROUTER for workers and clients, an XPUB for events. Messages
-are decided by ``leader.Leader``; this part carries out what it returns."""
+are decided by ``leader.Leader``; this part carries out what it returns.
+
+With backend "etcd" it is a candidate: ``election.Campaign`` holds the election in a
+thread, and this part leads only while its ``election.Office`` says so, checked before
+every batch it decides. A standby answers everything with ``not-leader`` (naming the
+leader it knows of); the winner starts a new ``Leader`` that rebuilds the dictionary
+from the workers' hellos and tells every worker at once (``Elected``)."""
 
 from __future__ import annotations
 
 import logging
 import time
 
+import msgspec
 import zmq
 
 from . import protocol as p
 from .config import Config
-from .effects import Note, Publish, Reply
+from .effects import Note, Publish, Record, Reply
+from .election import Campaign, Lost, Office, Renewed, Resigned, Standing, Unreachable, Won
+from .etcd import Etcd
 from .leader import Leader
 from .loop import Loop, Part
 from .store import open_store
@@ -21,31 +30,127 @@ log = logging.getLogger("forsetid")
 class LeaderIO(Part):
     def __init__(self, loop: Loop, config: Config, about: p.InfoReply, inproc: str) -> None:
         cluster = config.cluster
-        self.loop = loop
+        self.loop, self.config = loop, config
         self.heartbeat = cluster.heartbeat
-        # It may have had a predecessor whose workers run and start what it does not know of yet.
-        store = open_store(cluster.backend)
-        self.leader = Leader(
-            config.calls, cluster.nodes, store, cluster.heartbeat, cluster.liveness, about=about, recovering=True
-        )
+        me = config.candidate()
+        leader_at, events_at = (me.leader, me.events) if me is not None else (cluster.leader, cluster.events)
+        self.about = msgspec.structs.replace(about, events=events_at)
         # Workers' hellos list all they run: the leader's limit is the larger one.
         self.router = loop.socket(zmq.ROUTER, self._on_router, p.MAX_PEER_MESSAGE, serves=True)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        loop.bind(self.router, cluster.leader, inproc + "-leader")
+        loop.bind(self.router, leader_at, inproc + "-leader")
         self.pub = loop.socket(zmq.XPUB, self._on_subscribe, p.MAX_MESSAGE, serves=True)
         self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)
-        loop.bind(self.pub, cluster.events, inproc + "-events")
+        loop.bind(self.pub, events_at, inproc + "-events")
         self.next_tick = time.monotonic() + cluster.heartbeat
         self.groups: set[str] = set()  # the groups someone follows on their own: each gets its ticks
-        self.carry = {Reply: self._reply, Publish: self._publish_event, Note: self.note}
+        self.carry = {Reply: self._reply, Publish: self._publish_event, Note: self.note, Record: self._record}
         self.metrics = loop.metrics
         if self.metrics is not None:  # (with metrics off, nothing of this is in the way)
-            self.metrics.elections.inc()
             self.carry[Publish] = self._publish_counted
+        self.leader: Leader | None = None
+        self.office: Office | None = None
+        self.campaign: Campaign | None = None
+        self.known_leader: str | None = None  # a standby's: who leads, as etcd said last
+        self.resigned = False
+        if cluster.backend == "etcd":
+            self.office = Office(cluster.lease)
+            etcd = Etcd(cluster.etcd, timeout=min(1.0, cluster.lease / 4))
+            self.campaign = Campaign(etcd, cluster.name, config.node.name, cluster.lease)
+            loop.watch(self.campaign.fd, self._on_campaign)
+            self.campaign.start()
+            log.info("candidate %s: workers and clients at %s, events at %s; etcd at %s", config.node.name,
+                     leader_at, events_at, ", ".join(cluster.etcd))  # fmt: skip
+        else:
+            # It may have had a predecessor whose workers run and start what it does not know of yet.
+            self._lead(config.calls)
+            log.info("leading (epoch %s): workers and clients at %s, events at %s", self.leader.epoch, leader_at,
+                     events_at)  # fmt: skip
+
+    def _lead(self, calls: dict[str, p.Call], term: int = 0, expected: list[str] | None = None) -> Leader:
+        cluster = self.config.cluster
+        about = msgspec.structs.replace(self.about, state="leader", leader=self.config.node.name, term=term)
+        self.leader = Leader(
+            calls, cluster.nodes, open_store(cluster.backend), cluster.heartbeat, cluster.liveness, about=about,
+            recovering=True, epoch=str(term) if term else None, term=term, expected=expected or (),
+            durable=self.campaign is not None,
+        )  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.elections.inc()
             self._snapshot()
-        log.info("leading (epoch %s): workers and clients at %s, events at %s", self.leader.epoch, cluster.leader,
-                 cluster.events)  # fmt: skip
+        return self.leader
+
+    # -- the election (backend "etcd") --
+
+    def _on_campaign(self, fd: int) -> None:
+        assert self.campaign is not None and self.office is not None
+        name = self.config.node.name
+        for report in self.campaign.taken():
+            if isinstance(report, Won):
+                self.office.won(report.term, report.sent_at)
+                calls = dict(self.config.calls)
+                for group, raw in report.calls.items():
+                    try:
+                        calls[group] = msgspec.json.decode(raw, type=p.Call)
+                    except msgspec.ValidationError as exc:
+                        log.warning("group %s, as recorded in etcd, is unusable and left out: %s", group, exc)
+                leader = self._lead(calls, report.term, report.members)
+                self.known_leader = name
+                waits = f"waiting for {len(report.members)} known workers" if report.members else "no worker known yet"
+                log.warning("%s leads (term %d): elected in etcd; %s", name, report.term, waits)
+                self._publish(b"", p.Elected(node=name, term=report.term, epoch=leader.epoch))
+            elif isinstance(report, Renewed):
+                self.office.renewed(report.sent_at)
+            elif isinstance(report, Lost):
+                self._step_down(report.why)
+            elif isinstance(report, Standing):
+                if self.leader is not None and report.term != self.office.term:
+                    self._step_down(f"etcd says {report.leader} leads, in term {report.term}")
+                if report.leader != self.known_leader:
+                    log.info("%s stands by: %s leads (term %d)", name, report.leader or "nobody", report.term)
+                self.known_leader = report.leader
+            elif isinstance(report, Unreachable):
+                if self.leader is not None:
+                    left = (self.office.until or 0) - time.monotonic()
+                    log.warning("etcd is unreachable (%s): leading %.1f s more unless it answers", report.why, left)
+                else:
+                    log.warning("etcd is unreachable (%s): cannot stand for leader", report.why)
+            elif isinstance(report, Resigned):
+                self.resigned = True
+
+    def _leading(self) -> bool:
+        """Whether this candidate may decide now; a leader whose lease may have lapsed
+        steps down here, before it decides anything more."""
+        if self.office is None:
+            return True
+        if self.office.leading(time.monotonic()):
+            return True
+        if self.leader is not None:
+            self._step_down(f"no renewal of its lease succeeded for {self.office.lease:g} s")
+        return False
+
+    def _step_down(self, why: str) -> None:
+        assert self.office is not None
+        self.office.lost()
+        leader, self.leader = self.leader, None
+        if leader is not None:
+            log.warning("%s stops leading (term %d): %s", self.config.node.name, self.office.term, why)
+            self.carry_out([e for e in leader.abdicate() if isinstance(e, Reply)])
+            self.known_leader = None
+
+    def _not_leader(self, peer: bytes, msg: p.Msg) -> None:
+        if isinstance(msg, p.Info):
+            state = msgspec.structs.replace(self.about, id=msg.id, state="standby", leader=self.known_leader or "")
+            self.loop.send(self.router, peer, state)
+            return
+        who = self.known_leader if self.known_leader != self.config.node.name else None
+        text = f"{self.config.node.name} does not lead" + (f"; {who} does" if who else "; no leader is known yet")
+        self.loop.send(self.router, peer, p.Error(id=msg.id, kind=p.NOT_LEADER, message=text, leader=who or ""))
+
+    def _record(self, effect: Record) -> None:
+        if self.campaign is not None:
+            self.campaign.record(effect.key, effect.value)
 
     def _reply(self, effect: Reply) -> None:
         self.loop.send(self.router, effect.peer, effect.msg)
@@ -63,6 +168,8 @@ class LeaderIO(Part):
 
     def _snapshot(self) -> None:
         leader = self.leader
+        if leader is None:
+            return
         workers = [w.state for w in leader.placement.workers.values()]
         self.metrics.set_leader(leader.epoch, leader.store.items(), workers)
 
@@ -73,8 +180,13 @@ class LeaderIO(Part):
     # -- input --
 
     def _on_router(self, sock: zmq.Socket) -> None:
+        leader = self.leader
+        if leader is None or not self._leading():
+            for peer, msg in self.loop.receive(sock):
+                self._not_leader(peer, msg)
+            return
         for peer, msg in self.loop.receive(sock):
-            self.carry_out(self.leader.handle(peer, msg))
+            self.carry_out(leader.handle(peer, msg))
 
     def _on_subscribe(self, sock: zmq.Socket) -> None:
         # A new subscription gets a tick on its own topic at once: the subscriber then
@@ -85,20 +197,33 @@ class LeaderIO(Part):
             topic = frame[1:]
             group = topic[:-1].decode(errors="replace") if topic.endswith(b"\0") else None
             if frame[:1] == b"\x01":
-                self._publish(topic, self.leader.events.tick(group))
                 if group:
                     self.groups.add(group)
+                if self.leader is None or not self._leading():
+                    continue  # (a standby publishes nothing: it would confuse the followers' sequence)
+                self._publish(topic, self.leader.events.tick(group))
+                if not topic and self.office is not None:  # a worker, maybe: tell it who leads
+                    self._publish(topic, p.Elected(node=self.config.node.name, term=self.office.term,
+                                                   epoch=self.leader.epoch))  # fmt: skip
             elif frame[:1] == b"\x00" and group:
                 self.groups.discard(group)
 
     # -- the loop's part --
 
     def deadline(self) -> float:
-        end = self.leader.next_deadline()
-        return self.next_tick if end is None else min(self.next_tick, end)
+        soonest = self.next_tick
+        if self.campaign is not None:  # turns often enough for the election thread to see it alive
+            soonest = min(soonest, time.monotonic() + self.campaign.every, self.office.until or soonest)
+        end = self.leader.next_deadline() if self.leader is not None else None
+        return soonest if end is None else min(soonest, end)
 
     def turn(self) -> None:
         now = time.monotonic()
+        if self.campaign is not None:
+            self.campaign.alive(now)
+            if self.leader is None or not self._leading():
+                return
+        assert self.leader is not None
         if now >= self.next_tick:
             self.next_tick = now + self.heartbeat
             self._publish(b"", self.leader.events.tick())
@@ -113,3 +238,23 @@ class LeaderIO(Part):
                 for (group, _), _ in self.leader.starts.of_node(node):
                     self.metrics.start_failures.labels(group, "node-down").inc()
         self.carry_out(self.leader.expire())
+
+    def begin_shutdown(self) -> float:
+        if self.campaign is None:
+            return 0.0
+        # Resign: no more decisions from here, and the lease is revoked so that a standby
+        # takes over at once rather than when it lapses.
+        if self.leader is not None:
+            self._step_down("shutting down: resigned")
+        self.campaign.resign()
+        return self.campaign.etcd.timeout
+
+    @property
+    def idle(self) -> bool:
+        return self.campaign is None or self.resigned or not self.campaign.holding()
+
+    def close(self) -> None:
+        if self.campaign is not None:
+            self.loop.unwatch(self.campaign.fd)
+            self.campaign.close()
+            self.campaign = None

@@ -60,6 +60,7 @@ SUSPENDED = "suspended"
 GROUP_EXISTS = "group-exists"  # add-call of a group that exists, without replace
 UNKNOWN_NODE = "unknown-node"  # drain or undrain of a node the leader does not know
 FORBIDDEN = "forbidden"  # the request is outside the sender's role (security.curve)
+NOT_LEADER = "not-leader"  # a standby candidate (backend "etcd"): ``Error.leader`` names the leader if known
 
 
 PLACEHOLDERS = ("key", "group", "node")  # filled in a command's arguments and an endpoint
@@ -223,17 +224,30 @@ class Ok(Msg, tag="ok"):
     pass
 
 
+class Seat(msgspec.Struct, frozen=True):
+    """A node that may lead (backend "etcd") and the endpoints it serves as leader."""
+
+    name: str
+    leader: str
+    events: str
+
+
 class InfoReply(Msg, tag="info-reply"):
     node: str
     role: str
     events: str
     version: int = VERSION
     silence: float = 3.0  # heartbeat x liveness: an event stream quiet this long is dead
+    state: str = ""  # a leader's: "leader" or "standby" (backend "etcd"); a worker's: ""
+    leader: str = ""  # the leading node's name, as this daemon knows it ("": unknown)
+    term: int = 0  # the leader's term (backend "etcd"; 0 with "memory")
+    candidates: list[Seat] = []  # every node that may lead (backend "etcd")
 
 
 class Error(Msg, tag="error"):
     kind: str
     message: str
+    leader: str = ""  # of a not-leader: the candidate that leads, if the standby knows it
 
 
 # -- worker <-> leader --
@@ -264,8 +278,13 @@ class Hello(Msg, tag="hello"):
 
 
 class Welcome(Msg, tag="welcome"):
+    """``term``: the election's (backend "etcd"; 0 with "memory"). A worker obeys no
+    leader of an older term than the newest that welcomed it."""
+
     epoch: str
     calls: dict[str, Call] = {}
+    term: int = 0
+    leader: str = ""  # the leader's node name
 
 
 class Suspend(Msg, tag="suspend"):
@@ -342,6 +361,15 @@ class Event(Msg, tag="event"):
     adopted: bool = False
 
 
+class Elected(Msg, tag="elected"):
+    """A candidate has won an election (backend "etcd"): workers go to it at once rather
+    than waiting for their old leader's silence. Sent again to every new subscriber."""
+
+    node: str
+    term: int
+    epoch: str
+
+
 class Tick(Msg, tag="tick"):
     """Where the sequence stands. On a group's topic, ``gseq`` is that group's."""
 
@@ -354,7 +382,7 @@ Message = Union[  # noqa: UP007 (a table: requests, replies, worker <-> leader, 
     Get, Find, Stop, List, Nodes, Calls, AddCall, RemoveCall, Drain, Undrain, Info,
     Found, Stopped, Locations, NodeList, CallList, Ok, InfoReply, Error,
     Hello, Welcome, Suspend, Leaving, Ping, Pong, Spawn, Spawned, SpawnFailed, Kill, Exited,
-    Event, Tick,
+    Event, Tick, Elected,
 ]  # fmt: skip
 
 CLIENT_REQUESTS = (Get, Find, Stop, List, Nodes, Calls, AddCall, RemoveCall, Drain, Undrain, Info)

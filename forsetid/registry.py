@@ -8,12 +8,12 @@ from __future__ import annotations
 import logging
 
 from . import protocol as p
-from .effects import Note, Publish, Reply
+from .effects import LeaderOut, Note, Publish, Reply
 from .event_log import EventLog
 from .placement import Placement
 from .store import Store
 
-Out = list[Reply | Publish | Note]
+Out = LeaderOut
 
 
 class Registry:

@@ -26,6 +26,7 @@ from .processes import Processes
 from .timers import Timers
 
 FORWARD_TTL = 60.0  # seconds a forwarded request is remembered; clients give up sooner
+_ORDERS = (p.Spawn, p.Kill, p.AddCall, p.RemoveCall)  # obeyed only from the leader that welcomed us
 
 
 class Worker:
@@ -41,8 +42,19 @@ class Worker:
         clock=time.monotonic,
         wall=time.time,
         about: p.InfoReply | None = None,
+        leaders: list[tuple[str, str]] | None = None,
+        lease: float = 0.0,
     ) -> None:
         self.node = node
+        # Where a leader may be, (name, endpoint): the one leader, or every candidate
+        # (backend "etcd"). The DEALER is connected to one of them, ``target``.
+        self.leaders = leaders or [("", "")]
+        self.elected = len(self.leaders) > 1 or self.leaders[0][0] != ""
+        names = [name for name, _ in self.leaders]
+        self.target = names.index(node) if node in names else 0  # (role "both": its own first)
+        self.term = 0  # the newest term that welcomed it: a leader of an older one is not obeyed
+        self.heading = 0  # the newest term it heard elected, whose leader it went to
+        self.leader_name = ""
         # What `info` answers (the daemon's name, role and events endpoint).
         self.about = about or p.InfoReply(node=node, role="worker", events="", silence=heartbeat * liveness)
         self.capacity = capacity
@@ -51,9 +63,11 @@ class Worker:
         self.cache = LocationCache()
         self.clock = clock
         self.heartbeat = heartbeat
-        self.silence = heartbeat * liveness  # a leader silent this long is lost
+        # A leader silent this long is lost; with an election, not before a standby can
+        # have taken over (the lease's lapse) and said so.
+        self.silence = max(heartbeat * liveness, lease + 2 * heartbeat if lease else 0.0)
         self.patience = self.silence  # grows while the leader stays lost: fewer reconnects
-        self.last_heard = self.next_ping = clock()
+        self.last_heard = self.next_ping = self.switched_at = clock()
         self.leader_epoch: str | None = None
         self.leader_lost = False  # until a new welcome: forwards fail at once
         self.timers = Timers(clock)
@@ -84,8 +98,16 @@ class Worker:
             welcomed_by=self.leader_epoch or "",
         )
 
+    @property
+    def endpoint(self) -> str:
+        return self.leaders[self.target][1]
+
     def on_leader(self, msg: p.Msg) -> list:
+        if isinstance(msg, p.Error) and msg.kind == p.NOT_LEADER:
+            return self._not_leader(msg)
         self.last_heard = self.clock()
+        if isinstance(msg, _ORDERS) and not self.welcomed:
+            return []  # from a leader that has not welcomed us (or was refused): not obeyed
         if isinstance(msg, p.Spawn):
             self.calls.setdefault(msg.group, msg.call)
             return self.processes.spawn(msg)
@@ -98,11 +120,16 @@ class Worker:
         if isinstance(msg, p.Welcome):
             if msg.id != self.hello_id:
                 return []
+            if msg.term < self.term:  # a leader whose term has passed, not knowing it yet
+                text = f"{self.node} refused a welcome of term {msg.term} (it was welcomed in term {self.term})"
+                return [Note(logging.WARNING, text), *self._switch(self._next(), "look further")]
             news = "joined the leader" if self.leader_epoch in (None, msg.epoch) else "joined a new leader"
             self.welcomed, self.leader_lost, self.leader_epoch = True, False, msg.epoch
+            self.term, self.leader_name = msg.term, msg.leader
             self.patience = self.silence
             self.calls.update(msg.calls)
-            return [Note(logging.INFO, f"{self.node} {news} (epoch {msg.epoch})")]
+            which = f"{msg.leader} (term {msg.term})" if msg.term else f"(epoch {msg.epoch})"
+            return [Note(logging.INFO, f"{self.node} {news} {which}")]
         if isinstance(msg, p.AddCall):
             self.calls[msg.name] = msg.call
             return []
@@ -121,7 +148,9 @@ class Worker:
             self.cache.learn(msg.location, msg.seq, msg.epoch)
         return [Reply(client, msgspec.structs.replace(msg, id=client_id))]
 
-    def on_event(self, msg: p.Event | p.Tick) -> list:
+    def on_event(self, msg: p.Event | p.Tick | p.Elected) -> list:
+        if isinstance(msg, p.Elected):
+            return self._elected(msg)
         resets = self.cache.resets
         self.cache.apply(msg)
         if self.cache.resets != resets:  # emptied: our own processes are known anyway
@@ -143,7 +172,7 @@ class Worker:
                     Reply(client, p.Found(id=msg.id, location=loc, seq=self.cache.seq, epoch=self.cache.epoch or ""))
                 ]
         elif isinstance(msg, p.Info):
-            return [Reply(client, msgspec.structs.replace(self.about, id=msg.id))]
+            return [Reply(client, self._info(msg.id))]
         elif not isinstance(msg, p.CLIENT_REQUESTS):
             error = p.Error(id=msg.id, kind=p.BAD_MESSAGE, message=f"'{p.tag(msg)}' is not a client request")
             return [Reply(client, error)]
@@ -153,6 +182,15 @@ class Worker:
         self.forwards[fid] = (client, msg.id, msg)
         self.timers.after(FORWARD_TTL, self._forget_forward, fid)
         return [ToLeader(msgspec.structs.replace(msg, id=fid))]
+
+    def _info(self, req_id: int) -> p.InfoReply:
+        about = self.about
+        if not self.elected:
+            return msgspec.structs.replace(about, id=req_id)
+        seat = next((s for s in about.candidates if s.name == self.leader_name), None)
+        events = seat.events if seat is not None and self.welcomed else ""
+        leader = self.leader_name if self.welcomed else ""
+        return msgspec.structs.replace(about, id=req_id, events=events, leader=leader, term=self.term)
 
     def _forget_forward(self, fid: int) -> list:
         self.forwards.pop(fid, None)
@@ -182,6 +220,8 @@ class Worker:
             out.append(ToLeader(p.Ping()))
         if now - self.last_heard > self.patience:
             out += self._lose_leader(now)
+        elif self.elected and not self.welcomed and now - self.switched_at >= self.heartbeat:
+            out += self._switch(self._next(), "no welcome")  # a candidate that is down or knows no leader
         return out + self.timers.expire()
 
     def _lose_leader(self, now: float) -> list:
@@ -192,11 +232,52 @@ class Worker:
             out.append(Note(logging.WARNING, text + " until it is back"))
         self.leader_lost, self.welcomed, self.last_heard = True, False, now
         self.patience = min(2 * self.patience, max(10.0, self.silence))
-        out += [Reconnect(), ToLeader(self.hello())]
         for client, client_id, _ in self.forwards.values():
             out.append(Reply(client, self._no_leader(client_id)))
         self.forwards.clear()
+        return out + self._switch(self._next() if self.elected else self.target, "")
+
+    # -- finding the leader (backend "etcd") --
+
+    def _next(self) -> int:
+        return (self.target + 1) % len(self.leaders)
+
+    def _switch(self, target: int, why: str) -> list:
+        """A new socket to ``leaders[target]``, a hello, and the requests still waiting
+        for an answer sent again where that is safe: a get, stop or lookup asked twice
+        of a leader is answered as once; an add-call or remove-call may have been done."""
+        self.target, self.welcomed, self.switched_at = target, False, self.clock()
+        name, endpoint = self.leaders[target]
+        out: list = [Note(logging.INFO, f"{self.node} goes to leader candidate {name}: {why}")] if why else []
+        out += [Reconnect(endpoint), ToLeader(self.hello())]
+        for fid, (client, client_id, request) in list(self.forwards.items()):
+            if isinstance(request, (p.AddCall, p.RemoveCall)):
+                del self.forwards[fid]
+                text = (
+                    f"the leader changed before it answered '{p.tag(request)}': see `forsetictl calls`, and try again"
+                )
+                out.append(Reply(client, p.Error(id=client_id, kind=p.NO_LEADER, message=text)))
+            else:
+                out.append(ToLeader(msgspec.structs.replace(request, id=fid)))
         return out
+
+    def _not_leader(self, msg: p.Error) -> list:
+        """A candidate that does not lead: go where it says the leader is. A request it
+        refused stays waiting, to go again to the leader."""
+        if msg.id == self.hello_id or self.welcomed:
+            self.welcomed = False  # (a leader whose term ended)
+        names = [name for name, _ in self.leaders]
+        hint = names.index(msg.leader) if msg.leader in names else None
+        if hint is None or hint == self.target or self.clock() - self.switched_at < self.heartbeat / 10:
+            return []  # (no hint, or a stale one: the next try goes elsewhere in a heartbeat)
+        return self._switch(hint, f"{names[self.target]} says it leads")
+
+    def _elected(self, msg: p.Elected) -> list:
+        names = [name for name, _ in self.leaders]
+        if msg.term <= max(self.term, self.heading) or msg.node not in names:
+            return []  # (old news, or on its way there already)
+        self.heading = msg.term
+        return self._switch(names.index(msg.node), f"elected in term {msg.term}")
 
     def _no_leader(self, req_id: int) -> p.Error:
         return p.Error(id=req_id, kind=p.NO_LEADER, message=f"node {self.node} has no leader at the moment; try again")

@@ -41,10 +41,12 @@ def _outcome(effects: list) -> str:
 
 class WorkerIO(Part):
     def __init__(
-        self, loop: Loop, config: Config, about: p.InfoReply, spawner: Spawner, leader: str, events: str
+        self, loop: Loop, config: Config, about: p.InfoReply, spawner: Spawner, leaders: list[tuple[str, str, str]]
     ) -> None:
+        """``leaders``: (name, leader endpoint, events endpoint) of the one leader, or of
+        every candidate (backend "etcd")."""
         node, cluster = config.node, config.cluster
-        self.loop, self.spawner, self.leader_endpoint = loop, spawner, leader
+        self.loop, self.spawner = loop, spawner
         self.worker = Worker(
             node.name,
             node.capacity,
@@ -54,6 +56,8 @@ class WorkerIO(Part):
             cluster.max_retries,
             cluster.max_time,
             about=about,
+            leaders=[(name, endpoint) for name, endpoint, _ in leaders],
+            lease=cluster.lease if cluster.backend == "etcd" else 0.0,
         )
         self.processes = self.worker.processes  # where the fork server's reports go
         self.ready_fds: dict[int, tuple[int, bytes]] = {}  # fd -> (token, bytes so far)
@@ -65,7 +69,8 @@ class WorkerIO(Part):
         loop.bind(self.clients, node.listen)
         self.sub = loop.socket(zmq.SUB, self._on_event)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sub.connect(events)
+        for _, _, events in leaders:  # only the leader publishes; a new one says so at once
+            self.sub.connect(events)
         self.dealer = self._connect()
         loop.watch(spawner.fileno(), self._on_spawner)
         self.carry = {
@@ -74,7 +79,12 @@ class WorkerIO(Part):
         }  # fmt: skip
         if self.metrics is not None:  # (with metrics off, nothing of this is in the way)
             self.carry.update({Start: self._start_counted, ToLeader: self._to_leader_counted})
-        where = "in this daemon" if leader.startswith("inproc://") else f"at {leader}, events at {events}"
+        if len(leaders) > 1:
+            where = "one of the candidates " + ", ".join(name for name, _, _ in leaders)
+        elif leaders[0][1].startswith("inproc://"):
+            where = "in this daemon"
+        else:
+            where = f"at {leaders[0][1]}, events at {leaders[0][2]}"
         log.info("worker %s: clients at %s, leader %s", node.name, node.listen, where)
         self.carry_out([ToLeader(self.worker.hello())])
 
@@ -102,12 +112,8 @@ class WorkerIO(Part):
     def _signal(self, effect: Signal) -> None:
         self.spawner.signal(effect.pid, effect.signum)
 
-    def _reconnect(self, _: Reconnect) -> None:
-        log.warning(
-            "no word from the leader at %s: reconnecting (next try in %.1f s)",
-            self.leader_endpoint,
-            self.worker.patience,
-        )
+    def _reconnect(self, effect: Reconnect) -> None:
+        log.debug("connecting to the leader at %s", effect.endpoint)
         self.loop.unwatch(self.dealer)
         self.dealer.close(linger=0)  # what was queued for the lost leader goes too
         self.dealer = self._connect()
@@ -145,7 +151,7 @@ class WorkerIO(Part):
 
     def _connect(self) -> zmq.Socket:
         dealer = self.loop.socket(zmq.DEALER, self._on_leader)
-        dealer.connect(self.leader_endpoint)
+        dealer.connect(self.worker.endpoint)
         return dealer
 
     # -- input --
@@ -157,10 +163,12 @@ class WorkerIO(Part):
     def _on_leader(self, sock: zmq.Socket) -> None:
         for msg in self.loop.decoded(sock, "message from the leader"):
             self.carry_out(self.worker.on_leader(msg))
+            if sock is not self.dealer:  # it went to another leader: the rest went with the old socket
+                break
 
     def _on_event(self, sock: zmq.Socket) -> None:
         for msg in self.loop.decoded(sock, "event"):
-            if isinstance(msg, (p.Event, p.Tick)):
+            if isinstance(msg, (p.Event, p.Tick, p.Elected)):
                 self.carry_out(self.worker.on_event(msg))
 
     def _on_spawner(self, fd: int) -> None:

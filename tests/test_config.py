@@ -289,7 +289,7 @@ def test_an_unknown_backend_names_the_key_and_the_known_ones(tmp_path):
 def test_the_store_comes_from_the_backend_named():
     from forsetid.store import BACKENDS, MemoryStore, open_store
 
-    assert isinstance(open_store("memory"), MemoryStore) and set(BACKENDS) == {"memory"}
+    assert isinstance(open_store("memory"), MemoryStore) and set(BACKENDS) == {"memory", "etcd"}
 
 
 def test_the_systemd_units_start_forsetid_with_a_config_and_restart_on_failure():

@@ -52,7 +52,7 @@ def test_ps_shows_an_entry_process_as_its_group_and_key(make_cluster):
     c = make_cluster(workers=1)
     for key in ("k1", "k2"):  # the first one is the spare's, the second forked while it ran
         loc = c.leader().get("sleeper", key)  # (answered once it has its key: the title follows)
-        wait_for(lambda loc=loc, key=key: _cmdline(loc.pid) == f"forseti: sleeper/{key}", 2, 0.01, "its title")
+        wait_for(lambda loc=loc, key=key: _cmdline(loc.pid) == f"forseti: sleeper/{key}", 5, 0.01, "its title")
     spares = wait_for(c.spares, 5, 0.01, "the next spare")  # (forked once the last start is registered)
     assert all(_cmdline(pid) == "forseti-spare" for pid in spares)
 

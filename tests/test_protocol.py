@@ -53,6 +53,7 @@ SAMPLES = [
     p.Exited(id=26, location=LOC, exit_code=None, signal=9, reason="exit", at=1700000001.0),
     p.Event(seq=7, epoch="e1", kind="exited", location=LOC, exit_code=1, reason="exit", at=1.0, gseq=3),
     p.Tick(seq=7, epoch="e1", gseq=3),
+    p.Elected(node="node2", term=42, epoch="42"),
 ]
 
 
