@@ -69,6 +69,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("group", nargs="?", type=_group, metavar="GROUP", help="only this group's (default: all)")
     sub.add_parser("nodes", help="workers: name, state, processes, capacity")
     sub.add_parser("calls", help="groups and how they start")
+    sub.add_parser("leader", help="who leads, and each candidate's state (leader, standby, unreachable)")
     p = sub.add_parser(
         "add-call",
         help="add a group at run time",
@@ -357,6 +358,17 @@ def nodes(client: Client, args, out: Output) -> int:
     return OK
 
 
+def leader(client: Client, args, out: Output) -> int:
+    about = client.leader()
+    if out.json:
+        out.line(about, "")
+    else:
+        epoch = f" (epoch {about['epoch']})" if about["epoch"] is not None else ""
+        print(f"leader: {about['leader'] or 'none'}{epoch}", flush=True)
+        out.table(about["candidates"], ["name", "state"])
+    return OK if about["leader"] else NOT_FOUND
+
+
 def calls(client: Client, args, out: Output) -> int:
     items = client.calls()
     suspended: dict[str, list[str]] = {}  # group -> nodes where its crash-loop guard tripped
@@ -472,7 +484,7 @@ def keygen(args, out: Output) -> int:
 
 COMMANDS = {"get": get, "find": find, "stop": stop, "ls": ls, "nodes": nodes, "calls": calls,
             "add-call": add_call, "remove-call": remove_call, "drain": drain, "undrain": undrain,
-            "events": events}  # fmt: skip
+            "events": events, "leader": leader}  # fmt: skip
 
 EVENT = ["seq", "kind", "group", "key", "node", "pid", "exit_code", "signal", "reason", "at"]
 TIMES = {"started_at", "at"}  # Unix times: shown as local dates and times

@@ -130,6 +130,7 @@ class Client:
         self._shakes: Handshakes | None = None  # the socket's monitor (none for inproc://)
         self._poller: zmq.Poller | None = None  # the socket and its monitor, until a handshake succeeds
         self._events_endpoint: str | None = None
+        self._events_also: list[str] = []
         self._cache = cache
         self.near: NearCache | None = None  # opened on the first lookup
         self.requests = 0  # requests sent: what the near cache saves shows here
@@ -225,12 +226,45 @@ class Client:
     def info(self) -> p.InfoReply:
         return self._request(p.Info())
 
+    def leader(self) -> dict:
+        """Who leads, and how each candidate stands: ``{"leader": NAME or None, "epoch":
+        ..., "candidates": [{"name", "state"}]}``, state "leader", "standby" or
+        "unreachable", each candidate asked directly (backend "etcd"). With backend
+        "memory", the one leader (epoch: its event stream's)."""
+        here = self.info()
+        if not here.candidates:
+            name = here.node if here.state == "leader" else here.leader
+            seats = [{"name": name, "state": "leader"}] if name else []
+            return {"leader": name or None, "epoch": here.epoch or None, "candidates": seats}
+        seats, term = [], 0
+        for seat in here.candidates:
+            probe = Client(seat.leader, timeout=min(self.timeout, 1.0), context=self._ctx)
+            probe._keys = self._keys  # (the same key pair, loaded once)
+            try:
+                info = probe.info()
+                state = info.state or "standby"
+                if state == "leader":
+                    term = max(term, info.term)
+            except ForsetiError:
+                state = "unreachable"
+            finally:
+                probe.close()
+            seats.append({"name": seat.name, "state": state})
+        leader = next((s["name"] for s in seats if s["state"] == "leader"), None)
+        return {"leader": leader, "epoch": term or None, "candidates": seats}
+
     def events(self, group: str | None = None) -> EventStream:
         """Follow started/exited events (of one group, or all). The stream is live when
         this returns: nothing published afterwards is missed for want of a subscription."""
         if self._events_endpoint is None:
-            self._events_endpoint = self.info().events
-        return EventStream(self._ctx, self._events_endpoint, group, self.timeout, self._keys)
+            info = self.info()
+            # With candidates (backend "etcd"), all of them: only the leader publishes, and
+            # the stream goes on from the next one after a failover (a "missed" event first).
+            endpoints = [info.events] if info.events else []
+            endpoints += [s.events for s in info.candidates if s.events not in endpoints]
+            self._events_endpoint = endpoints[0] if endpoints else ""
+            self._events_also = endpoints[1:]
+        return EventStream(self._ctx, self._events_endpoint, group, self.timeout, self._keys, self._events_also)
 
     # -- plumbing --
 
@@ -373,8 +407,15 @@ class EventStream:
     topic followed): a stream silent for the node's ``info().silence`` has lost it."""
 
     def __init__(
-        self, ctx: zmq.Context, endpoint: str, group: str | None, timeout: float, keys: CurveKeys | None = None
+        self,
+        ctx: zmq.Context,
+        endpoint: str,
+        group: str | None,
+        timeout: float,
+        keys: CurveKeys | None = None,
+        also: list[str] | None = None,
     ):
+        """``also``: more publishers to follow on the same stream (the other candidates)."""
         self.endpoint = endpoint
         self.group = group
         self.heard = time.monotonic()
@@ -388,6 +429,8 @@ class EventStream:
         # Watched until the first tick: a refused handshake is told at once, not as silence.
         shakes = Handshakes(self._sock, curve=keys is not None) if monitored(endpoint) else None
         self._sock.connect(endpoint)
+        for other in also or ():
+            self._sock.connect(other)
         live = False
         try:
             self._first_tick(timeout, shakes)

@@ -64,6 +64,7 @@ class Leader(Hellos):
         self.placement = Placement(allowed_nodes)
         self.events = EventLog(clock, epoch)
         self.epoch = self.events.epoch
+        self.about = msgspec.structs.replace(self.about, epoch=self.epoch)
         self.term = term  # of its election (backend "etcd"), told in every welcome
         self.durable = durable  # a successor reads its Records (backend "etcd")
         self.expected = set(expected)  # the workers its predecessors knew (from etcd)

@@ -241,6 +241,7 @@ class InfoReply(Msg, tag="info-reply"):
     state: str = ""  # a leader's: "leader" or "standby" (backend "etcd"); a worker's: ""
     leader: str = ""  # the leading node's name, as this daemon knows it ("": unknown)
     term: int = 0  # the leader's term (backend "etcd"; 0 with "memory")
+    epoch: str = ""  # the leader's epoch (its event stream's; with "etcd", its term as text)
     candidates: list[Seat] = []  # every node that may lead (backend "etcd")
 
 

@@ -184,13 +184,16 @@ class Worker:
         return [ToLeader(msgspec.structs.replace(msg, id=fid))]
 
     def _info(self, req_id: int) -> p.InfoReply:
-        about = self.about
-        if not self.elected:
-            return msgspec.structs.replace(about, id=req_id)
-        seat = next((s for s in about.candidates if s.name == self.leader_name), None)
-        events = seat.events if seat is not None and self.welcomed else ""
-        leader = self.leader_name if self.welcomed else ""
-        return msgspec.structs.replace(about, id=req_id, events=events, leader=leader, term=self.term)
+        """This node, and the leader it has joined (none while it has not)."""
+        about, joined = self.about, self.welcomed
+        events = about.events
+        if self.elected:  # the events endpoint of the candidate that leads
+            seat = next((s for s in about.candidates if s.name == self.leader_name), None)
+            events = seat.events if seat is not None and joined else ""
+        return msgspec.structs.replace(
+            about, id=req_id, events=events, leader=self.leader_name if joined else "", term=self.term,
+            epoch=self.leader_epoch or "" if joined else "",
+        )  # fmt: skip
 
     def _forget_forward(self, fid: int) -> list:
         self.forwards.pop(fid, None)

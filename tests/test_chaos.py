@@ -24,8 +24,8 @@ KEYS = [f"k{i}" for i in range(24)]
 FAST = {"heartbeat": 0.2, "liveness": 3}
 
 
-def live_processes(cluster) -> dict[int, str]:
-    """pid -> key of every live process of the "chaos" group (its env says which)."""
+def live_processes(cluster, group: str = "chaos") -> dict[int, str]:
+    """pid -> key of every live process of ``group`` (its env says which)."""
     found = {}
     for pid in cluster.processes():
         try:
@@ -33,7 +33,7 @@ def live_processes(cluster) -> dict[int, str]:
                 env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
         except OSError:
             continue
-        if env.get(b"FORSETI_GROUP") == b"chaos":
+        if env.get(b"FORSETI_GROUP") == group.encode():
             found[pid] = env[b"FORSETI_KEY"].decode()
     return found
 

@@ -314,3 +314,69 @@ def test_an_open_metrics_address_needs_insecure_even_with_curve():
     with pytest.raises(config.ConfigError, match="node.metrics.*security.insecure"):
         config.protected(cfg)
     config.protected(config.parse({"node": {"metrics": "0.0.0.0:9464"}, "security": {"insecure": True}}))
+
+
+# -- backend "etcd" (SPEC section 7) --
+
+HA = """
+[cluster]
+backend = "etcd"
+etcd = ["http://127.0.0.1:2379", "http://127.0.0.1:22379"]
+lease = 2.0
+
+[[cluster.candidates]]
+name = "node1"
+leader = "tcp://127.0.0.1:7070"
+events = "tcp://127.0.0.1:7071"
+
+[[cluster.candidates]]
+name = "node2"
+leader = "tcp://127.0.0.1:7170"
+events = "tcp://127.0.0.1:7171"
+
+[node]
+name = "node1"
+"""
+
+
+def test_an_etcd_cluster_names_its_candidates_and_binds_its_own_seat(tmp_path):
+    cfg = config.load(write(tmp_path, HA))
+    assert cfg.cluster.backend == "etcd" and cfg.cluster.lease == 2.0 and len(cfg.cluster.etcd) == 2
+    assert [c.name for c in cfg.leaders()] == ["node1", "node2"]
+    assert cfg.candidate().leader == "tcp://127.0.0.1:7070"
+    assert cfg.binds()["cluster.candidates[0].leader"] == "tcp://127.0.0.1:7070"
+    config.check_role(cfg)  # a candidate: fine
+    cfg.node.name = "node3"
+    with pytest.raises(config.ConfigError, match="node.name: 'node3' has role 'both' but is not in cluster.candidates"):
+        config.check_role(cfg)
+    cfg.node.role = "worker"  # a worker need not be one
+    config.check_role(cfg)
+    assert config.load(os.path.join(CONF, "forseti.toml")).leaders()[0].leader == "tcp://127.0.0.1:7070"
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (("lease = 2.0", 'lease = 2.0\nleader = "tcp://127.0.0.1:7070"'), "cluster.leader: with cluster.backend"),
+        (("lease = 2.0", 'lease = 2.0\nevents = "tcp://127.0.0.1:7071"'), "cluster.events: with cluster.backend"),
+        (('etcd = ["http://127.0.0.1:2379", "http://127.0.0.1:22379"]', "etcd = []"), "cluster.etcd: required"),
+        (('"http://127.0.0.1:22379"', '"127.0.0.1:22379"'), "cluster.etcd[1]: '127.0.0.1:22379' is not"),
+        (("lease = 2.0", "lease = 0.5"), "cluster.lease"),
+        (('name = "node2"', 'name = "node1"'), "cluster.candidates[1].name: 'node1' is listed twice"),
+        (('events = "tcp://127.0.0.1:7171"\n', ""), "cluster.candidates[1]"),
+        (('backend = "etcd"', 'backend = "memory"'), 'cluster.etcd: only with cluster.backend = "etcd"'),
+    ],
+)
+def test_every_inconsistent_etcd_combination_is_refused_naming_the_key(tmp_path, change, named):
+    old, new = change
+    assert old in HA
+    assert named in error(tmp_path, HA.replace(old, new, 1))
+
+
+def test_candidates_are_required_with_etcd_and_refused_without(tmp_path):
+    head = HA.split("[[cluster.candidates]]")[0]
+    assert "cluster.candidates: required" in error(tmp_path, head + '[node]\nname = "node1"\n')
+    plain = (
+        '[cluster]\n[[cluster.candidates]]\nname = "a"\nleader = "tcp://127.0.0.1:1"\nevents = "tcp://127.0.0.1:2"\n'
+    )
+    assert 'cluster.candidates: only with cluster.backend = "etcd"' in error(tmp_path, plain)

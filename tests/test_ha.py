@@ -4,16 +4,21 @@ doubled; the candidates' and workers' view of who leads."""
 
 from __future__ import annotations
 
+import collections
+import json
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 from cluster import ROOT, wait_for
+from test_chaos import live_processes
 from test_cluster import alive
 
-from forsetictl.client import ForsetiError
+from forsetictl.client import Client, ForsetiError
 from forsetictl.localetcd import LocalEtcd
 
 FAST = {"heartbeat": 0.3, "liveness": 4}
@@ -94,3 +99,209 @@ def test_a_frozen_leader_loses_office_and_changes_nothing_when_it_wakes(ha):
     time.sleep(0.5)
     assert c.client("node2").processes() == sorted([loc, after], key=lambda x: x.key)
     assert alive(loc.pid) and alive(after.pid)
+
+
+def test_forsetictl_leader_names_the_leader_and_each_candidates_state(ha):
+    c = ha(candidates=3, workers=1)
+    leader = c.wait_leader()
+    done = ctl(c, "--json", "leader")
+    assert done.returncode == 0, done.stderr
+    about = json.loads(done.stdout)
+    assert about["leader"] == leader and about["epoch"] == c.client("node1").info().term
+    assert {s["name"]: s["state"] for s in about["candidates"]} == {
+        n: "leader" if n == leader else "standby" for n in c.candidate_names
+    }
+    down = next(n for n in c.candidate_names if n != leader)
+    c.kill(down, signal.SIGKILL)
+    c.procs[down].wait(5)
+    text = ctl(c, "leader")
+    assert text.returncode == 0 and f"leader: {leader}" in text.stdout
+    assert any(line.split() == [down, "unreachable"] for line in text.stdout.splitlines()), text.stdout
+
+
+def test_forsetictl_leader_names_the_one_leader_of_backend_memory(make_cluster):
+    c = make_cluster(workers=1)
+    about = json.loads(ctl(c, "--json", "leader").stdout)
+    assert about["leader"] == "leader" and about["candidates"] == [{"name": "leader", "state": "leader"}]
+    assert about["epoch"] == c.leader().info().epoch != ""
+
+
+def test_events_go_on_from_the_new_leader_after_a_failover(ha):
+    c = ha()
+    first = c.wait_leader()
+    with c.client("node1").events("sleeper") as stream:
+        loc = c.client("node1").get("sleeper", "e1")
+        first_event = stream.next_event(5)
+        assert first_event is not None and (first_event.kind, first_event.key) == ("started", "e1")
+        c.kill(first, signal.SIGKILL)
+        c.wait_leader(other_than=first)
+        kinds = []
+        deadline = time.monotonic() + 10
+        while "missed" not in kinds and time.monotonic() < deadline:
+            event = stream.next_event(0.5)
+            if event is not None:
+                kinds.append(event.kind)
+        assert "missed" in kinds  # the new leader's stream: whoever keeps state rebuilds it
+        c.client("node2").stop("sleeper", "e1")
+        event = stream.next_event(5)
+        while event is not None and event.kind != "exited":
+            event = stream.next_event(5)
+        assert event is not None and (event.key, event.pid) == ("e1", loc.pid)
+
+
+def test_groups_added_at_run_time_survive_a_failover(ha):
+    c = ha()
+    first = c.wait_leader()
+    c.client("node1").add_call("later", command=["sleep", "300"])
+    c.kill(first, signal.SIGKILL)
+    c.wait_leader(other_than=first)
+    wait_for(lambda: "later" in c.client("node2").calls(), timeout=10, what="the group at the new leader")
+    assert alive(c.client("node2").get("later", "x").pid)
+
+
+def test_with_etcd_frozen_the_leader_steps_down_lookups_go_on_and_new_keys_wait(ha, etcd):
+    c = ha(lease=2.0)
+    c.wait_leader()
+    loc = c.client("node1").get("sleeper", "known")
+    etcd.pause()
+    try:
+        # Within the lease plus a heartbeat, no candidate leads any more...
+        wait_for(lambda: c.current_leader() is None, timeout=6, what="the leader to step down")
+        # ...cached lookups go on, and a new key fails cleanly.
+        assert c.client("node1").find("sleeper", "known") == loc
+        with pytest.raises(ForsetiError):
+            c.client("node2", timeout=1.0).get("sleeper", "new")
+    finally:
+        etcd.resume()
+    c.wait_leader(timeout=15)
+    fresh = wait_for(lambda: _get(c, "node2", "new"), timeout=10, what="a new key once a leader is back")
+    assert alive(fresh.pid) and alive(loc.pid)
+    assert sorted(x.key for x in c.client("node1").processes()) == ["known", "new"]
+
+
+def _get(c, node: str, key: str, group: str = "sleeper"):
+    try:
+        return c.client(node, timeout=1.0).get(group, key)
+    except ForsetiError:
+        return None
+
+
+# -- failover under load (guarantee 9) --
+
+KEYS = [f"k{i}" for i in range(12)]
+
+
+class Load:
+    """Clients getting and finding keys through every worker, and a sampler that counts
+    the live processes of each key every few milliseconds, from before a fault until
+    after the cluster has recovered."""
+
+    def __init__(self, c, clients_per_worker: int = 2) -> None:
+        self.c = c
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.ops: collections.Counter = collections.Counter()
+        self.errors: collections.Counter = collections.Counter()
+        self.unclean: list[str] = []
+        self.doubled: dict[str, list[int]] = {}  # key -> pids, whenever a sample saw two
+        self.samples = 0
+        loops = [(self._client, (node, i)) for node in c.node_names for i in range(clients_per_worker)]
+        self.threads = [threading.Thread(target=f, args=a) for f, a in [*loops, (self._sample, ())]]
+        for t in self.threads:
+            t.start()
+
+    def _client(self, node: str, seed: int) -> None:
+        rnd = random.Random(f"{node}{seed}")
+        client = Client(self.c.endpoint(node), timeout=1.0)
+        fresh = 0
+        try:
+            while not self.stop.is_set():
+                key, op = rnd.choice(KEYS), rnd.choice(["get", "get", "find", "new", "stop"])
+                try:
+                    if op == "new":  # a key nobody asked for yet: only the leader can start it
+                        fresh += 1
+                        client.get("ha", f"{node}-{seed}-{fresh}")
+                    elif op == "stop":
+                        client.stop("ha", key)
+                    else:
+                        client.get("ha", key) if op == "get" else client.find("ha", key)
+                    with self.lock:
+                        self.ops[op] += 1
+                except ForsetiError as exc:
+                    with self.lock:
+                        self.errors[exc.kind] += 1
+                    client.close()
+                    client = Client(self.c.endpoint(node), timeout=1.0)
+                except Exception as exc:  # anything else is a defect
+                    with self.lock:
+                        self.unclean.append(repr(exc))
+        finally:
+            client.close()
+
+    def _sample(self) -> None:
+        while not self.stop.wait(0.02):
+            per_key = collections.defaultdict(list)
+            for pid, key in live_processes(self.c).items():
+                per_key[key].append(pid)
+            self.samples += 1
+            for key, pids in per_key.items():
+                if len(pids) > 1:
+                    self.doubled.setdefault(key, pids)
+
+    def end(self) -> dict:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+        return {"ops": dict(self.ops), "errors": dict(self.errors), "samples": self.samples}
+
+
+def consistent(c) -> bool:
+    """``ls`` (through a worker) lists exactly the live processes, one per key."""
+    try:
+        listed = {loc.key: loc.pid for loc in c.client("node1", timeout=2.0).processes("ha")}
+    except ForsetiError:
+        return False
+    live = live_processes(c, "ha")
+    return set(listed.values()) == set(live) and all(live[pid] == key for key, pid in listed.items())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["SIGKILL", "SIGSTOP", "SIGTERM", "etcd-pause"])
+def test_failover_under_load_loses_nothing_and_doubles_nothing(ha, etcd, fault):
+    c = ha(candidates=3, workers=2, calls={"ha": {"command": ["sleep", "600"], "stop_timeout": 1.0}})
+    first = c.wait_leader()
+    load = Load(c)
+    try:
+        time.sleep(1.0)
+        before = sum(load.ops.values())
+        if fault == "etcd-pause":
+            etcd.pause()
+            try:
+                wait_for(lambda: c.current_leader() is None, timeout=6, what="the leader to step down")
+                time.sleep(0.5)
+            finally:
+                etcd.resume()
+            c.wait_leader(timeout=15)
+        elif fault == "SIGSTOP":
+            c.kill(first, signal.SIGSTOP)
+            try:
+                c.wait_leader(other_than=first, timeout=15)
+                time.sleep(0.5)
+            finally:
+                c.kill(first, signal.SIGCONT)
+        else:
+            c.kill(first, getattr(signal, fault))
+            c.procs[first].wait(10)
+            c.wait_leader(other_than=first, timeout=15)
+            c.start(first)  # back, as a standby
+        wait_for(lambda: all(_get(c, n, "after-" + fault) for n in c.node_names), 15, 0.1, "gets after the fault")
+        during = sum(load.ops.values()) - before
+        time.sleep(1.5)  # under load with the new leader
+    finally:
+        figures = load.end()
+    wait_for(lambda: consistent(c), 15, 0.1, "ls to list exactly what lives")
+    assert not load.unclean, load.unclean
+    assert not load.doubled, f"keys with two live processes: {load.doubled} ({figures})"
+    assert during > 0 and load.ops["new"] > 20 and load.ops["stop"] > 20, figures
+    assert set(load.errors) <= {"timeout", "not-leader", "no-leader"}, figures
+    print(fault, figures)
