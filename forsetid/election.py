@@ -114,6 +114,7 @@ class Campaign(threading.Thread):
         self._resign = threading.Event()
         self._lease: int | None = None
         self._term = 0
+        self._renewed_at = 0.0  # when the last renewal that succeeded was sent
         self._unreachable = False
 
     # -- the loop's side --
@@ -202,7 +203,7 @@ class Campaign(threading.Thread):
             self.etcd.revoke(lease)
             self._report(Standing(holder or None, term))
             return
-        self._lease, self._term = lease, term
+        self._lease, self._term, self._renewed_at = lease, term, sent_at
         try:
             members = sorted(self.etcd.prefix(self.prefix + MEMBERS))
             calls = self.etcd.prefix(self.prefix + CALLS)
@@ -220,7 +221,12 @@ class Campaign(threading.Thread):
                 self._lease = None
                 self._report(Lost("its lease lapsed in etcd"))
                 return
+            self._renewed_at = sent_at
             self._report(Renewed(sent_at))
+        elif time.monotonic() - self._renewed_at > self.lease:
+            self._lease = None  # let lapse: the loop would be deciding on a lapsed lease
+            self._report(Lost(f"the loop did not turn for {time.monotonic() - self.turned_at:.1f} s"))
+            return
         deadline = time.monotonic() + self.every
         while (left := deadline - time.monotonic()) > 0:
             try:

@@ -54,6 +54,7 @@ class Worker:
         self.target = names.index(node) if node in names else 0  # (role "both": its own first)
         self.term = 0  # the newest term that welcomed it: a leader of an older one is not obeyed
         self.heading = 0  # the newest term it heard elected, whose leader it went to
+        self.hinted_at = float("-inf")  # when it last went where a standby said the leader is
         self.leader_name = ""
         # What `info` answers (the daemon's name, role and events endpoint).
         self.about = about or p.InfoReply(node=node, role="worker", events="", silence=heartbeat * liveness)
@@ -271,9 +272,11 @@ class Worker:
             self.welcomed = False  # (a leader whose term ended)
         names = [name for name, _ in self.leaders]
         hint = names.index(msg.leader) if msg.leader in names else None
-        if hint is None or hint == self.target or self.clock() - self.switched_at < self.heartbeat / 10:
-            return []  # (no hint, or a stale one: the next try goes elsewhere in a heartbeat)
-        return self._switch(hint, f"{names[self.target]} says it leads")
+        now = self.clock()
+        if hint is None or hint == self.target or now - self.hinted_at < self.heartbeat / 10:
+            return []  # (no hint, or hints chasing each other: the next try goes elsewhere in a heartbeat)
+        self.hinted_at = now
+        return self._switch(hint, f"{names[self.target]} says {msg.leader} leads")
 
     def _elected(self, msg: p.Elected) -> list:
         names = [name for name, _ in self.leaders]
