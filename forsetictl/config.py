@@ -51,13 +51,24 @@ def load(path: str) -> ClientConfig:
     role = _string(raw, "node.role", "both", path)
     if role not in ROLES:
         raise ConfigError(f"{path}: node.role: expected one of {', '.join(map(repr, ROLES))}, got {role!r}")
-    if role == "leader":
+    if role == "leader" and _string(raw, "cluster.backend", "memory", path) == "etcd":
+        endpoint = _candidate_leader(raw, _string(raw, "node.name", "", path), path)
+    elif role == "leader":
         endpoint = _string(raw, "cluster.leader", DEFAULT_LEADER, path)
     else:
         endpoint = _string(raw, "node.listen", DEFAULT_LISTEN, path)
     curve = _bool(raw, "security.curve", False, path)
     key, server_key = (_path(raw, f"security.{name}", path) for name in ("key", "server_key"))
     return ClientConfig(path=path, endpoint=endpoint, curve=curve, key=key, server_key=server_key)
+
+
+def _candidate_leader(raw: dict, name: str, path: str) -> str:
+    """A candidate's own leader endpoint (backend "etcd": it leads, or says who does)."""
+    seats = _table(raw, ["cluster"], path).get("candidates", [])
+    for seat in seats if isinstance(seats, list) else ():
+        if isinstance(seat, dict) and seat.get("name") == name and isinstance(seat.get("leader"), str):
+            return seat["leader"]
+    raise ConfigError(f"{path}: node.name: {name!r} is not in cluster.candidates (with its leader endpoint)")
 
 
 def _table(raw: dict, tables: list[str], path: str) -> dict:

@@ -380,3 +380,15 @@ def test_candidates_are_required_with_etcd_and_refused_without(tmp_path):
         '[cluster]\n[[cluster.candidates]]\nname = "a"\nleader = "tcp://127.0.0.1:1"\nevents = "tcp://127.0.0.1:2"\n'
     )
     assert 'cluster.candidates: only with cluster.backend = "etcd"' in error(tmp_path, plain)
+
+
+def test_the_ha_example_is_three_candidates_of_role_both_that_agree_on_the_candidates():
+    configs = [config.load(os.path.join(CONF, "ha", f"node{i}.toml")) for i in (1, 2, 3)]
+    for cfg in configs:
+        config.check_role(cfg)
+        assert cfg.cluster.backend == "etcd" and cfg.node.role == "both" and cfg.candidate() is not None
+        assert cfg.cluster.candidates == configs[0].cluster.candidates and cfg.calls == configs[0].calls
+    endpoints = [e for cfg in configs for e in cfg.binds().values()]
+    assert len(endpoints) == len(set(endpoints)) == 9  # no two daemons bind the same port
+    client = client_config.load(os.path.join(CONF, "ha", "node2.toml"))
+    assert client.endpoint == configs[1].node.listen
