@@ -79,6 +79,7 @@ class Worker:
         self.hello_id = 0
         self.welcomed = False
         self.refused: str | None = None  # the leader's reason for refusing this node
+        self.leaving = False  # shutting down cleanly
 
     # -- the leader --
 
@@ -207,6 +208,7 @@ class Worker:
     def shutdown(self) -> list:
         """A clean shutdown: the leader places nothing more here, and every process stops
         (its exit reported with reason "shutdown"); the daemon waits for ``idle``."""
+        self.leaving = True
         return [ToLeader(p.Leaving()), *self.processes.shutdown()]
 
     # -- time --
@@ -254,6 +256,8 @@ class Worker:
         name, endpoint = self.leaders[target]
         out: list = [Note(logging.INFO, f"{self.node} goes to leader candidate {name}: {why}")] if why else []
         out += [Reconnect(endpoint), ToLeader(self.hello())]
+        if self.leaving:  # (a new leader must know it too, not take it for down)
+            out.append(ToLeader(p.Leaving()))
         for fid, (client, client_id, request) in list(self.forwards.items()):
             if isinstance(request, (p.AddCall, p.RemoveCall)):
                 del self.forwards[fid]

@@ -305,3 +305,39 @@ def test_failover_under_load_loses_nothing_and_doubles_nothing(ha, etcd, fault):
     assert during > 0 and load.ops["new"] > 20 and load.ops["stop"] > 20, figures
     assert set(load.errors) <= {"timeout", "not-leader", "no-leader"}, figures
     print(fault, figures)
+
+
+# -- every node a candidate and a worker (role "both", as conf/ha) --
+
+
+def test_nodes_of_role_both_fail_over_and_a_clean_stop_is_left_not_down(ha):
+    c = ha(candidates=3, workers=3, both=True)
+    first = c.wait_leader()
+    others = [n for n in c.node_names if n != first]
+    locs = {n: c.client(n).get("sleeper", f"on-{n}") for n in c.node_names}
+    assert {loc.node for loc in locs.values()} == set(c.node_names)
+    c.stop(first)  # SIGTERM: it resigns, stops its processes, says it leaves
+    c.wait_leader(other_than=first, timeout=5)
+    client = c.client(others[0])
+    wait_for(lambda: {n.name: n.state for n in client.nodes()}.get(first) in ("left", None), 10, 0.05, "it to leave")
+    assert not alive(locs[first].pid)
+    assert all(alive(locs[n].pid) for n in others)
+    assert sorted(loc.key for loc in client.processes()) == sorted(f"on-{n}" for n in others)
+    assert alive(client.get("sleeper", "after").pid)
+
+
+def test_a_killed_leader_of_role_both_costs_its_own_processes_only(ha):
+    c = ha(candidates=3, workers=3, both=True)
+    first = c.wait_leader()
+    others = [n for n in c.node_names if n != first]
+    locs = {n: c.client(n).get("sleeper", f"on-{n}") for n in c.node_names}
+    c.kill(first, signal.SIGKILL)
+    c.procs[first].wait(5)
+    c.wait_leader(other_than=first)
+    client = c.client(others[0], timeout=10.0)
+    fresh = client.get("sleeper", "after")  # waits out the dead node's silence, then starts
+    assert fresh.node in others and alive(fresh.pid)
+    wait_for(lambda: not alive(locs[first].pid), 5, 0.05, "its process to die with it")
+    assert all(alive(locs[n].pid) for n in others)
+    keys = sorted(loc.key for loc in client.processes())
+    assert keys == sorted(["after", *(f"on-{n}" for n in others)])
