@@ -200,9 +200,10 @@ class Client:
         **options,
     ) -> None:
         """Add a group at run time; options: ready, start_timeout, stop_timeout,
-        endpoint. A group of that name is replaced only with ``replace=True`` (else the
-        leader answers ``group-exists``). A call that cannot be (no or both of entry and
-        command, an unknown placeholder) raises ForsetiError kind ``bad-call``, unsent."""
+        endpoint, log, restart ("never", "on-failure", "always"). A group of that name is
+        replaced only with ``replace=True`` (else the leader answers ``group-exists``). A
+        call that cannot be (no or both of entry and command, an unknown placeholder, an
+        unknown restart policy) raises ForsetiError kind ``bad-call``, unsent."""
         try:
             call = p.Call(entry=entry, command=command, args=list(args or ()), **options)
         except (TypeError, ValueError) as exc:
