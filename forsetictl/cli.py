@@ -105,6 +105,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--log", metavar="TEMPLATE", help="a file per key for the process's output, e.g. /var/log/app/{key}.log"
     )
+    p.add_argument(
+        "--restart",
+        choices=["never", "on-failure", "always"],
+        help="start a key's process again when it exits: on-failure (an abnormal exit, its node gone) or always "
+        "(any exit but a stop); default never",
+    )
     p.add_argument("--replace", action="store_true", help="replace the group if it exists (else: exit status 3)")
     p = sub.add_parser(
         "remove-call", help="remove a group (its running processes go on until they exit; new gets fail)"
@@ -388,7 +394,18 @@ def calls(client: Client, args, out: Output) -> int:
         row["ready"] = "yes" if row["ready"] else "no"
         row["args"] = json.dumps(row["args"]) if row["args"] else None
         row["how"] = f"entry {row['entry']}" if row["entry"] is not None else f"command {shlex.join(row['command'])}"
-    columns = ["name", "ready", "start_timeout", "stop_timeout", "endpoint", "log", "suspended_on", "args", "how"]
+    columns = [
+        "name",
+        "ready",
+        "start_timeout",
+        "stop_timeout",
+        "restart",
+        "endpoint",
+        "log",
+        "suspended_on",
+        "args",
+        "how",
+    ]
     out.table(rows, columns)
     return OK
 
@@ -401,6 +418,7 @@ def add_call(client: Client, args, out: Output) -> int:
             ("stop_timeout", args.stop_timeout),
             ("endpoint", args.process_endpoint),
             ("log", args.log),
+            ("restart", args.restart),
         )
         if v is not None
     }

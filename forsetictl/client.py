@@ -201,9 +201,10 @@ class Client:
         **options,
     ) -> None:
         """Add a group at run time; options: ready, start_timeout, stop_timeout,
-        endpoint. A group of that name is replaced only with ``replace=True`` (else the
-        leader answers ``group-exists``). A call that cannot be (no or both of entry and
-        command, an unknown placeholder) raises ForsetiError kind ``bad-call``, unsent."""
+        endpoint, log, restart ("never", "on-failure", "always"). A group of that name is
+        replaced only with ``replace=True`` (else the leader answers ``group-exists``). A
+        call that cannot be (no or both of entry and command, an unknown placeholder, an
+        unknown restart policy) raises ForsetiError kind ``bad-call``, unsent."""
         try:
             call = p.Call(entry=entry, command=command, args=list(args or ()), **options)
         except (TypeError, ValueError) as exc:
@@ -292,6 +293,8 @@ class Client:
     def _connect(self) -> zmq.Socket:
         sock = self._sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        # A send waits for a pipe: none may be there if a refused handshake closed it.
+        sock.setsockopt(zmq.SNDTIMEO, max(1, int(self.timeout * 1000)))
         self._wait_ms = None
         if self._keys is not None:
             self._keys.apply(sock)
@@ -308,7 +311,10 @@ class Client:
         self.requests += 1
         sock = self._sock or self._connect()
         msg.id = next(self._ids)
-        sock.send(p.encode(msg))
+        try:
+            sock.send(p.encode(msg))
+        except zmq.Again:
+            self._no_answer()
         start = time.monotonic()
         wait_ms = max(1, int(self.timeout * 1000))
         while True:

@@ -8,6 +8,7 @@ because this is the rule a reader most often looks for."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from . import protocol as p
 from .crashloop import Suspensions
@@ -17,7 +18,8 @@ from .groups import Groups
 from .members import Members
 from .placement import Placement
 from .registry import Registry
-from .starts import Starts
+from .restarts import Restarts
+from .starts import Pending, Starts
 from .store import Store
 
 Out = LeaderOut
@@ -31,12 +33,14 @@ class Hellos:
     registry: Registry
     groups: Groups
     suspensions: Suspensions
+    restarts: Restarts
     store: Store
     events: EventLog
     epoch: str
     term: int
     about: p.InfoReply
     calls: dict[str, p.Call]
+    restart_started: Callable[[tuple[str, str], Pending, p.Location | None], Out]  # (restarts.Restarting)
 
     durable: bool
 
@@ -103,6 +107,7 @@ class Hellos:
                 self.starts.answered(node, wait.spawn_id, k)
                 current = self.store.get(*k)
                 out += [Reply(waiter, self.events.found(req, current)) for waiter, req in wait.waiters]
+                out += self.restart_started(k, wait, current)
             elif wait.spawn is None and k not in listed:
                 self.starts.answered(node, wait.spawn_id, k)
                 error = f"cannot start {k[0]}/{k[1]}: the start on {node} ended without an answer"
@@ -115,4 +120,6 @@ class Hellos:
         for k, wait in self.starts.drop_node(node):
             text = f"cannot start {k[0]}/{k[1]}: node {node} {what}"
             out += [Reply(waiter, p.Error(id=req, kind=p.SPAWN_FAILED, message=text)) for waiter, req in wait.waiters]
+            stops = self.restarts.failed(k, True, f"node {node} {what}")  # a restart goes elsewhere at once
+            out += [Reply(waiter, p.Stopped(id=req, found=True)) for waiter, req in stops]
         return out

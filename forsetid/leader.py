@@ -12,6 +12,10 @@ predecessor it may have had have said hello, with what they run and what they ar
 starting: a key whose start is under way on a worker that has not spoken yet must not
 be started again elsewhere. ``get``s of new keys wait meanwhile (``starts.py`` says
 how long).
+
+A group with a restart policy (``restarts.py``) has its keys started again when their
+process exits: the registry tells ``Restarts`` of every exit, and the restarts that are
+due are placed at the end of every input and every ``expire``, like new keys.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from .hello import Hellos
 from .members import Members
 from .placement import Placement
 from .registry import Registry
+from .restarts import Restarting, Restarts
 from .starts import Starts
 from .store import MemoryStore, Store
 
@@ -39,7 +44,7 @@ Out = LeaderOut
 FRESH_HEARTBEATS = 1.5  # with no sign of a predecessor by then, a starting leader has none
 
 
-class Leader(Hellos):
+class Leader(Hellos, Restarting):
     def __init__(
         self,
         calls: dict[str, p.Call],
@@ -73,7 +78,8 @@ class Leader(Hellos):
         self.suspensions = Suspensions(monotonic)
         self.members = Members(self.silence, monotonic)
         self.node_of, self.peer_of = self.members.node_of, self.members.peer_of
-        self.registry = Registry(self.store, self.placement, self.events)
+        self.restarts = Restarts(monotonic)
+        self.registry = Registry(self.store, self.placement, self.events, self.dropped)
         self.starts = Starts(self.placement)
         if recovering:
             now = monotonic()
@@ -93,19 +99,22 @@ class Leader(Hellos):
             if not isinstance(msg, p.Ping):
                 text = f"'{p.tag(msg)}' is accepted only from a registered worker"
                 return [Reply(peer, _error(msg, p.BAD_MESSAGE, text))]
-        return handler(self, peer, msg)
+        out = handler(self, peer, msg)
+        return out + self.restart_due() if self.restarts.pending else out
 
     def next_deadline(self) -> float | None:
-        """When ``expire`` has work besides the heartbeat's: the end of a recovery."""
-        return self.starts.deadline()
+        """When ``expire`` has work besides the heartbeat's: the end of a recovery (the
+        restarts wait for it), or the next restart."""
+        end = self.starts.deadline()
+        return end if end is not None else self.restarts.next_due()
 
     def expire(self) -> Out:
         """Take every worker that has been silent too long for dead; end a recovery
-        that has lasted long enough and place the keys it held."""
+        that has lasted long enough and place the keys it held; place the restarts due."""
         out: Out = []
         for node in self.members.silent():
             out += self.node_down(node)
-        return out + self._place_held()
+        return out + self._place_held() + self.restart_due()
 
     def _place_held(self) -> Out:
         # Everyone who may be starting a key has spoken: the workers its predecessors
@@ -151,7 +160,7 @@ class Leader(Hellos):
         loc = self.store.get(*k)
         if loc is not None:
             return [Reply(peer, self.events.found(msg.id, loc))]
-        pending = self.starts.get(k)
+        pending = self.starts.get(k) or self.restarts.pending.get(k)  # a start, or a restart, on its way
         if pending is not None:
             pending.waiters.append((peer, msg.id))
             return []
@@ -160,15 +169,8 @@ class Leader(Hellos):
             return []
         suspended = self.suspensions.nodes(msg.group)
         node = self.placement.choose(exclude=suspended)
-        if node is None and suspended:
-            text = (
-                f"group '{msg.group}' is suspended on {', '.join(sorted(suspended))} after crashing in a loop, "
-                f"and no other worker can take it; try again in {self.suspensions.seconds_left(msg.group):.0f} s"
-            )
-            return [Reply(peer, _error(msg, p.SUSPENDED, text))]
         if node is None:
-            text = "no worker can take a new process: none is up, or all are at capacity"
-            return [Reply(peer, _error(msg, p.NO_WORKER, text))]
+            return [Reply(peer, self.no_place(msg.id, msg.group, suspended))]
         spawn = p.Spawn(id=next(self._ids), group=msg.group, key=msg.key, args=msg.args, call=call)
         self.starts.expect(k, node, spawn.id, spawn).waiters.append((peer, msg.id))
         return [Reply(self.peer_of[node], spawn)]
@@ -183,8 +185,15 @@ class Leader(Hellos):
             return [Reply(peer, unknown)]
         k = (msg.group, msg.key)
         loc = self.store.get(*k)
-        if loc is None:
-            return [Reply(peer, p.Stopped(id=msg.id, found=False))]
+        if loc is None:  # not running: but it may be on its way back (a restart), which this ends
+            restart = self.restarts.stop(k, (peer, msg.id))
+            if restart is True:
+                return []  # under way: stopped as soon as it has started, and answered then
+            if not restart:
+                return [Reply(peer, p.Stopped(id=msg.id, found=False))]
+            text = f"{msg.group}/{msg.key} was stopped while it waited for its restart"
+            out: Out = [Reply(w, p.Error(id=req, kind=p.SPAWN_FAILED, message=text)) for w, req in restart.waiters]
+            return [Reply(peer, p.Stopped(id=msg.id, found=True)), *out, Note(logging.INFO, f"{text}: not restarted")]
         self.registry.stopping.setdefault(k, []).append((peer, msg.id))
         host = self.peer_of.get(loc.node)
         if host is None:  # its node is gone: so is the process
@@ -240,7 +249,9 @@ class Leader(Hellos):
         out: Out = [Reply(peer, p.Ok(id=msg.id)), Note(logging.INFO, f"worker {msg.node} is draining")]
         host = self.peer_of.get(msg.node)
         if msg.stop and host is not None:  # each exits with reason "stopped", within its stop_timeout
-            out += [Reply(host, p.Kill(location=loc, reason="stopped")) for loc in self.store.on_node(msg.node)]
+            # (and, not being a user's stop, is restarted elsewhere if its group has a restart policy)
+            kills = [p.Kill(location=loc, reason="stopped", drain=True) for loc in self.store.on_node(msg.node)]
+            out += [Reply(host, kill) for kill in kills]
         return out
 
     def _undrain(self, peer: bytes, msg: p.Undrain) -> Out:
@@ -266,17 +277,23 @@ class Leader(Hellos):
     # -- workers --
 
     def _hello(self, peer: bytes, msg: p.Hello) -> Out:
-        return self.welcome(peer, msg) + self._place_held()
+        out = self.welcome(peer, msg) + self._place_held()
+        if self.restarts.pending:
+            keys = [(x.group, x.key) for x in msg.processes] + [(x.group, x.key) for x in msg.starting]
+            out += self.settle_restarts(keys)
+        return out
 
     def _spawned(self, peer: bytes, msg: p.Spawned) -> Out:
         loc = msg.location
         if loc.node != self.node_of[peer]:
             return []  # a worker speaks only for itself
-        wait = self.starts.answered(loc.node, msg.id, (loc.group, loc.key))
+        k = (loc.group, loc.key)
+        wait = self.starts.answered(loc.node, msg.id, k)
         adopted = self.registry.adopt(peer, loc)  # the started event (or the kill of a duplicate)
         if wait is None:
             return adopted
         current = self.store.get(loc.group, loc.key)
+        adopted += self.restart_started(k, wait, current)
         # The waiting callers first: they wait for this answer, the subscribers do not.
         found = [Reply(waiter, self.events.found(req, current)) for waiter, req in wait.waiters]
         return found + adopted
@@ -287,7 +304,9 @@ class Leader(Hellos):
             return []
         group, key = msg.group, msg.key
         text = f"cannot start {group}/{key} on {wait.node}: {msg.reason}"
-        return [Reply(waiter, p.Error(id=req, kind=p.SPAWN_FAILED, message=text)) for waiter, req in wait.waiters]
+        out: Out = [Reply(waiter, p.Error(id=req, kind=p.SPAWN_FAILED, message=text)) for waiter, req in wait.waiters]
+        stops = self.restarts.failed((group, key), False, msg.reason)  # a restart is tried again
+        return out + [Reply(w, p.Stopped(id=req, found=True)) for w, req in stops]
 
     def _exited(self, peer: bytes, msg: p.Exited) -> Out:
         loc = msg.location
@@ -295,7 +314,7 @@ class Leader(Hellos):
             return []  # a worker speaks only for itself
         current = self.store.get(loc.group, loc.key)
         if current is not None and current.pid == loc.pid and current.node == loc.node:
-            return self.registry.drop(current, msg.exit_code, msg.signal, msg.reason, msg.at)
+            return self.registry.drop(current, msg.exit_code, msg.signal, msg.reason, msg.at, msg.drain)
         if msg.reason == "conflict":  # a duplicate we had stopped: say so, change nothing
             return [Publish(self.events.event("exited", loc, msg.exit_code, msg.signal, msg.reason, msg.at))]
         return []  # a stale report: that process is not the registered one

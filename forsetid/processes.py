@@ -39,6 +39,7 @@ class Proc:
     location: p.Location | None = None  # set once started
     failed: bool = False  # a start failure was reported; waiting only for its exit
     stopping: p.Reason | None = None
+    drain: bool = False  # stopped by a drain, not by a user's stop (protocol.Kill): said in its Exited
 
 
 class Processes:
@@ -103,8 +104,11 @@ class Processes:
         proc = self.by_key.get((loc.group, loc.key))
         if proc is None or proc.pid != loc.pid:
             # Not here (any more): tell the leader so that it forgets it.
-            return [ToLeader(p.Exited(location=loc, exit_code=None, signal=None, reason=msg.reason, at=self.wall()))]
-        return self._stop(proc, msg.reason)
+            gone = p.Exited(
+                location=loc, exit_code=None, signal=None, reason=msg.reason, at=self.wall(), drain=msg.drain
+            )
+            return [ToLeader(gone)]
+        return self._stop(proc, msg.reason, msg.drain)
 
     def shutdown(self) -> list:
         """Stop every process (reason "shutdown"); the daemon waits for ``idle``."""
@@ -184,7 +188,10 @@ class Processes:
             return [*self._failure(proc, f"the process {how} before it was ready"), *self._crashed(proc.group)]
         self.cache.forget(proc.location)
         reason = proc.stopping or "exit"
-        out = [ToLeader(p.Exited(location=proc.location, exit_code=code, signal=sig, reason=reason, at=self.wall()))]
+        at, drain = self.wall(), proc.drain
+        out = [
+            ToLeader(p.Exited(location=proc.location, exit_code=code, signal=sig, reason=reason, at=at, drain=drain))
+        ]
         if reason == "exit" and returncode != 0:
             out += self._crashed(proc.group)
         return out
@@ -226,10 +233,10 @@ class Processes:
         text = f"group {group} crashed more than {g.max_retries} times in {g.max_time:g} s: suspended here"
         return [ToLeader(p.Suspend(group=group, seconds=g.max_time)), Note(logging.WARNING, text)]
 
-    def _stop(self, proc: Proc, reason: p.Reason) -> list:
+    def _stop(self, proc: Proc, reason: p.Reason, drain: bool = False) -> list:
         if proc.stopping is not None or proc.pid is None:
             return []
-        proc.stopping = reason
+        proc.stopping, proc.drain = reason, drain
         self.timers.after(proc.call.stop_timeout, self._stop_timed_out, proc.token)
         return [Signal(proc.pid, signal.SIGTERM)]
 

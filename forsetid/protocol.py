@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import msgspec
 import zmq
@@ -46,6 +46,8 @@ Key = Annotated[str, msgspec.Meta(min_length=1, max_length=1024, pattern=r"^[^\x
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=86400)]
 Arg = str | int | float | bool | None
 Reason = Literal["exit", "stopped", "node-down", "conflict", "shutdown"]
+Restart = Literal["never", "on-failure", "always"]  # calls.NAME.restart (restarts.py)
+RESTARTS: tuple[str, ...] = get_args(Restart)
 
 # Error kinds a reply may carry; forsetictl maps them to exceptions.
 BAD_MESSAGE = "bad-message"
@@ -78,10 +80,14 @@ class Call(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     stop_timeout: Annotated[float, msgspec.Meta(ge=0, le=86400)] = 5.0
     endpoint: str | None = None
     log: str | None = None  # a file per key for the process's output (placeholders as in command)
+    restart: Restart = "never"  # what the leader does when a process of the group exits (restarts.py)
 
     def __post_init__(self) -> None:
         if (self.entry is None) == (self.command is None):
             raise ValueError("a call needs exactly one of `entry` or `command`")
+        if self.restart not in RESTARTS:  # (decoding checks it too; a Call built in Python does not)
+            known = ", ".join(map(repr, RESTARTS))
+            raise ValueError(f"`restart` must be one of {known}, got {self.restart!r}")
         if self.entry is not None:
             module, _, func = self.entry.partition(":")
             if not module or not func:
@@ -329,16 +335,24 @@ class SpawnFailed(Msg, tag="spawn-failed"):
 
 
 class Kill(Msg, tag="kill"):
+    """Stop a process. ``drain``: stopped by ``drain --stop``, not by a user's ``stop``
+    (both say reason "stopped"): with a restart policy it starts again elsewhere."""
+
     location: Location
     reason: Reason = "stopped"
+    drain: bool = False
 
 
 class Exited(Msg, tag="exited"):
+    """A process has exited; ``drain`` is its ``Kill``'s, carried back (the leader that
+    reads it may be another one than the leader that sent the kill)."""
+
     location: Location
     exit_code: int | None
     signal: int | None
     reason: Reason
     at: float
+    drain: bool = False
 
 
 # -- events (leader PUB) --

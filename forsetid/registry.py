@@ -1,11 +1,13 @@
 """Every change of the process dictionary, (group, key) -> location, in one place: a
 process registered or dropped is also counted in its worker's load, told as an event,
 and answered to whoever waits for its stop, so that the store, the load and the event
-stream never disagree. Decisions only: each change returns the effects it causes."""
+stream never disagree; every drop is told to ``on_drop`` (the leader's restart policies,
+``restarts.py``). Decisions only: each change returns the effects it causes."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from . import protocol as p
 from .effects import LeaderOut, Note, Publish, Reply
@@ -14,11 +16,13 @@ from .placement import Placement
 from .store import Store
 
 Out = LeaderOut
+# (location, reason, exit code, signal, at, drain: a drain's kill, stopped: a user's stop waited for it)
+OnDrop = Callable[[p.Location, p.Reason, "int | None", "int | None", float, bool, bool], object]
 
 
 class Registry:
-    def __init__(self, store: Store, placement: Placement, events: EventLog) -> None:
-        self.store, self.placement, self.events = store, placement, events
+    def __init__(self, store: Store, placement: Placement, events: EventLog, on_drop: OnDrop | None = None) -> None:
+        self.store, self.placement, self.events, self.on_drop = store, placement, events, on_drop
         self.stopping: dict[tuple[str, str], list[tuple[bytes, int]]] = {}  # key -> (peer, request id)
 
     def register(self, loc: p.Location, adopted: bool = False) -> Out:
@@ -26,12 +30,19 @@ class Registry:
         self.placement.add(loc.node, +1)
         return [Publish(self.events.event("started", loc, at=loc.started_at, adopted=adopted))]
 
-    def drop(self, loc: p.Location, exit_code=None, signal=None, reason: p.Reason = "exit", at=None) -> Out:
+    def drop(
+        self, loc: p.Location, exit_code=None, signal=None, reason: p.Reason = "exit", at=None, drain=False
+    ) -> Out:
+        """``drain``: it was stopped by a drain (``protocol.Kill``), not by a user's stop."""
         self.store.delete(loc.group, loc.key)
         self.placement.add(loc.node, -1)
-        out: Out = [Publish(self.events.event("exited", loc, exit_code, signal, reason, at))]
-        for waiter, req in self.stopping.pop((loc.group, loc.key), ()):
+        event = self.events.event("exited", loc, exit_code, signal, reason, at)
+        out: Out = [Publish(event)]
+        stops = self.stopping.pop((loc.group, loc.key), [])
+        for waiter, req in stops:
             out.append(Reply(waiter, p.Stopped(id=req, found=True)))
+        if self.on_drop is not None:
+            self.on_drop(loc, reason, exit_code, signal, event.at, drain, bool(stops))
         return out
 
     def adopt(self, peer: bytes, loc: p.Location, running: bool = False) -> Out:

@@ -2,6 +2,8 @@
 
 import json
 import os
+import signal
+import sys
 import time
 
 import forsetictl
@@ -33,3 +35,13 @@ def ready_with_endpoint(key, *args):
 
 def exit_before_ready(key, *args):
     raise SystemExit(7)
+
+
+def until_signalled(key, *args):
+    """Live until SIGUSR1 (then exit 0: a clean exit) or SIGUSR2 (exit 3: a failure);
+    ready (a group with ready = true) once it listens for them."""
+    signal.signal(signal.SIGUSR1, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGUSR2, lambda *_: sys.exit(3))
+    forsetictl.ready()
+    while True:
+        time.sleep(3600)

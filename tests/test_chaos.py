@@ -1,8 +1,12 @@
 """A short chaos run: clients get/find/stop in a loop while workers and the leader are
-killed, frozen and restarted at random. At the end every key has at most one live
-process, every process the dictionary lists is alive, none is orphaned, and every error
-a client saw was a clean ForsetiError. Prints its figures (run with -s to see them
-live; they are printed in any case)."""
+killed, frozen and restarted at random, and managed processes are killed. Three groups:
+one without a restart policy, one "always", one "on-failure", so that restarts race
+everything else. A sampler checks all along that no key has two live processes (a
+frozen worker's copies excepted until it is back and its duplicates are stopped: with
+cluster.partition "keep" they go on running meanwhile, SPEC section 9). At the end every
+key has at most one live process, every process the dictionary lists is alive, none is
+orphaned, and every error a client saw was a clean ForsetiError. Prints its figures (run
+with -s to see them live; they are printed in any case)."""
 
 from __future__ import annotations
 
@@ -16,16 +20,24 @@ import time
 
 import pytest
 from cluster import wait_for
+from test_cluster import alive
 
 from forsetictl import Client, ForsetiError
 
 SECONDS = float(os.environ.get("FORSETI_CHAOS_SECONDS", "20"))
 KEYS = [f"k{i}" for i in range(24)]
 FAST = {"heartbeat": 0.2, "liveness": 3}
+SLEEP = {"command": ["sleep", "600"], "stop_timeout": 1.0}
+CALLS = {
+    "chaos": SLEEP,
+    "chaos-always": {**SLEEP, "restart": "always"},
+    "chaos-fail": {**SLEEP, "restart": "on-failure"},
+}
+RESTARTING = ("chaos-always", "chaos-fail")
 
 
-def live_processes(cluster, group: str = "chaos") -> dict[int, str]:
-    """pid -> key of every live process of ``group`` (its env says which)."""
+def live_processes(cluster) -> dict[int, tuple[str, str, str]]:
+    """pid -> (group, key, node) of every live process of the chaos groups (its env says which)."""
     found = {}
     for pid in cluster.processes():
         try:
@@ -33,14 +45,25 @@ def live_processes(cluster, group: str = "chaos") -> dict[int, str]:
                 env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
         except OSError:
             continue
-        if env.get(b"FORSETI_GROUP") == group.encode():
-            found[pid] = env[b"FORSETI_KEY"].decode()
+        if env.get(b"FORSETI_GROUP", b"").decode() in CALLS:
+            found[pid] = (env[b"FORSETI_GROUP"].decode(), env[b"FORSETI_KEY"].decode(), env[b"FORSETI_NODE"].decode())
     return found
+
+
+def duplicates(live: dict[int, tuple[str, str, str]], excused=frozenset()) -> dict[tuple[str, str], list[int]]:
+    """Keys with more than one live process outside the ``excused`` nodes (each of those
+    may hold one more copy): (group, key) -> pids."""
+    by_key: dict[tuple[str, str], list[int]] = collections.defaultdict(list)
+    for pid, (group, key, _) in live.items():
+        by_key[(group, key)].append(pid)
+    return {
+        k: pids for k, pids in by_key.items() if len(pids) > 1 and sum(live[pid][2] not in excused for pid in pids) > 1
+    }
 
 
 @pytest.mark.slow
 def test_chaos(make_cluster, capsys):
-    c = make_cluster(workers=3, cluster=FAST, calls={"chaos": {"command": ["sleep", "600"], "stop_timeout": 1.0}})
+    c = make_cluster(workers=3, cluster=FAST, calls=CALLS)
     stop = threading.Event()
     ops = collections.Counter()
     errors = collections.Counter()
@@ -54,15 +77,15 @@ def test_chaos(make_cluster, capsys):
         client = Client(c.endpoint(node), timeout=1.0)
         try:
             while not stop.is_set():
-                key, roll = rnd.choice(KEYS), rnd.random()
+                group, key, roll = rnd.choice(list(CALLS)), rnd.choice(KEYS), rnd.random()
                 op = "get" if roll < 0.5 else "find" if roll < 0.8 else "stop"
                 try:
                     if op == "get":
-                        client.get("chaos", key)
+                        client.get(group, key)
                     elif op == "find":
-                        client.find("chaos", key)
+                        client.find(group, key)
                     else:
-                        client.stop("chaos", key)
+                        client.stop(group, key)
                     with lock:
                         ops[op] += 1
                 except ForsetiError as exc:
@@ -80,6 +103,34 @@ def test_chaos(make_cluster, capsys):
 
     kills = collections.Counter()
     recoveries = collections.defaultdict(list)
+    frozen: set[str] = set()  # nodes whose copies are excused: frozen, or back and not yet reconciled
+    violations: list[str] = []
+    sampled = collections.Counter()
+
+    def sampler() -> None:
+        """No key has two live processes, at every sample; a duplicate counts only if
+        its processes are all still alive when checked one after another after the scan
+        (then they lived at the same moment: a process that exited just before its
+        restart, both read in one scan, is no duplicate)."""
+        while not stop.wait(0.05):
+            with lock:
+                excused = frozenset(frozen)
+            live = live_processes(c)
+            sampled["samples"] += 1
+            for k, pids in duplicates(live, excused).items():
+                if all(alive(pid) for pid in pids):
+                    violations.append(f"{k[0]}/{k[1]}: pids {pids} on {[live[pid][2] for pid in pids]}")
+
+    def reconciled(name: str) -> bool:
+        """No key has a copy on ``name`` and another elsewhere (its duplicates stopped)."""
+        live = live_processes(c)
+        return not any(name in {live[pid][2] for pid in pids} for pids in duplicates(live).values())
+
+    def kill_process(rnd) -> None:
+        victims = sorted(pid for pid, (group, _, _) in live_processes(c).items() if group in RESTARTING)
+        if victims:
+            os.kill(rnd.choice(victims), signal.SIGKILL)
+            kills["process-killed"] += 1
 
     def recovered(kind: str, since: float, check) -> None:
         wait_for(check, 15, 0.02, f"recovery after {kind}")
@@ -95,10 +146,14 @@ def test_chaos(make_cluster, capsys):
             probe.close()
 
     def chaos(seed: int) -> None:
-        rnd = random.Random(seed)
+        rnd = random.Random(seed)  # the actions (the same ones every run)
+        pick = random.Random(seed + 1)  # which process a kill-process hits (there may be none)
         while not stop.wait(rnd.uniform(0.5, 1.5)):
-            action = rnd.choice(["kill-worker", "kill-worker", "freeze-worker", "kill-leader"])
+            action = rnd.choice(["kill-worker", "kill-worker", "freeze-worker", "kill-leader", "kill-process"])
             kills[action] += 1
+            if action == "kill-process":  # one with a restart policy: it comes back by itself
+                kill_process(pick)
+                continue
             if action == "kill-leader":
                 c.kill("leader", signal.SIGKILL)
                 c.procs["leader"].wait(5)
@@ -115,13 +170,20 @@ def test_chaos(make_cluster, capsys):
                 time.sleep(rnd.uniform(0.1, 0.8))
                 c.start(name)
             else:
+                with lock:
+                    frozen.add(name)
                 c.kill(name, signal.SIGSTOP)
                 time.sleep(rnd.uniform(0.3, 1.2))
                 c.kill(name, signal.SIGCONT)
             recovered(action, t0, lambda name=name: up(name))
+            if action == "freeze-worker":  # its copies run on meanwhile ("keep"): until they are stopped
+                wait_for(lambda name=name: reconciled(name), 15, 0.02, f"{name}'s duplicates stopped")
+                with lock:
+                    frozen.discard(name)
 
     threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(4)]
-    threads.append(threading.Thread(target=chaos, args=(1234,)))
+    threads.append(threading.Thread(target=chaos, args=(1235,)))  # (its first actions: kills, then two freezes)
+    threads.append(threading.Thread(target=sampler))
     t_start = time.monotonic()
     for t in threads:
         t.start()
@@ -136,13 +198,12 @@ def test_chaos(make_cluster, capsys):
     leader = Client(c.cluster["leader"], timeout=2.0)
 
     def consistent():
-        listed = {loc.key: loc.pid for loc in leader.processes("chaos")}
+        listed = {(loc.group, loc.key): loc.pid for loc in leader.processes() if loc.group in CALLS}
         live = live_processes(c)
-        per_key = collections.Counter(live.values())
         return (
-            all(n == 1 for n in per_key.values())  # at most one live process per key
+            not duplicates(live)  # at most one live process per key
             and set(listed.values()) == set(live)  # listed = alive, and nothing unlisted
-            and all(live[pid] == key for key, pid in listed.items())
+            and all(live[pid][:2] == k for k, pid in listed.items())
         )
 
     settle0 = time.monotonic()
@@ -161,8 +222,13 @@ def test_chaos(make_cluster, capsys):
         "recovery_ms_max": {k: round(max(v) * 1000) for k, v in recoveries.items()},
         "settle_ms": round(settled * 1000),
         "live_processes_at_end": len(live_processes(c)),
+        "samples": sampled["samples"],
+        "restart_log_lines": c.log("leader").count("restarting "),
+        "violations": len(violations),
     }
     with capsys.disabled():
         print("\nchaos run:", figures)
     assert not unclean, unclean
-    assert sum(ops.values()) > 100 and sum(kills.values()) >= 3, figures
+    assert not violations, violations
+    assert sum(ops.values()) > 100 and sum(kills.values()) >= 3 and sampled["samples"] > 10, figures
+    assert figures["restart_log_lines"] > 0 or not kills["process-killed"], figures

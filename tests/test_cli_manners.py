@@ -114,8 +114,9 @@ def test_plain_output_for_people(solo, tmp_path):  # noqa: F811
     ep = solo.endpoint("node1")
     log = f"{tmp_path}/{{key}}.log"
     r = ctl(
-        "add-call", "quoted", "--arg", "x y", "--log", log, "--command", "sh", "-c", 'exec sleep 600 "$0"', endpoint=ep
-    )
+        "add-call", "quoted", "--arg", "x y", "--log", log, "--restart", "on-failure", "--command", "sh", "-c",
+        'exec sleep 600 "$0"', endpoint=ep,
+    )  # fmt: skip
     assert r.returncode == 0, r
     r = ctl("get", "sleeper", "k1", endpoint=ep)
     assert re.fullmatch(rf"sleeper/k1 node=node1 pid=\d+ endpoint=- started={DATE}\n", r.stdout), r.stdout
@@ -129,6 +130,7 @@ def test_plain_output_for_people(solo, tmp_path):  # noqa: F811
         "READY",
         "START_TIMEOUT",
         "STOP_TIMEOUT",
+        "RESTART",
         "ENDPOINT",
         "LOG",
         "SUSPENDED_ON",
@@ -136,17 +138,18 @@ def test_plain_output_for_people(solo, tmp_path):  # noqa: F811
         "HOW",
     ]
     quoted = next(line for line in rows if line.startswith("quoted "))
-    assert quoted.split(None, 7) == [
+    assert quoted.split(None, 8) == [
         "quoted",
         "no",
         "10",
         "5",
+        "on-failure",
         "-",
         f"{tmp_path}/{{key}}.log",
         "-",
         """["x y"]  command sh -c 'exec sleep 600 "$0"'""",
     ]
-    assert re.search(r"^sleeper +no +10 +5 +- +- +- +- +entry forsetid.examples:sleeper$", calls, re.M), calls
+    assert re.search(r"^sleeper +no +10 +5 +never +- +- +- +- +entry forsetid.examples:sleeper$", calls, re.M), calls
     slow = next(line for line in rows if line.startswith("slow "))
     assert slow.split()[:2] == ["slow", "yes"] and "[2.0]" in slow
     for args in (("find", "sleeper", "k1"), ("ls",), ("nodes",), ("calls",)):
@@ -168,6 +171,7 @@ def test_json_is_complete_one_object_per_line(solo):  # noqa: F811
         "stop_timeout": 5.0,
         "endpoint": None,
         "log": None,
+        "restart": "never",
         "suspended_on": [],
     }
     assert calls["late_cmd"]["command"] == ["true"] and calls["late_cmd"]["entry"] is None
@@ -252,6 +256,7 @@ def test_help_on_every_argument():
         ["add-call", "g", "--entry", "m:f", "--command", "true"],
         ["add-call", "g", "--command"],
         ["add-call", "g", "--entry", "m:f", "--start-timeout", "-1"],
+        ["add-call", "g", "--entry", "m:f", "--restart", "sometimes"],
         ["remove-call"],
         ["--endpoint", "tcp://127.0.0.1:1", "--config", "x.toml", "ls"],
     ],

@@ -213,6 +213,17 @@ def test_bad_role(tmp_path):
     assert "'leader'" in message and "'worker'" in message and "'both'" in message
 
 
+def test_a_restart_policy_is_read_and_a_bad_one_names_the_key_and_the_choices(tmp_path):
+    loaded = config.load(write(tmp_path, '[calls.users]\nentry = "m:f"\nrestart = "on-failure"\n'))
+    assert loaded.calls["users"].restart == "on-failure"
+    assert config.load(write(tmp_path, '[calls.users]\nentry = "m:f"\n')).calls["users"].restart == "never"
+    message = error(tmp_path, '[calls.users]\nentry = "m:f"\nrestart = "sometimes"\n')
+    assert "calls.users.restart" in message and "'sometimes'" in message
+    assert "'never'" in message and "'on-failure'" in message and "'always'" in message
+    message = error(tmp_path, '[calls.users]\nentry = "m:f"\nrestart = true\n')
+    assert "calls.users.restart" in message and "Expected `str`" in message
+
+
 def test_call_with_entry_and_command(tmp_path):
     message = error(
         tmp_path,

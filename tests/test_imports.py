@@ -31,7 +31,7 @@ class Rule:
 DECISIONS = tuple(
     f"forsetid.{m}"
     for m in ("leader", "hello", "groups", "starts", "members", "event_log", "registry", "placement", "store")
-    + ("crashloop", "roles")
+    + ("crashloop", "roles", "restarts")
     + ("worker", "processes", "cache", "timers", "effects")
 )
 

@@ -537,7 +537,7 @@ def test_info_is_answered_by_the_leader():
     leader = Leader(CALLS, about=about)
     assert only(leader.handle(CLIENT, p.Info(id=4))) == (
         CLIENT,
-        p.InfoReply(id=4, node="lead", role="leader", events="ipc:///x/events", silence=3.0),
+        p.InfoReply(id=4, node="lead", role="leader", events="ipc:///x/events", silence=3.0, epoch=leader.epoch),
     )
 
 

@@ -50,7 +50,9 @@ SAMPLES = [
     p.Spawned(id=23, location=LOC),
     p.SpawnFailed(id=24, group="users", key="k1", reason="boom"),
     p.Kill(id=25, location=LOC, reason="conflict"),
+    p.Kill(id=25, location=LOC, reason="stopped", drain=True),
     p.Exited(id=26, location=LOC, exit_code=None, signal=9, reason="exit", at=1700000001.0),
+    p.Exited(id=26, location=LOC, exit_code=None, signal=15, reason="stopped", at=1700000001.0, drain=True),
     p.Event(seq=7, epoch="e1", kind="exited", location=LOC, exit_code=1, reason="exit", at=1.0, gseq=3),
     p.Tick(seq=7, epoch="e1", gseq=3),
     p.Elected(node="node2", term=42, epoch="42"),
@@ -207,6 +209,19 @@ def test_bad_call_inside_a_message_is_a_bad_message():
     err = bad(raw(t="add-call", name="g", call={"entry": "m:f", "command": ["x"]}))
     assert err.kind == p.BAD_MESSAGE and err.id == 77
     assert "exactly one of" in err.message and "$.call" in err.message
+
+
+def test_a_restart_policy_is_one_of_three_and_never_by_default():
+    assert p.Call(entry="m:f").restart == "never"
+    assert msgspec.msgpack.decode(p.encode(p.Call(entry="m:f", restart="always"))) == {
+        "entry": "m:f",
+        "restart": "always",
+    }
+    assert "Invalid enum value 'sometimes'" in call_error(entry="m:f", restart="sometimes")
+    with pytest.raises(ValueError, match=r"`restart` must be one of 'never', 'on-failure', 'always', got 'x'"):
+        p.Call(entry="m:f", restart="x")  # type: ignore[arg-type]
+    err = bad(raw(t="add-call", name="g", call={"entry": "m:f", "restart": "often"}))
+    assert err.kind == p.BAD_MESSAGE and "$.call.restart" in err.message
 
 
 def test_valid_calls():

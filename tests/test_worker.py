@@ -260,6 +260,23 @@ def test_kill_terms_then_kills_after_stop_timeout():
     assert (exited.location, exited.reason, exited.signal) == (msg.location, "stopped", 9)
 
 
+def test_a_drains_kill_is_told_apart_from_a_users_in_the_exit():
+    """Both say reason "stopped"; the leader restarts only a drained one (restarts.py)."""
+    worker, _ = make()
+    _, a = started(worker, "a", pid=1001, spawn_id=1)
+    _, b = started(worker, "b", pid=1002, spawn_id=2)
+    assert signals(worker.on_leader(p.Kill(location=a.location, reason="stopped", drain=True))) == [(1001, 15)]
+    assert signals(worker.on_leader(p.Kill(location=b.location, reason="stopped"))) == [(1002, 15)]
+    exits = to_leader(worker.processes.on_exit(1001, -15) + worker.processes.on_exit(1002, -15))
+    assert [(e.location, e.reason, e.drain) for e in exits] == [
+        (a.location, "stopped", True),
+        (b.location, "stopped", False),
+    ]
+    gone = p.Location("users", "absent", "node1", 1)
+    (echo,) = to_leader(worker.on_leader(p.Kill(location=gone, drain=True)))
+    assert (echo.reason, echo.drain) == ("stopped", True)
+
+
 def test_kill_of_unknown_pid_answers_at_once():
     worker, _ = make()
     _, msg = started(worker, "k", pid=4242)
