@@ -116,12 +116,13 @@ def test_simulate_json_smoke():
 
 
 @pytest.mark.slow
-def test_bench_failover_json_smoke():
+def test_bench_failover_json_smoke(tmp_path):
     """One round of each signal in each setting, on etcds and clusters of its own: every
-    row there, with its target where the issue set one, and nothing left running (etcd
+    row there, with its target where the issue set one, the logs kept with a journal of
+    the signals and of the leader's key in etcd, and nothing left running (etcd
     included: it carries the mark too)."""
     done = bench("--failover", "--rounds", "1", "--workers", "1", "--candidates", "2", "--count", "20",
-                 "--starts", "3")  # fmt: skip
+                 "--starts", "3", "--logs", str(tmp_path))  # fmt: skip
     assert done.stderr == b""
     report = json.loads(done.stdout)
     assert set(report) == {"info", "baselines", "results", "samples"}
@@ -163,6 +164,14 @@ def test_bench_failover_json_smoke():
             assert by_name[f"failover after {how}, {setting}: max"]["value"] == values[0]
             assert by_name[f"failover after {how}, {setting}: median"]["value"] == values[0]
     assert len(samples[f"etcd lease lapse (TTL 2 s), {defaults}"]["values"]) == 5
+    for setting in ("defaults", "tuned"):
+        kept = tmp_path / setting
+        assert {p.name for p in kept.iterdir()} == {"bench.log", "etcd.log", "leader1.log", "leader2.log", "node1.log"}
+        journal = (kept / "bench.log").read_text()
+        for line in ("SIGKILL to leader", "SIGTERM to leader", "succeeded after", "etcd: the leader's key deleted",
+                     "etcd: the leader's key created by leader"):  # fmt: skip
+            assert line in journal, journal
+        assert " leads (term " in (kept / "leader1.log").read_text() + (kept / "leader2.log").read_text()
 
 
 def test_bench_failover_refuses_a_cluster_of_someone_else_and_another_mode():

@@ -28,7 +28,8 @@ and ``REJOIN`` more: the workers' SUB sockets reconnect to it only every 100 ms
 only once they subscribe again; a candidate that has been back a while is what a real
 failover meets. SIGKILL and SIGTERM take turns, ``--rounds`` each. With ``--logs``,
 the daemons log at INFO, and ``bench.log`` beside their logs has the wall-clock time of
-every signal and of the get that succeeded, to line them up with.
+every signal, of the get that succeeded, and of every change of the leader's key in
+etcd (seen through a watch of the bench's own), to line them up with.
 
 Next to each setting, what etcd itself takes, as baselines: one request through its
 HTTP gateway (with a connection of its own, as the candidates make them), and the lapse
@@ -51,8 +52,10 @@ import os
 import random
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -214,6 +217,8 @@ def _failover(args, report: Report, progress: Progress, setting: Setting) -> Non
     label = setting.label
     etcd: LocalEtcd | None = None
     cluster: LocalCluster | None = None
+    watch: KeyWatch | None = None
+    journal: list[tuple[float, str]] = []  # (wall-clock time, what happened), for --logs
     try:
         progress(f"failover, {label}: starting etcd, {args.candidates} candidates and {args.workers} workers")
         etcd = LocalEtcd(tuned=setting.tuned)
@@ -225,7 +230,8 @@ def _failover(args, report: Report, progress: Progress, setting: Setting) -> Non
         requests = _etcd_requests(etcd.url)
         granted, lapses = _lapses(etcd.url, ttl)
         times: dict[str, list[float]] = {sig.name: [] for sig in SIGNALS}
-        journal: list[str] = []
+        if args.logs:
+            watch = KeyWatch(etcd.url, f"/forseti/{cluster.cluster['name']}/leader", journal)
         run_id = f"{os.getpid()}-{setting.slug}"
         for i in range(args.rounds):
             for sig in SIGNALS:
@@ -233,6 +239,8 @@ def _failover(args, report: Report, progress: Progress, setting: Setting) -> Non
                 worker = cluster.node_names[i % len(cluster.node_names)]
                 times[sig.name].append(_round(cluster, sig, worker, f"failover-{run_id}-{sig.name}-{i}", journal))
     finally:
+        if watch is not None:
+            watch.close()
         try:
             if cluster is not None:
                 if args.logs:
@@ -254,7 +262,7 @@ def _failover(args, report: Report, progress: Progress, setting: Setting) -> Non
         report.samples[row] = (samples, "s")
 
 
-def _round(cluster: LocalCluster, sig: signal.Signals, worker: str, key: str, journal: list[str]) -> float:
+def _round(cluster: LocalCluster, sig: signal.Signals, worker: str, key: str, journal: list) -> float:
     """Signal the leader; seconds until a get of ``key`` through ``worker`` succeeds.
     Returns once the candidate is back and stands by (and ``REJOIN`` more)."""
     leader = cluster.wait_leader(timeout=SETTLE)
@@ -278,8 +286,8 @@ def _round(cluster: LocalCluster, sig: signal.Signals, worker: str, key: str, jo
                     ) from None
                 if not isinstance(exc, Timeout):
                     time.sleep(AGAIN)
-    journal.append(f"{_stamp(at)} {sig.name} to {leader} (pid {cluster.procs[leader].pid})")
-    journal.append(f"{_stamp(at + elapsed)} get {key} through {worker} succeeded after {elapsed:.3f} s: on {loc.node}")
+    journal.append((at, f"{sig.name} to {leader} (pid {cluster.procs[leader].pid})"))
+    journal.append((at + elapsed, f"get {key} through {worker} succeeded after {elapsed:.3f} s: on {loc.node}"))
     try:  # reaped before it is started again (a SIGTERMed leader resigns, then exits)
         cluster.procs[leader].wait(SETTLE)
     except subprocess.TimeoutExpired:
@@ -345,13 +353,50 @@ def _info(endpoint: str):
         return None
 
 
-def _keep_logs(folder: Path, cluster: LocalCluster, etcd: LocalEtcd | None, journal: list[str]) -> None:
+def _keep_logs(folder: Path, cluster: LocalCluster, etcd: LocalEtcd | None, journal: list) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "bench.log").write_text("".join(line + "\n" for line in journal))
+    (folder / "bench.log").write_text("".join(f"{_stamp(at)} {text}\n" for at, text in sorted(journal)))
     logs = [*cluster.dir.glob("*.log"), *([etcd.dir / "etcd.log"] if etcd is not None else [])]
     for log in logs:
         if log.exists():
             shutil.copy(log, folder / log.name)
+
+
+class KeyWatch(threading.Thread):
+    """Journals every change of one key in etcd, (wall-clock time, what), as a watch
+    through the gateway streams them (one JSON object a line)."""
+
+    def __init__(self, url: str, key: str, journal: list) -> None:
+        super().__init__(name="forseti-bench-watch", daemon=True)
+        where = urllib.parse.urlsplit(url)
+        self.conn = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=None)
+        body = {"create_request": {"key": _b64(key)}}
+        self.conn.request("POST", "/v3/watch", body=json.dumps(body), headers={"Content-Type": "application/json"})
+        self.response = self.conn.getresponse()
+        self.journal = journal
+        self.start()
+
+    def run(self) -> None:
+        try:
+            while line := self.response.readline():
+                at = time.time()
+                for event in json.loads(line).get("result", {}).get("events", ()):
+                    if event.get("type") == "DELETE":
+                        self.journal.append((at, "etcd: the leader's key deleted"))
+                    else:
+                        holder = base64.b64decode(event.get("kv", {}).get("value", "")).decode(errors="replace")
+                        self.journal.append((at, f"etcd: the leader's key created by {holder}"))
+        except (OSError, http.client.HTTPException, ValueError):
+            pass  # closed
+
+    def close(self) -> None:
+        if self.conn.sock is not None:
+            try:
+                self.conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.join(timeout=2.0)
+        self.conn.close()
 
 
 # -- etcd's own costs, through its HTTP gateway --
