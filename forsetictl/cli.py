@@ -146,6 +146,23 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="what CURVE costs instead: cached find and new entry starts, next to a plain cluster and a raw CURVE echo",
     )
+    p.add_argument(
+        "--failover",
+        action="store_true",
+        help="backend etcd instead: from SIGKILL and SIGTERM of the leader to the first get of a new key, "
+        "and cached find and starts against backend memory (its own etcd and clusters)",
+    )
+    p.add_argument(
+        "--rounds", type=_positive, default=5, help="with --failover: leaders killed per signal and setting (default 5)"
+    )
+    p.add_argument(
+        "--candidates", type=_positive, default=3, help="with --failover: leader candidates of its clusters (default 3)"
+    )
+    p.add_argument(
+        "--logs",
+        metavar="DIR",
+        help="with --failover: the daemons log at INFO; their logs and etcd's are copied to DIR",
+    )
     p.add_argument("--profile", metavar="DIR", help="run the local daemons under cProfile, one .prof per daemon in DIR")
     p.add_argument(
         "--simulate",

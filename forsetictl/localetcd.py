@@ -37,11 +37,12 @@ class LocalEtcd:
     100 and 1000), e.g. (50, 500) for a faster lapse of a leader's lease."""
 
     def __init__(self, tuned: tuple[int, int] | None = None, timeout: float = 20.0) -> None:
+        binary = etcd_binary()  # (before anything is made: a missing etcd leaves nothing behind)
         self.dir = Path(tempfile.mkdtemp(prefix="forseti-etcd-", dir="/tmp"))
         self.url = f"http://127.0.0.1:{free_port()}"
         peer = f"http://127.0.0.1:{free_port()}"
         cmd = [
-            etcd_binary(),
+            binary,
             "--name", "local",
             "--data-dir", str(self.dir / "data"),
             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 
+import pytest
 from cluster import ROOT
 
 from forsetictl.localcluster import marked
@@ -112,3 +113,76 @@ def test_simulate_json_smoke():
     assert [(r["workers"], r["keys"]) for r in rows] == [(3, 300), (30, 300), (30, 3000)]
     for r in rows:
         assert all(r[k] > 0 for k in ("get_new_us", "choose_us", "scan_us", "find_us"))
+
+
+@pytest.mark.slow
+def test_bench_failover_json_smoke(tmp_path):
+    """One round of each signal in each setting, on etcds and clusters of its own: every
+    row there, with its target where the issue set one, the logs kept with a journal of
+    the signals and of the leader's key in etcd, and nothing left running (etcd
+    included: it carries the mark too)."""
+    done = bench("--failover", "--rounds", "1", "--workers", "1", "--candidates", "2", "--count", "20",
+                 "--starts", "3", "--logs", str(tmp_path))  # fmt: skip
+    assert done.stderr == b""
+    report = json.loads(done.stdout)
+    assert set(report) == {"info", "baselines", "results", "samples"}
+    assert report["info"]["etcd"].startswith("etcd ")
+    for name in (
+        "cached find, backend memory median",
+        "new entry: get, backend memory median",
+        "etcd request (HTTP gateway), etcd defaults",
+        "etcd lease lapse (TTL 2 s), etcd defaults",
+        "etcd request (HTTP gateway), tuned etcd 50/500 ms",
+        "etcd lease lapse (TTL 1 s), tuned etcd 50/500 ms",
+    ):
+        assert report["baselines"][name]["value"] > 0, name
+    rows = {(r["name"], r["baseline"]): r for r in report["results"]}
+    defaults, tuned = "etcd defaults", "tuned etcd 50/500 ms"
+    for row, target in (
+        (("cached find, backend etcd median", "cached find, backend memory median"), "<= 1.1x"),
+        (("new entry: get, backend etcd median", "new entry: get, backend memory median"), "<= 1.1x"),
+        ((f"failover after SIGKILL, {defaults}, lease 2 s: median", f"etcd lease lapse (TTL 2 s), {defaults}"),
+         "<= 2.50 s"),
+        ((f"failover after SIGKILL, {defaults}, lease 2 s: max", f"etcd lease lapse (TTL 2 s), {defaults}"),
+         "<= 3.50 s"),
+        ((f"failover after SIGTERM, {defaults}, lease 2 s: median", f"etcd request (HTTP gateway), {defaults}"),
+         "<= 300.0 ms"),
+        ((f"failover after SIGTERM, {defaults}, lease 2 s: max", f"etcd request (HTTP gateway), {defaults}"), None),
+        ((f"failover after SIGKILL, {tuned}, lease 1 s: median", f"etcd lease lapse (TTL 1 s), {tuned}"), None),
+        ((f"failover after SIGTERM, {tuned}, lease 1 s: max", f"etcd request (HTTP gateway), {tuned}"), None),
+    ):  # fmt: skip
+        assert rows[row]["target"] == target, rows[row]
+    for r in report["results"]:
+        assert set(r) >= {"name", "value", "unit", "baseline", "baseline_value", "ratio", "target", "ok"}
+        assert isinstance(r["ratio"], float) and r["ratio"] > 0, r
+        assert r["baseline"] in report["baselines"]
+    samples, by_name = report["samples"], {r["name"]: r for r in report["results"]}
+    for how in ("SIGKILL", "SIGTERM"):
+        for setting in (f"{defaults}, lease 2 s", f"{tuned}, lease 1 s"):
+            values = samples[f"failover after {how}, {setting}"]["values"]
+            assert len(values) == 1 and values[0] > 0  # one round: its median and max are that sample
+            assert by_name[f"failover after {how}, {setting}: max"]["value"] == values[0]
+            assert by_name[f"failover after {how}, {setting}: median"]["value"] == values[0]
+    assert len(samples[f"etcd lease lapse (TTL 2 s), {defaults}"]["values"]) == 5
+    for setting in ("defaults", "tuned"):
+        kept = tmp_path / setting
+        assert {p.name for p in kept.iterdir()} == {"bench.log", "etcd.log", "leader1.log", "leader2.log", "node1.log"}
+        journal = (kept / "bench.log").read_text()
+        for line in ("SIGKILL to leader", "SIGTERM to leader", "succeeded after", "etcd: the leader's key deleted",
+                     "etcd: the leader's key created by leader"):  # fmt: skip
+            assert line in journal, journal
+        assert " leads (term " in (kept / "leader1.log").read_text() + (kept / "leader2.log").read_text()
+
+
+def test_bench_failover_refuses_a_cluster_of_someone_else_and_another_mode():
+    for other, named in (
+        (["--endpoint", "ipc:///nonexistent/forseti"], b"--config/--endpoint"),
+        (["bench", "--simulate"], b"--simulate"),
+        (["bench", "--curve"], b"--failover"),
+    ):
+        args = other if other[0] == "bench" else [*other, "bench"]
+        cmd = [sys.executable, "-m", "forsetictl", "--json", *args, "--failover"]
+        done = subprocess.run(cmd, capture_output=True, timeout=30, cwd=ROOT)
+        assert done.returncode == 2, done.stderr.decode()
+        assert json.loads(done.stdout)["error"] == "usage"
+        assert named in done.stderr, done.stderr

@@ -9,6 +9,9 @@ measures a running cluster instead, adding two groups (``bench-entry``,
 ``--simulate`` measures the leader's decisions alone (``python -m forsetid.simulate``).
 ``--curve`` measures what CURVE costs a cached find and a new entry start instead: a
 plain and a CURVE cluster of its own side by side, and a raw CURVE echo (``curve.py``).
+``--failover`` measures a cluster with backend "etcd" instead: from the loss of its
+leader (SIGKILL, SIGTERM) to the first successful get of a new key, and cached find and
+starts against backend memory, on etcds and clusters of its own (``failover.py``).
 
 ``report.py`` the figures and the table, ``timing.py`` the bounded loops,
 ``baselines.py`` the machine's own costs, ``measure.py`` the cluster's, ``simulate.py``
@@ -28,6 +31,8 @@ from ..config import ConfigError, resolve_endpoint
 from ..localcluster import ClusterError, LocalCluster
 from .curve import PHASES as CURVE_PHASES
 from .curve import curve_bench
+from .failover import failover_bench
+from .failover import phases as failover_phases
 from .measure import COMMAND_GROUP, ENTRY_GROUP, GROUPS, Bench
 from .report import BenchError, Progress, Report
 from .simulate import simulate
@@ -35,11 +40,23 @@ from .simulate import simulate
 USAGE, FAILED = 2, 3  # exit statuses, as forsetictl's
 
 
+OWN_ONLY = {  # the modes that measure clusters of their own
+    "curve": "plain and with CURVE",
+    "failover": "each with its own etcd",
+}
+
+
 def run(args) -> int:
     """``forsetictl bench``; returns the exit status."""
-    if args.curve and (args.simulate or args.config or args.endpoint):
-        other = "--simulate" if args.simulate else "--config/--endpoint"
-        message = f"bench: --curve measures clusters of its own, plain and with CURVE: it takes no {other}"
+    modes = [mode for mode in OWN_ONLY if getattr(args, mode)]
+    if modes and (args.simulate or args.config or args.endpoint or len(modes) > 1):
+        if args.simulate:
+            other = "--simulate"
+        elif args.config or args.endpoint:
+            other = "--config/--endpoint"
+        else:
+            other = f"--{modes[1]}"
+        message = f"bench: --{modes[0]} measures clusters of its own, {OWN_ONLY[modes[0]]}: it takes no {other}"
         if args.json:
             print(json.dumps({"error": "usage", "message": message}))
         print(f"forsetictl: {message}", file=sys.stderr)
@@ -47,9 +64,15 @@ def run(args) -> int:
     if args.simulate:
         return simulate(args)
     own = not (args.config or args.endpoint)
-    progress = Progress(not args.json, phases=CURVE_PHASES if args.curve else 12 + own)
+    phases = CURVE_PHASES if args.curve else failover_phases(args) if args.failover else 12 + own
+    progress = Progress(not args.json, phases=phases)
     try:
-        report = curve_bench(args, progress) if args.curve else _bench(args, progress, own)
+        if args.curve:
+            report = curve_bench(args, progress)
+        elif args.failover:
+            report = failover_bench(args, progress)
+        else:
+            report = _bench(args, progress, own)
     except (BenchError, ForsetiError, ClusterError, ConfigError) as exc:
         progress.done()
         if args.json:

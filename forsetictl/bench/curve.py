@@ -33,7 +33,7 @@ from ..security import load_keys
 from .baselines import EchoServer, raw_round_trips
 from .measure import ENTRY_GROUP, GROUPS, find_frame
 from .report import Progress, Report, stats
-from .timing import PHASE_SECONDS, dealer, sequential
+from .timing import PHASE_SECONDS, alternate, cpus_apart, dealer, pin, sequential
 
 PHASES = 3
 # Samples per chunk: small, so that the sides take turns often (a chunk of round trips
@@ -47,11 +47,11 @@ def curve_bench(args, progress: Progress) -> Report:
     clusters: list[LocalCluster] = []
     echoes: list[EchoServer] = []
     clients: list[Client] = []
-    cpus = _cpus()
+    cpus = cpus_apart()
     try:
         progress("starting a plain and a CURVE cluster")
         # Every process started from here on inherits this thread's CPU: the servers' CPU.
-        pinned = cpus is not None and _pin({cpus[1]}, threads=False)
+        pinned = cpus is not None and pin({cpus[1]}, threads=False)
         plain = _cluster(args, clusters, secure=False)
         secure = _cluster(args, clusters, secure=True)
         keys = secure.client_keys
@@ -61,7 +61,7 @@ def curve_bench(args, progress: Progress) -> Report:
         for c in clusters:
             c.wait_up(timeout=20.0)
         if pinned:
-            pinned = _pin({cpus[0]})  # this process, all its threads (libzmq's I/O threads too): the client's
+            pinned = pin({cpus[0]})  # this process, all its threads (libzmq's I/O threads too): the client's
         plain_client = Client(plain.endpoint(plain.node_names[0]), timeout=args.timeout)
         clients.append(plain_client)
         secure_client = Client(secure.endpoint(secure.node_names[0]), timeout=args.timeout, **keys)
@@ -86,31 +86,7 @@ def curve_bench(args, progress: Progress) -> Report:
         for c in clusters:
             c.close()
         if cpus is not None:
-            _pin(set(cpus))
-
-
-def _cpus() -> list[int] | None:
-    """The CPUs this process may run on, if there are two or more to pin the client and
-    the servers apart (None: leave the scheduler be)."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return None
-    return cpus if len(cpus) >= 2 else None
-
-
-def _pin(cpus: set[int], threads: bool = True) -> bool:
-    """Run this process's calling thread (``threads``: every thread) on ``cpus``; False
-    if that is not allowed here."""
-    try:
-        for task in os.listdir("/proc/self/task") if threads else ["0"]:
-            try:
-                os.sched_setaffinity(int(task), cpus)
-            except ProcessLookupError:  # a thread that ended meanwhile
-                pass
-    except OSError:
-        return False
-    return True
+            pin(set(cpus))
 
 
 def _cluster(args, clusters: list, secure: bool) -> LocalCluster:
@@ -159,22 +135,6 @@ def _make_keys(keys: Path, workers: list[str]) -> dict:
     return {"key": str(keys / f"{CLIENT}.key_secret"), "server_key": str(keys / "server.key")}
 
 
-def _alternate(measures: dict, total: int, chunk: int, deadline: float) -> dict:
-    """Each of ``measures`` (name -> fn(count, deadline) -> samples) ``total`` times, in
-    chunks of ``chunk``: one chunk of each per round, the order reversed every other
-    round. Stops after the round in which ``deadline`` passed."""
-    samples = {name: [] for name in measures}
-    order, done, i = list(measures), 0, 0
-    while done < total:
-        n = min(chunk, total - done)
-        for name in order if i % 2 == 0 else reversed(order):
-            samples[name] += measures[name](n, deadline)
-        done, i = done + n, i + 1
-        if time.monotonic() > deadline:
-            break
-    return samples
-
-
 def _round_trips(args, report, progress, plain, secure, curve_keys, echoes) -> None:
     progress("round trips: raw echo, raw CURVE echo, cached find plain and with CURVE, alternating")
     timeout = args.timeout
@@ -192,7 +152,7 @@ def _round_trips(args, report, progress, plain, secure, curve_keys, echoes) -> N
         }
         for fn in measures.values():  # connect (and shake hands), and warm up
             fn(50, time.monotonic() + PHASE_SECONDS)
-        s = _alternate(measures, args.count, ROUND_TRIP_CHUNK, time.monotonic() + PHASE_SECONDS)
+        s = alternate(measures, args.count, ROUND_TRIP_CHUNK, time.monotonic() + PHASE_SECONDS)
     finally:
         raw.close()
         raw_curve.close()
@@ -227,7 +187,7 @@ def _starts(args, report, progress, plain, secure) -> None:
     measures = {"plain": starts(plain, "start"), "CURVE": starts(secure, "start-curve")}
     for fn in measures.values():  # the first starts of a fork server cost more
         fn(5, time.monotonic() + PHASE_SECONDS)
-    s = _alternate(measures, args.starts, START_CHUNK, time.monotonic() + PHASE_SECONDS)
+    s = alternate(measures, args.starts, START_CHUNK, time.monotonic() + PHASE_SECONDS)
     st = stats(s["plain"])
     report.baselines["new entry: get without CURVE median"] = (st["median"], "us")
     report.baselines["new entry: get without CURVE p99"] = (st["p99"], "us")

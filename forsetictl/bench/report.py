@@ -28,6 +28,7 @@ class Report:
     baselines: dict = field(default_factory=dict)  # name -> (value, unit)
     rows: list = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    samples: dict = field(default_factory=dict)  # name -> (every sample, unit): measurements of few samples
 
     def row(self, name: str, value: float, unit: str, baseline: str, target: tuple | None = None) -> None:
         """``target``: ("x<=", r) or ("x>=", r) against the baseline, or ("<=", v) / (">=", v) absolute."""
@@ -55,16 +56,20 @@ class Report:
         return out
 
     def json(self) -> dict:
-        return {
+        out = {
             "info": self.info,
             "baselines": {k: {"value": v, "unit": u} for k, (v, u) in self.baselines.items()},
             "results": self.results(),
         }
+        if self.samples:
+            out["samples"] = {k: {"values": v, "unit": u} for k, (v, u) in self.samples.items()}
+        return out
 
     def table(self) -> str:
         lines = [f"forsetictl bench: {', '.join(f'{k} {v}' for k, v in self.info.items())}", "", "baselines (this run)"]
+        wn = max([34, *(len(name) for name in self.baselines)])
         for name, (value, unit) in self.baselines.items():
-            lines.append(f"  {name:<34} {_fmt(value, unit):>14}")
+            lines.append(f"  {name:<{wn}} {_fmt(value, unit):>14}")
         results = self.results()
         w = max([42, *(len(r["name"]) for r in results)])  # the columns as wide as their longest
         wb = max([30, *(len(r["baseline"]) for r in results)])
@@ -74,12 +79,19 @@ class Report:
             target = (r["target"] or "") + mark
             value = _fmt(r["value"], r["unit"])
             lines.append(f"  {r['name']:<{w}} {value:>14} {r['ratio']:>7.2f}x  {r['baseline']:<{wb}} {target}".rstrip())
+        if self.samples:
+            lines += ["", "every sample"]
+            ws = max(len(name) for name in self.samples)
+            for name, (values, unit) in self.samples.items():
+                lines.append(f"  {name:<{ws}}  {'  '.join(_fmt(v, unit) for v in values)}")
         return "\n".join(lines)
 
 
 def _fmt(value: float, unit: str) -> str:
     if unit == "us":
         return f"{value / 1000:.2f} ms" if value >= 10_000 else f"{value:.0f} us"
+    if unit == "s":
+        return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
     if unit == "B":
         return f"{value:.0f} B"
     return f"{value:,.0f} {unit}"

@@ -1,7 +1,10 @@
-"""The timed loops, each bounded by a count and by a deadline: nothing waits forever."""
+"""The timed loops, each bounded by a count and by a deadline: nothing waits forever;
+and what measuring two things side by side needs (chunks that take turns, the bench
+and what it starts on CPUs apart)."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import zmq
@@ -68,3 +71,43 @@ def pipeline(sock: zmq.Socket, make, total: int, window: int, seconds: float, ti
         if sent < total and now < stop_at:
             send()
     return done, clock() - start, latencies
+
+
+def alternate(measures: dict, total: int, chunk: int, deadline: float) -> dict:
+    """Each of ``measures`` (name -> fn(count, deadline) -> samples) ``total`` times, in
+    chunks of ``chunk``: one chunk of each per round, the order reversed every other
+    round. Stops after the round in which ``deadline`` passed."""
+    samples = {name: [] for name in measures}
+    order, done, i = list(measures), 0, 0
+    while done < total:
+        n = min(chunk, total - done)
+        for name in order if i % 2 == 0 else reversed(order):
+            samples[name] += measures[name](n, deadline)
+        done, i = done + n, i + 1
+        if time.monotonic() > deadline:
+            break
+    return samples
+
+
+def cpus_apart() -> list[int] | None:
+    """The CPUs this process may run on, if there are two or more to pin the client and
+    the servers apart (None: leave the scheduler be)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    return cpus if len(cpus) >= 2 else None
+
+
+def pin(cpus: set[int], threads: bool = True) -> bool:
+    """Run this process's calling thread (``threads``: every thread) on ``cpus``; False
+    if that is not allowed here."""
+    try:
+        for task in os.listdir("/proc/self/task") if threads else ["0"]:
+            try:
+                os.sched_setaffinity(int(task), cpus)
+            except ProcessLookupError:  # a thread that ended meanwhile
+                pass
+    except OSError:
+        return False
+    return True
