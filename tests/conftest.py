@@ -1,6 +1,8 @@
+import shutil
 import signal
 
 import pytest
+import zmq.auth
 from cluster import Cluster
 
 
@@ -35,3 +37,20 @@ def make_cluster():
 def cluster(make_cluster):
     """A leader and three workers."""
     return make_cluster(workers=3)
+
+
+# CURVE key pairs for the security tests (tests/test_security.py, tests/test_ha.py).
+ROLES = {"node1": "workers", "node2": "workers", "admin": "admins", "alice": "clients", "reader": "readers"}
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    """Key pairs for the server, two workers and a client of each role (and "eve", whose
+    key is in no folder); the public halves filed under authorized/ROLE/."""
+    root = tmp_path_factory.mktemp("keys")
+    for name in ["server", "eve", *ROLES]:
+        zmq.auth.create_certificates(root, name)
+    for name, role in ROLES.items():
+        (root / "authorized" / role).mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / f"{name}.key", root / "authorized" / role / f"{name}.key")
+    return root

@@ -353,8 +353,8 @@ def test_a_killed_leader_of_role_both_costs_its_own_processes_only(ha):
     assert fresh.node in others and alive(fresh.pid)
     wait_for(lambda: not alive(locs[first].pid), 5, 0.05, "its process to die with it")
     assert all(alive(locs[n].pid) for n in others)
-    keys = sorted(loc.key for loc in client.processes())
-    assert keys == sorted(["after", *(f"on-{n}" for n in others)])
+    listed = sorted(loc.key for loc in client.processes())
+    assert listed == sorted(["after", *(f"on-{n}" for n in others)])
 
 
 # -- the chaos run, with candidates and etcd --
@@ -412,3 +412,24 @@ def test_chaos_with_leader_candidates_and_etcd_pauses(ha, etcd, capsys):
     assert not load.unclean, load.unclean
     assert not load.doubled, f"keys with two live processes: {load.doubled} ({figures})"
     assert sum(faults.values()) >= 5 and load.ops["new"] > 20, figures
+
+
+# -- with CURVE on every socket --
+
+
+def test_a_curve_cluster_of_candidates_fails_over(ha, keys):
+    from test_security import security
+
+    c = ha(
+        tcp=True,
+        security=lambda name: security(keys, name),
+        client_keys={"key": keys / "alice.key_secret", "server_key": keys / "server.key"},
+    )
+    first = c.wait_leader()
+    loc = c.client("node1").get("sleeper", "k")
+    about = c.client("node2").leader()  # each candidate asked over CURVE with alice's key
+    assert about["leader"] == first and {s["state"] for s in about["candidates"]} == {"leader", "standby"}
+    c.kill(first, signal.SIGKILL)
+    c.wait_leader(other_than=first)
+    assert c.client("node2", timeout=10.0).get("sleeper", "k") == loc
+    assert alive(c.client("node2").get("sleeper", "new").pid)

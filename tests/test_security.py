@@ -17,23 +17,9 @@ import pytest
 import zmq
 import zmq.auth
 from cluster import ROOT, free_port, wait_for
+from conftest import ROLES
 
 from forsetid import protocol as p
-
-ROLES = {"node1": "workers", "node2": "workers", "admin": "admins", "alice": "clients", "reader": "readers"}
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    """Key pairs for the server, two workers and a client of each role (and "eve", whose
-    key is in no folder); the public halves filed under authorized/ROLE/."""
-    root = tmp_path_factory.mktemp("keys")
-    for name in ["server", "eve", *ROLES]:
-        zmq.auth.create_certificates(root, name)
-    for name, role in ROLES.items():
-        (root / "authorized" / role).mkdir(parents=True, exist_ok=True)
-        shutil.copy(root / f"{name}.key", root / "authorized" / role / f"{name}.key")
-    return root
 
 
 def security(keys, name: str) -> dict:
