@@ -121,10 +121,24 @@ class Leader(Hellos, Restarting):
         # knew, or else every node of cluster.nodes.
         everyone_of = self.expected or set(self.placement.allowed or ())
         everyone = bool(everyone_of) and all(node in self.members.peer_of for node in everyone_of)
+        recovering = self.starts.recovering_until is not None
         held = self.starts.recovered(self.monotonic(), everyone)
         out: Out = [Note(logging.INFO, f"placing new keys again ({len(held)} gets waited)")] if held else []
+        if recovering and self.starts.recovering_until is None:
+            out += self._missing()
         for peer, msg in held:
             out += self._get(peer, msg)
+        return out
+
+    def _missing(self) -> Out:
+        """At the end of a recovery, the workers a predecessor knew that never said
+        hello: shown down, and no longer waited for by a successor."""
+        out: Out = []
+        for node in sorted(self.expected - set(self.members.peer_of)):
+            self.placement.join(node, 0)
+            self.placement.down(node)
+            out += [Note(logging.WARNING, f"worker {node} is down: it did not say hello to this leader")]
+            out += self.record(f"members/{node}", None)
         return out
 
     def node_down(self, node: str) -> Out:

@@ -2,11 +2,12 @@
 
 import itertools
 
+import msgspec
 import pytest
 
 from forsetid import leader as decisions
 from forsetid import protocol as p
-from forsetid.effects import Note, Publish, Reply
+from forsetid.effects import Note, Publish, Record, Reply
 
 PUBLISH = None  # the "peer" of a published event in the pairs below
 
@@ -766,3 +767,63 @@ def test_a_worker_that_leaves_is_left_not_down():
     assert node_info(leader)["node1"].state == "left"
     hello(leader, "node1", incarnation="inc-2")
     assert node_info(leader)["node1"].state == "up"
+
+
+# -- a leader elected in etcd (backend "etcd") --
+
+
+def elected(now, expected=("node1", "node2")) -> decisions.Leader:
+    """A leader as a won election starts one: the workers its predecessors knew, from etcd."""
+    return decisions.Leader(CALLS, heartbeat=1.0, liveness=3, monotonic=lambda: now[0], recovering=True,
+                            epoch="12", term=12, expected=expected, durable=True)  # fmt: skip
+
+
+def records(effects) -> list[tuple[str, bytes | None]]:
+    return [(e.key, e.value) for e in effects if isinstance(e, Record)]
+
+
+def test_an_elected_leader_places_new_keys_once_every_worker_etcd_knew_said_hello():
+    now = [50.0]
+    leader = elected(now)
+    out = leader.handle(peer("node1"), p.Hello(id=1, node="node1", incarnation="i"))
+    welcome = next(e.msg for e in out if isinstance(e, Reply) and isinstance(e.msg, p.Welcome))
+    assert (welcome.term, welcome.epoch) == (12, "12")
+    assert records(out) == [("members/node1", b"")]  # for its successor
+    assert leader.handle(CLIENT, p.Get(id=5, group="users", key="k")) == []  # node2 may be starting it
+    now[0] = 51.6  # no fresh cluster's shortcut: etcd says there were workers
+    assert not [e for e in leader.expire() if isinstance(e, Reply)]
+    out = leader.handle(peer("node2"), p.Hello(id=1, node="node2", incarnation="i"))
+    assert [e.msg.key for e in out if isinstance(e, Reply) and isinstance(e.msg, p.Spawn)] == ["k"]  # at once
+
+
+def test_a_worker_etcd_knew_that_stays_silent_is_waited_for_then_shown_down_and_forgotten():
+    now = [50.0]
+    leader = elected(now)
+    leader.handle(peer("node1"), p.Hello(id=1, node="node1", incarnation="i"))
+    assert leader.handle(CLIENT, p.Get(id=5, group="users", key="k")) == []
+    now[0] = 53.1  # heartbeat x liveness: node2 is dead (or slow, and then it is on its own)
+    leader.members.last_seen["node1"] = 53.0
+    out = leader.expire()
+    assert [e.msg.key for e in out if isinstance(e, Reply) and isinstance(e.msg, p.Spawn)] == ["k"]
+    assert records(out) == [("members/node2", None)]  # a successor will not wait for it again
+    (reply,) = leader.handle(CLIENT, p.Nodes(id=6))
+    assert {n.name: n.state for n in reply.msg.items} == {
+        "node1": "up",
+        "node2": "down",
+    }
+
+
+def test_an_elected_leader_records_run_time_groups_and_answers_its_waiters_when_its_term_ends():
+    now = [50.0]
+    leader = elected(now, expected=())
+    leader.handle(peer("node1"), p.Hello(id=1, node="node1", incarnation="i"))
+    now[0] = 52.0
+    leader.expire()
+    add = leader.handle(CLIENT, p.AddCall(id=2, name="extra", call=p.Call(command=["sleep", "9"])))
+    assert records(add) == [("calls/extra", msgspec.json.encode(p.Call(command=["sleep", "9"])))]
+    assert records(leader.handle(CLIENT, p.RemoveCall(id=3, name="extra"))) == [("calls/extra", None)]
+    leader.handle(CLIENT, p.Get(id=4, group="users", key="k"))  # its start is under way on node1
+    ((to, error),) = [(e.peer, e.msg) for e in leader.abdicate()]
+    assert to == CLIENT and (error.id, error.kind) == (4, p.NOT_LEADER)
+    # With backend memory nothing is recorded.
+    assert records(make(["node1"]).handle(CLIENT, p.AddCall(id=2, name="x", call=p.Call(command=["true"])))) == []
