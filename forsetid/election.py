@@ -106,12 +106,14 @@ class Campaign(threading.Thread):
         self.every = min(lease / 4, 0.5)  # renewals: several within the lease
         self.turned_at = time.monotonic()  # set by the loop each turn
         self.reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
-        self.writes: queue.SimpleQueue[tuple[str, bytes | None] | None] = queue.SimpleQueue()
+        self.writes: queue.SimpleQueue[tuple[int, str, bytes | None] | None] = queue.SimpleQueue()
+        self._write: tuple[int, str, bytes | None] | None = None  # taken off the queue, not yet done
         self.fd, self._wake = os.pipe()
         os.set_blocking(self.fd, False)
         os.set_blocking(self._wake, False)
         self._halt = threading.Event()
         self._resign = threading.Event()
+        self._release = threading.Event()
         self._lease: int | None = None
         self._term = 0
         self._renewed_at = 0.0  # when the last renewal that succeeded was sent
@@ -122,12 +124,19 @@ class Campaign(threading.Thread):
     def alive(self, now: float) -> None:
         self.turned_at = now
 
-    def record(self, key: str, value: bytes | None) -> None:
-        """Write (None: delete) a record of this leader, guarded by its term."""
-        self.writes.put((key, value))
+    def record(self, term: int, key: str, value: bytes | None) -> None:
+        """Write (None: delete) a record of the leader of ``term``, guarded by it: one
+        queued in a term that has ended is dropped."""
+        self.writes.put((term, key, value))
 
     def resign(self) -> None:
+        """Revoke the lease (a standby takes over at once) and campaign no more."""
         self._resign.set()
+        self.writes.put(None)
+
+    def release(self) -> None:
+        """Revoke the lease, and stand again: the loop cannot lead."""
+        self._release.set()
         self.writes.put(None)
 
     def holding(self) -> bool:
@@ -137,6 +146,7 @@ class Campaign(threading.Thread):
     def close(self) -> None:
         self._halt.set()
         self.writes.put(None)
+        self.etcd.interrupt()  # (a standby's watch)
         self.join(timeout=2 * self.etcd.timeout + 0.5)
         if not self.is_alive():  # (one still in a watch may yet write: its pipe stays, the process ends)
             for fd in (self.fd, self._wake):
@@ -164,12 +174,17 @@ class Campaign(threading.Thread):
             pass
 
     def run(self) -> None:
-        while not self._halt.is_set():
+        while True:
             try:
-                if self._resign.is_set():
-                    self._give_up()
+                if self._resign.is_set():  # (before a halt: a resignation must revoke)
+                    self._give_up(Resigned())
                     return
-                if self._lease is None:
+                if self._halt.is_set():
+                    return
+                if self._release.is_set():
+                    self._release.clear()
+                    self._give_up(Lost("released: this daemon could not lead"))
+                elif self._lease is None:
                     self._stand()
                 else:
                     self._hold()
@@ -181,6 +196,10 @@ class Campaign(threading.Thread):
                     self._unreachable = True
                     self._report(Unreachable(str(exc)))
                 self._halt.wait(self.every)
+            except Exception:  # a bug, or an answer of a shape we did not expect: never die quietly
+                log.exception("the election thread failed; it goes on in %.1f s", self.every)
+                self._report(Unreachable("the election thread failed (see the traceback above)"))
+                self._halt.wait(self.every)
 
     def _wedged(self) -> bool:
         return time.monotonic() - self.turned_at > max(2 * self.every, self.lease / 2)
@@ -191,24 +210,32 @@ class Campaign(threading.Thread):
         if held is not None:
             holder, term, revision = held
             self._report(Standing(holder, term))
-            self.etcd.wait_deleted(self.key, revision, timeout=max(self.lease, 1.0))
+            began = time.monotonic()
+            if not self.etcd.wait_deleted(self.key, revision, timeout=max(self.lease, 1.0)):
+                # (a watch that ends at once, e.g. cancelled, must not make this spin)
+                self._halt.wait(max(0.0, self.every - (time.monotonic() - began)))
             return
         if self._wedged():  # a loop that does not turn must not take office
             self._halt.wait(self.every)
             return
         sent_at = time.monotonic()
         lease = self.etcd.grant(self.ttl)
-        won, term, holder = self.etcd.create(self.key, self.name, lease)
+        try:
+            won, term, holder = self.etcd.create(self.key, self.name, lease)
+        except EtcdError:
+            self.etcd.revoke(lease)  # the create may have been done, its answer lost: undo it
+            raise
         if not won:
             self.etcd.revoke(lease)
             self._report(Standing(holder or None, term))
             return
+        self._drop_writes()  # (queued in an earlier term)
         self._lease, self._term, self._renewed_at = lease, term, sent_at
         try:
             members = sorted(self.etcd.prefix(self.prefix + MEMBERS))
             calls = self.etcd.prefix(self.prefix + CALLS)
         except EtcdError:
-            self._give_up()  # a leader that cannot read what it must know should not lead
+            self._give_up(Lost("it could not read its predecessor's records"))  # so it should not lead
             raise
         self._report(Won(term, sent_at, members, calls))
 
@@ -219,32 +246,47 @@ class Campaign(threading.Thread):
             sent_at = time.monotonic()
             if self.etcd.keepalive(self._lease or 0) <= 0:
                 self._lease = None
+                self._drop_writes()
                 self._report(Lost("its lease lapsed in etcd"))
                 return
             self._renewed_at = sent_at
             self._report(Renewed(sent_at))
         elif time.monotonic() - self._renewed_at > self.lease:
             self._lease = None  # let lapse: the loop would be deciding on a lapsed lease
+            self._drop_writes()
             self._report(Lost(f"the loop did not turn for {time.monotonic() - self.turned_at:.1f} s"))
             return
         deadline = time.monotonic() + self.every
         while (left := deadline - time.monotonic()) > 0:
-            try:
-                write = self.writes.get(timeout=left)
-            except queue.Empty:
+            if self._write is None:
+                try:
+                    self._write = self.writes.get(timeout=left)
+                except queue.Empty:
+                    return
+            if self._write is None:  # resign, release or close
                 return
-            if write is None:  # resign or close
-                return
-            key, value = write
-            if not self.etcd.put_if(self.key, self._term, self.prefix + key, value):
+            term, key, value = self._write
+            # (one that fails stays, to be tried again first)
+            if term == self._term and not self.etcd.put_if(self.key, self._term, self.prefix + key, value):
                 self._lease = None
+                self._drop_writes()
                 self._report(Lost("another candidate holds the leader's key"))
                 return
+            self._write = None
 
-    def _give_up(self) -> None:
+    def _drop_writes(self) -> None:
+        self._write = None
+        while True:
+            try:
+                self.writes.get_nowait()
+            except queue.Empty:
+                return
+
+    def _give_up(self, report: Report) -> None:
         lease, self._lease = self._lease, None
+        self._drop_writes()
         if lease is not None:
             try:
                 self.etcd.revoke(lease)  # its key goes with it: a standby takes over at once
             finally:
-                self._report(Resigned())
+                self._report(report)

@@ -3,7 +3,7 @@ and nothing more. Keys and values go as base64, int64s come back as strings.
 
 Why our own: python-etcd3 is unmaintained and breaks on current protobuf; the gRPC
 stack would be a heavy dependency for a dozen calls a minute; the gateway ships with
-every etcd since 3.3 and speaks plain JSON over ``http.client``. (Patroni wrote its
+every etcd since 3.4 and speaks plain JSON over ``http.client``. (Patroni wrote its
 own client for the same reasons.) It blocks: only ``election.py``'s thread uses it,
 never a daemon's loop.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import socket
 import urllib.parse
 
 
@@ -46,6 +47,7 @@ class Etcd:
         self.endpoints = [urllib.parse.urlsplit(e) for e in endpoints]
         self.timeout = timeout
         self._current = 0  # the endpoint that answered last: tried first
+        self._watch: http.client.HTTPConnection | None = None  # the watch under way
 
     def _connection(self, url: urllib.parse.SplitResult, timeout: float) -> http.client.HTTPConnection:
         cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
@@ -68,13 +70,21 @@ class Etcd:
                 continue
             finally:
                 conn.close()
-            self._current = index
             try:
                 answer = json.loads(data or b"{}")
             except ValueError:
-                raise EtcdError(f"{url.geturl()}{path}: not JSON: {data[:200]!r}") from None
+                answer = None
+            if not isinstance(answer, dict):
+                errors.append(f"{url.geturl()}{path}: HTTP {response.status}, not a JSON object: {data[:200]!r}")
+                continue
             if response.status != 200 or "error" in answer or "code" in answer:
-                raise EtcdError(f"{url.geturl()}{path}: {answer.get('message') or answer.get('error') or data[:200]}")
+                text = f"{url.geturl()}{path}: {answer.get('message') or answer.get('error') or data[:200]!r}"
+                if answer.get("code") in _ABOUT_THE_REQUEST:
+                    self._current = index
+                    raise EtcdError(text)
+                errors.append(text)  # a sick member (a learner, no leader, overloaded): the next one
+                continue
+            self._current = index
             return answer
         raise EtcdError("no etcd endpoint answered: " + "; ".join(errors))
 
@@ -149,18 +159,6 @@ class Etcd:
         )
         return bool(answer.get("succeeded"))
 
-    def delete_if(self, key: str, create_revision: int) -> bool:
-        """Delete ``key`` if it is still the one created at ``create_revision``."""
-        k = _b64(key)
-        answer = self.post(
-            "/v3/kv/txn",
-            {
-                "compare": [{"key": k, "target": "CREATE", "create_revision": str(create_revision)}],
-                "success": [{"request_delete_range": {"key": k}}],
-            },
-        )
-        return bool(answer.get("succeeded"))
-
     def wait_deleted(self, key: str, after: int, timeout: float) -> bool:
         """Block until ``key`` is deleted after revision ``after`` (True), or ``timeout``
         passes (False). Through a watch: the gateway streams one JSON object a line."""
@@ -183,7 +181,21 @@ class Etcd:
             self._current = (self._current + 1) % len(self.endpoints)  # the next try goes elsewhere
             raise EtcdError(f"{url.geturl()}/v3/watch: {exc or type(exc).__name__}") from None
         finally:
+            self._watch = None
             conn.close()
+
+    def interrupt(self) -> None:
+        watch = self._watch
+        if watch is not None and watch.sock is not None:
+            try:
+                watch.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+# gRPC status codes that are about the request itself (not the member that answered):
+# INVALID_ARGUMENT, NOT_FOUND (a lease that is gone), FAILED_PRECONDITION.
+_ABOUT_THE_REQUEST = (3, 5, 9)
 
 
 def _revision(answer: dict) -> int:

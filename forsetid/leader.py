@@ -161,6 +161,7 @@ class Leader(Hellos, Restarting):
         waiting = [w for _, wait in self.starts.pending.items() for w in wait.waiters]
         waiting += [(peer, msg.id) for peer, msg in self.starts.held]
         waiting += [w for waiters in self.registry.stopping.values() for w in waiters]
+        waiting += [w for r in self.restarts.pending.values() for w in r.waiters]
         text = "this leader's term has ended; ask again"
         return [Reply(peer, p.Error(id=req, kind=p.NOT_LEADER, message=text)) for peer, req in waiting]
 

@@ -88,18 +88,7 @@ class LeaderIO(Part):
         name = self.config.node.name
         for report in self.campaign.taken():
             if isinstance(report, Won):
-                self.office.won(report.term, report.sent_at)
-                calls = dict(self.config.calls)
-                for group, raw in report.calls.items():
-                    try:
-                        calls[group] = msgspec.json.decode(raw, type=p.Call)
-                    except msgspec.ValidationError as exc:
-                        log.warning("group %s, as recorded in etcd, is unusable and left out: %s", group, exc)
-                leader = self._lead(calls, report.term, report.members)
-                self.known_leader = name
-                waits = f"waiting for {len(report.members)} known workers" if report.members else "no worker known yet"
-                log.warning("%s leads (term %d): elected in etcd; %s", name, report.term, waits)
-                self._publish(b"", p.Elected(node=name, term=report.term, epoch=leader.epoch))
+                self._won(report)
             elif isinstance(report, Renewed):
                 self.office.renewed(report.sent_at)
             elif isinstance(report, Lost):
@@ -111,13 +100,50 @@ class LeaderIO(Part):
                     log.info("%s stands by: %s leads (term %d)", name, report.leader or "nobody", report.term)
                 self.known_leader = report.leader
             elif isinstance(report, Unreachable):
+                self.known_leader = None if self.leader is None else self.known_leader  # (no stale hints)
                 if self.leader is not None:
                     left = (self.office.until or 0) - time.monotonic()
                     log.warning("etcd is unreachable (%s): leading %.1f s more unless it answers", report.why, left)
                 else:
                     log.warning("etcd is unreachable (%s): cannot stand for leader", report.why)
             elif isinstance(report, Resigned):
+                self._step_down("resigned")
                 self.resigned = True
+
+    def _won(self, report: Won) -> None:
+        assert self.campaign is not None and self.office is not None
+        name = self.config.node.name
+        if self.loop.stopping:  # (resigning already: the thread revokes this lease next)
+            return
+        self.office.won(report.term, report.sent_at)
+        self.resigned = False
+        if not self._leading():  # a report read too late to act on
+            self.campaign.release()
+            return
+        try:
+            calls = dict(self.config.calls)
+            for group, raw in report.calls.items():
+                try:
+                    calls[group] = msgspec.json.decode(raw, type=p.Call)
+                except msgspec.DecodeError as exc:  # (ValidationError included)
+                    log.warning("group %s, as recorded in etcd, is unusable and left out: %s", group, exc)
+            self._lead(calls, report.term, report.members)
+        except Exception:  # a candidate that holds the lease but cannot lead must let go
+            log.exception("%s won the election but cannot lead: it lets its lease go", name)
+            self.office.lost()
+            self.leader = None
+            self.campaign.release()
+            return
+        self.known_leader = name
+        waits = f"waiting for {len(report.members)} known workers" if report.members else "no worker known yet"
+        log.warning("%s leads (term %d): elected in etcd; %s", name, report.term, waits)
+        self._announce(b"")
+
+    def _announce(self, topic: bytes) -> None:
+        """Tell the workers who leads (at once when elected, then with every tick, so a
+        worker whose subscription missed it hears it within a heartbeat)."""
+        assert self.office is not None and self.leader is not None
+        self._publish(topic, p.Elected(node=self.config.node.name, term=self.office.term, epoch=self.leader.epoch))
 
     def _leading(self) -> bool:
         """Whether this candidate may decide now; a leader whose lease may have lapsed
@@ -149,8 +175,8 @@ class LeaderIO(Part):
         self.loop.send(self.router, peer, p.Error(id=msg.id, kind=p.NOT_LEADER, message=text, leader=who or ""))
 
     def _record(self, effect: Record) -> None:
-        if self.campaign is not None:
-            self.campaign.record(effect.key, effect.value)
+        if self.campaign is not None and self.office is not None:
+            self.campaign.record(self.office.term, effect.key, effect.value)
 
     def _reply(self, effect: Reply) -> None:
         self.loop.send(self.router, effect.peer, effect.msg)
@@ -180,13 +206,17 @@ class LeaderIO(Part):
     # -- input --
 
     def _on_router(self, sock: zmq.Socket) -> None:
-        leader = self.leader
-        if leader is None or not self._leading():
+        if self.office is None:  # backend memory: always the leader
+            leader = self.leader
             for peer, msg in self.loop.receive(sock):
-                self._not_leader(peer, msg)
+                self.carry_out(leader.handle(peer, msg))
             return
         for peer, msg in self.loop.receive(sock):
-            self.carry_out(leader.handle(peer, msg))
+            # (asked of each message: a batch may outlast the lease)
+            if self.leader is not None and self._leading():
+                self.carry_out(self.leader.handle(peer, msg))
+            else:
+                self._not_leader(peer, msg)
 
     def _on_subscribe(self, sock: zmq.Socket) -> None:
         # A new subscription gets a tick on its own topic at once: the subscriber then
@@ -203,8 +233,7 @@ class LeaderIO(Part):
                     continue  # (a standby publishes nothing: it would confuse the followers' sequence)
                 self._publish(topic, self.leader.events.tick(group))
                 if not topic and self.office is not None:  # a worker, maybe: tell it who leads
-                    self._publish(topic, p.Elected(node=self.config.node.name, term=self.office.term,
-                                                   epoch=self.leader.epoch))  # fmt: skip
+                    self._announce(topic)
             elif frame[:1] == b"\x00" and group:
                 self.groups.discard(group)
 
@@ -220,6 +249,9 @@ class LeaderIO(Part):
     def turn(self) -> None:
         now = time.monotonic()
         if self.campaign is not None:
+            if not self.campaign.is_alive() and not self.loop.stopping:
+                self.loop.fail(1, "the election thread has ended: this candidate can neither lead nor stand by")
+                return
             self.campaign.alive(now)
             if self.leader is None or not self._leading():
                 return
@@ -227,6 +259,8 @@ class LeaderIO(Part):
         if now >= self.next_tick:
             self.next_tick = now + self.heartbeat
             self._publish(b"", self.leader.events.tick())
+            if self.office is not None:
+                self._announce(b"")
             for group in self.groups:  # a follower of one group hears no other topic's ticks
                 self._publish(p.topic(group), self.leader.events.tick(group))
             if self.metrics is not None and (self.metrics.wanted or len(self.leader.store) <= self.metrics.small):

@@ -49,11 +49,12 @@ class Worker:
         # Where a leader may be, (name, endpoint): the one leader, or every candidate
         # (backend "etcd"). The DEALER is connected to one of them, ``target``.
         self.leaders = leaders or [("", "")]
-        self.elected = len(self.leaders) > 1 or self.leaders[0][0] != ""
-        names = [name for name, _ in self.leaders]
-        self.target = names.index(node) if node in names else 0  # (role "both": its own first)
+        self.names = [name for name, _ in self.leaders]
+        self.by_election = self.names != [""]  # backend "etcd": candidates, one of them elected
+        self.target = self.names.index(node) if node in self.names else 0  # (role "both": its own first)
         self.term = 0  # the newest term that welcomed it: a leader of an older one is not obeyed
-        self.heading = 0  # the newest term it heard elected, whose leader it went to
+        self.elected_term = 0  # the newest term it heard elected, whose leader it went to
+        self.unwelcomed = 0  # candidates tried in a row without a welcome: the search slows
         self.hinted_at = float("-inf")  # when it last went where a standby said the leader is
         self.leader_name = ""
         # What `info` answers (the daemon's name, role and events endpoint).
@@ -127,7 +128,7 @@ class Worker:
                 return [Note(logging.WARNING, text), *self._switch(self._next(), "look further")]
             news = "joined the leader" if self.leader_epoch in (None, msg.epoch) else "joined a new leader"
             self.welcomed, self.leader_lost, self.leader_epoch = True, False, msg.epoch
-            self.term, self.leader_name = msg.term, msg.leader
+            self.term, self.leader_name, self.unwelcomed = msg.term, msg.leader, 0
             self.patience = self.silence
             self.calls.update(msg.calls)
             which = f"{msg.leader} (term {msg.term})" if msg.term else f"(epoch {msg.epoch})"
@@ -153,6 +154,8 @@ class Worker:
     def on_event(self, msg: p.Event | p.Tick | p.Elected) -> list:
         if isinstance(msg, p.Elected):
             return self._elected(msg)
+        if self.by_election and msg.epoch != self.leader_epoch:
+            return []  # late words of a former leader, or a new one's before its welcome
         resets = self.cache.resets
         self.cache.apply(msg)
         if self.cache.resets != resets:  # emptied: our own processes are known anyway
@@ -189,7 +192,7 @@ class Worker:
         """This node, and the leader it has joined (none while it has not)."""
         about, joined = self.about, self.welcomed
         events = about.events
-        if self.elected:  # the events endpoint of the candidate that leads
+        if self.by_election:  # the events endpoint of the candidate that leads
             seat = next((s for s in about.candidates if s.name == self.leader_name), None)
             events = seat.events if seat is not None and joined else ""
         return msgspec.structs.replace(
@@ -226,7 +229,8 @@ class Worker:
             out.append(ToLeader(p.Ping()))
         if now - self.last_heard > self.patience:
             out += self._lose_leader(now)
-        elif self.elected and not self.welcomed and now - self.switched_at >= self.heartbeat:
+        elif self.by_election and not self.welcomed and now - self.switched_at >= self._search_gap():
+            self.unwelcomed += 1
             out += self._switch(self._next(), "no welcome")  # a candidate that is down or knows no leader
         return out + self.timers.expire()
 
@@ -241,12 +245,20 @@ class Worker:
         for client, client_id, _ in self.forwards.values():
             out.append(Reply(client, self._no_leader(client_id)))
         self.forwards.clear()
-        return out + self._switch(self._next() if self.elected else self.target, "")
+        # Any leader of an older term has lost its lease by now (silence > lease): a
+        # rebuilt etcd, whose terms start again, is followed too.
+        self.term = self.elected_term = 0
+        return out + self._switch(self._next() if self.by_election else self.target, "")
 
     # -- finding the leader (backend "etcd") --
 
     def _next(self) -> int:
         return (self.target + 1) % len(self.leaders)
+
+    def _search_gap(self) -> float:
+        """A heartbeat per candidate, then longer after each round that found no leader."""
+        rounds = self.unwelcomed // len(self.leaders)
+        return min(self.heartbeat * (1 + rounds), max(self.heartbeat, self.silence))
 
     def _switch(self, target: int, why: str) -> list:
         """A new socket to ``leaders[target]``, a hello, and the requests still waiting
@@ -274,7 +286,7 @@ class Worker:
         refused stays waiting, to go again to the leader."""
         if msg.id == self.hello_id or self.welcomed:
             self.welcomed = False  # (a leader whose term ended)
-        names = [name for name, _ in self.leaders]
+        names = self.names
         hint = names.index(msg.leader) if msg.leader in names else None
         now = self.clock()
         if hint is None or hint == self.target or now - self.hinted_at < self.heartbeat / 10:
@@ -283,11 +295,10 @@ class Worker:
         return self._switch(hint, f"{names[self.target]} says {msg.leader} leads")
 
     def _elected(self, msg: p.Elected) -> list:
-        names = [name for name, _ in self.leaders]
-        if msg.term <= max(self.term, self.heading) or msg.node not in names:
+        if msg.term <= max(self.term, self.elected_term) or msg.node not in self.names:
             return []  # (old news, or on its way there already)
-        self.heading = msg.term
-        return self._switch(names.index(msg.node), f"elected in term {msg.term}")
+        self.elected_term = msg.term
+        return self._switch(self.names.index(msg.node), f"elected in term {msg.term}")
 
     def _no_leader(self, req_id: int) -> p.Error:
         return p.Error(id=req_id, kind=p.NO_LEADER, message=f"node {self.node} has no leader at the moment; try again")

@@ -72,8 +72,9 @@ def test_one_campaign_wins_the_other_stands_by_and_takes_over_when_it_resigns(et
             standing = reports(b, Standing)
             assert (standing.leader, standing.term) == ("a", won.term)
             reports(a, Renewed)
-            a.record("members/node1", b"")
-            a.record("calls/extra", b'{"command": ["sleep", "1"]}')
+            a.record(won.term - 1, "members/stale", b"")  # queued in a term that has ended: dropped
+            a.record(won.term, "members/node1", b"")
+            a.record(won.term, "calls/extra", b'{"command": ["sleep", "1"]}')
             wait_for(lambda: Etcd([etcd.url]).get("/forseti/resign/members/node1"), 5, 0.02, "the record")
             a.resign()
             reports(a, Resigned)
@@ -167,3 +168,90 @@ def test_a_worker_searches_the_candidates_and_sends_its_waiting_requests_again()
     # b does not answer: a heartbeat later the worker tries the next candidate.
     clock.now += 1.0
     assert [e.endpoint for e in w.expire() if isinstance(e, Reconnect)] == ["tcp://c"]
+
+
+# -- etcd that answers badly --
+
+
+class Proxy:
+    """An HTTP front of the real etcd that answers ``fail(path)`` requests with a 503
+    and an error body, as a sick member or a proxy would; counts what it was asked."""
+
+    def __init__(self, etcd_url: str, fail) -> None:
+        import http.server
+        import threading
+        import urllib.parse
+
+        target = urllib.parse.urlsplit(etcd_url)
+        asked: list[str] = []
+        self.asked = asked
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                asked.append(self.path)
+                if fail(self.path):
+                    data = b'{"error": "etcdserver: too many requests", "code": 14, "message": "too many requests"}'
+                    self.send_response(503)
+                else:
+                    conn = http.client.HTTPConnection(target.hostname, target.port, timeout=5)
+                    conn.request("POST", self.path, body=body, headers={"Content-Type": "application/json"})
+                    data = conn.getresponse().read()  # (a watch would stream: not proxied here)
+                    conn.close()
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        import http.client
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_member_that_answers_with_an_error_is_passed_over_for_the_next(etcd):
+    sick = Proxy(etcd.url, fail=lambda path: True)
+    try:
+        client = Etcd([sick.url, etcd.url], timeout=0.5)
+        assert client.grant(2) > 0 and sick.asked == ["/v3/lease/grant"]
+        assert client.grant(2) > 0 and len(sick.asked) == 1  # the one that answered is asked first now
+        with pytest.raises(EtcdError, match="too many requests"):
+            Etcd([sick.url], timeout=0.5).grant(2)
+    finally:
+        sick.close()
+
+
+def test_a_standby_whose_watch_fails_at_once_does_not_spin(etcd):
+    holder = Etcd([etcd.url])
+    lease = holder.grant(10)
+    assert holder.create("/forseti/spin/leader", "someone", lease)[0]
+    front = Proxy(etcd.url, fail=lambda path: path == "/v3/watch")
+    standby = Campaign(Etcd([front.url], timeout=0.5), "spin", "b", lease=2.0)
+    standby.start()
+    try:
+        time.sleep(2.0)
+        standby.alive(time.monotonic())
+        watches = front.asked.count("/v3/watch")
+        assert 1 <= watches <= 8, front.asked  # one every `every` (0.5 s) at most, not thousands
+    finally:
+        standby.close()
+        front.close()
+        holder.revoke(lease)
+
+
+def test_a_worker_that_lost_its_leader_follows_a_rebuilt_etcds_lower_terms():
+    w, clock = ha_worker()
+    w.on_leader(p.Welcome(id=w.hello().id, epoch="52", term=52, leader="a"))
+    clock.now += w.silence + 0.1  # no word from any leader for longer than a lease
+    w.expire()
+    assert w.term == 0
+    w.on_leader(p.Welcome(id=w.hello_id, epoch="2", term=2, leader="b"))
+    assert w.welcomed and w.term == 2

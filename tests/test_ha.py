@@ -433,3 +433,22 @@ def test_a_curve_cluster_of_candidates_fails_over(ha, keys):
     c.wait_leader(other_than=first)
     assert c.client("node2", timeout=10.0).get("sleeper", "k") == loc
     assert alive(c.client("node2").get("sleeper", "new").pid)
+
+
+def test_a_record_in_etcd_that_cannot_be_read_is_left_out_and_the_candidate_leads(ha, etcd):
+    from forsetid.etcd import Etcd
+
+    c = ha(start=False, wait=False)
+    Etcd([etcd.url]).post("/v3/kv/put", {"key": _b64(f"/forseti/{c.tag}/calls/bad"), "value": _b64("{not json")})
+    for name in c.configs:
+        c.start(name)
+    c.wait_up()
+    leader = c.wait_leader()
+    assert "group bad, as recorded in etcd, is unusable and left out" in c.log(leader)
+    assert alive(c.client("node1").get("sleeper", "k").pid) and "bad" not in c.client("node1").calls()
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
