@@ -1,5 +1,6 @@
-"""The leader's sockets: a ROUTER for workers and clients, an XPUB for events. Messages
-are decided by ``leader.Leader``; this part carries out what it returns."""
+"""The leader's sockets: a ROUTER for workers and clients, an XPUB for events, and the
+ROUTER's monitor, which tells when a worker's connection closes (``closes.py``).
+Messages are decided by ``leader.Leader``; this part carries out what it returns."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import logging
 import time
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from . import protocol as p
+from .closes import GRACE, Closes
 from .config import Config
 from .effects import Note, Publish, Reply
 from .leader import Leader
@@ -33,6 +36,11 @@ class LeaderIO(Part):
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         loop.bind(self.router, cluster.leader, inproc + "-leader")
+        # Fast detection: a worker whose connection closes is looked at GRACE later.
+        self.closes = Closes(min(GRACE, cluster.heartbeat * cluster.liveness / 2), time.monotonic)
+        loop.sources.add(self.router)  # (ZMQ_SRCFD: which connection a hello came on)
+        self.monitor = self.router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        loop.watch(self.monitor, self._on_monitor)
         self.pub = loop.socket(zmq.XPUB, self._on_subscribe, p.MAX_MESSAGE, serves=True)
         self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)
         loop.bind(self.pub, cluster.events, inproc + "-events")
@@ -74,7 +82,43 @@ class LeaderIO(Part):
 
     def _on_router(self, sock: zmq.Socket) -> None:
         for peer, msg in self.loop.receive(sock):
-            self.carry_out(self.leader.handle(peer, msg))
+            effects = self.leader.handle(peer, msg)
+            if isinstance(msg, p.Hello) and self.leader.peer_of.get(msg.node) == peer:  # welcomed
+                self.closes.joined(msg.node, self.loop.source_fd())
+            self.carry_out(effects)
+
+    def _on_monitor(self, sock: zmq.Socket) -> None:
+        for frames in self.loop.waiting(sock):
+            try:
+                event = parse_monitor_message(frames)
+            except (zmq.ZMQError, ValueError, IndexError):
+                continue
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                node = self.closes.node_at.get(int(event["value"]))
+                if node is not None:
+                    log.debug("the connection worker %s said hello on closed: looking in %g s", node, self.closes.grace)
+                self.closes.closed(int(event["value"]))
+
+    def _look(self, node: str) -> None:
+        """Is the connection ``node`` registered on still there? An unasked pong tells
+        (a worker takes it for the heartbeat answer it is), ROUTER_MANDATORY refusing it if not."""
+        peer = self.leader.peer_of.get(node)
+        if peer is None:
+            return  # down already, or left
+        try:
+            self.router.send(peer, zmq.SNDMORE | zmq.NOBLOCK)
+            self.router.send(p.encode(p.Pong(epoch=self.leader.epoch, known=True)), zmq.NOBLOCK)
+            log.debug("worker %s is still connected", node)
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                return  # there, but not keeping up: heartbeats judge it
+            if self.metrics is not None:
+                for (group, _), _ in self.leader.starts.of_node(node):
+                    self.metrics.start_failures.labels(group, "node-down").inc()
+            self.closes.forget(node)
+            self.carry_out(self.leader.node_down(node, "its connection closed"))
+        finally:
+            self.loop.unchecked.add(self.router)
 
     def _on_subscribe(self, sock: zmq.Socket) -> None:
         # A new subscription gets a tick on its own topic at once: the subscriber then
@@ -95,10 +139,15 @@ class LeaderIO(Part):
 
     def deadline(self) -> float:
         end = self.leader.next_deadline()
-        return self.next_tick if end is None else min(self.next_tick, end)
+        soonest = self.next_tick if end is None else min(self.next_tick, end)
+        look = self.closes.deadline()
+        return soonest if look is None else min(soonest, look)
 
     def turn(self) -> None:
         now = time.monotonic()
+        if self.closes.due:
+            for node in self.closes.take_due():
+                self._look(node)
         if now >= self.next_tick:
             self.next_tick = now + self.heartbeat
             self._publish(b"", self.leader.events.tick())
