@@ -34,7 +34,8 @@ def build(config: Config) -> Loop:
     spawner = None
     if role in ("worker", "both"):
         # The fork server starts first: its preloading overlaps the daemon's own start.
-        spawner = Spawner(sorted({c.entry for c in config.calls.values() if c.entry}), config.node.python_path)
+        entries = sorted({c.entry for c in config.calls.values() if c.entry})
+        spawner = Spawner(entries, config.node.python_path, lease=cluster.partition == "stop")
     loop = Loop(config.path, keys, (lambda: authorized(config)) if keys else None)
     parts = loop.parts
     about = p.InfoReply(

@@ -4,7 +4,8 @@ Each ``on_*`` method takes one input (a client request, a message from the leade
 event, a report about a process) and returns a list of effects (``effects.py``) for
 ``worker_io.py`` to carry out: ``Reply`` to a client of ``node.listen``, ``ToLeader``,
 ``Start`` a process (its argv, arguments and environment decided here), ``Signal`` a
-process's group, ``Reconnect`` to a leader that fell silent, ``RefillSpare``.
+process's group, ``Reconnect`` to a leader that fell silent, ``RefillSpare``, and with
+``cluster.partition = "stop"`` ``Renew`` the processes' lease (``lease.py``).
 
 Clients are answered from the cache when it can; everything else is forwarded to the
 leader under a request id of the worker's own, and the reply is routed back.
@@ -22,6 +23,7 @@ from . import protocol as p
 from .cache import LocationCache
 from .crashloop import CrashGuard
 from .effects import Note, Reconnect, RefillSpare, Reply, ToLeader
+from .lease import Lease
 from .processes import Processes
 from .timers import Timers
 
@@ -41,6 +43,7 @@ class Worker:
         clock=time.monotonic,
         wall=time.time,
         about: p.InfoReply | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.node = node
         # What `info` answers (the daemon's name, role and events endpoint).
@@ -64,6 +67,8 @@ class Worker:
         self.hello_id = 0
         self.welcomed = False
         self.refused: str | None = None  # the leader's reason for refusing this node
+        self.lease = lease  # cluster.partition = "stop": renewed by the leader's answers (lease.py)
+        self.hello_exits = 0  # how many of processes.unreported the last hello carried
 
     # -- the leader --
 
@@ -72,6 +77,9 @@ class Worker:
         again elsewhere), the groups it knows and where its crash-loop guard stands."""
         self.hello_id = next(self._ids)
         procs = self.processes
+        if self.lease is not None:
+            self.lease.sent(self.hello_id)
+        self.hello_exits = len(procs.unreported)
         return p.Hello(
             id=self.hello_id,
             node=self.node,
@@ -82,6 +90,7 @@ class Worker:
             calls=self.calls,
             suspended=self.guard.left(),
             welcomed_by=self.leader_epoch or "",
+            exited=list(procs.unreported),
         )
 
     def on_leader(self, msg: p.Msg) -> list:
@@ -93,7 +102,7 @@ class Worker:
             return self.processes.kill(msg)
         if isinstance(msg, p.Pong):
             if msg.known and msg.epoch == self.leader_epoch:
-                return []
+                return [] if self.lease is None else self.lease.answered(msg.id)
             return [ToLeader(self.hello())]  # a new leader, or one that took us for dead
         if isinstance(msg, p.Welcome):
             if msg.id != self.hello_id:
@@ -102,7 +111,9 @@ class Worker:
             self.welcomed, self.leader_lost, self.leader_epoch = True, False, msg.epoch
             self.patience = self.silence
             self.calls.update(msg.calls)
-            return [Note(logging.INFO, f"{self.node} {news} (epoch {msg.epoch})")]
+            del self.processes.unreported[: self.hello_exits]  # that leader has them now
+            renewed = [] if self.lease is None else self.lease.answered(msg.id)
+            return [*renewed, Note(logging.INFO, f"{self.node} {news} (epoch {msg.epoch})")]
         if isinstance(msg, p.AddCall):
             self.calls[msg.name] = msg.call
             return []
@@ -179,7 +190,10 @@ class Worker:
         now = self.clock()
         if now >= self.next_ping:
             self.next_ping = now + self.heartbeat
-            out.append(ToLeader(p.Ping()))
+            ping = p.Ping(id=next(self._ids))  # the pong answers it by id: the lease runs from now
+            if self.lease is not None:
+                self.lease.sent(ping.id)
+            out.append(ToLeader(ping))
         if now - self.last_heard > self.patience:
             out += self._lose_leader(now)
         return out + self.timers.expire()
