@@ -1,8 +1,11 @@
 """A short chaos run: clients get/find/stop in a loop while workers and the leader are
 killed, frozen and restarted at random. At the end every key has at most one live
 process, every process the dictionary lists is alive, none is orphaned, and every error
-a client saw was a clean ForsetiError. Prints its figures (run with -s to see them
-live; they are printed in any case)."""
+a client saw was a clean ForsetiError. It runs twice: with ``cluster.partition =
+"keep"`` (a frozen worker's processes go on, and a duplicate is resolved when it
+returns), and with ``"stop"``, where the live processes, sampled all along, never show
+a key twice. Prints its figures (run with -s to see them live; they are printed in any
+case)."""
 
 from __future__ import annotations
 
@@ -19,9 +22,15 @@ from cluster import wait_for
 
 from forsetictl import Client, ForsetiError
 
-SECONDS = float(os.environ.get("FORSETI_CHAOS_SECONDS", "20"))
+SECONDS = float(os.environ.get("FORSETI_CHAOS_SECONDS", "20")) * 0.6  # per partition mode
 KEYS = [f"k{i}" for i in range(24)]
 FAST = {"heartbeat": 0.2, "liveness": 3}
+# With "stop", freezes past the lease are what the sampling is most about.
+ACTIONS = {
+    "keep": ["kill-worker", "kill-worker", "freeze-worker", "kill-leader"],
+    "stop": ["kill-worker", "freeze-worker", "freeze-worker", "kill-leader"],
+}
+SEEDS = {"keep": 1234, "stop": 7}
 
 
 def live_processes(cluster) -> dict[int, str]:
@@ -39,8 +48,13 @@ def live_processes(cluster) -> dict[int, str]:
 
 
 @pytest.mark.slow
-def test_chaos(make_cluster, capsys):
-    c = make_cluster(workers=3, cluster=FAST, calls={"chaos": {"command": ["sleep", "600"], "stop_timeout": 1.0}})
+@pytest.mark.parametrize("partition", ["keep", "stop"])
+def test_chaos(make_cluster, capsys, partition):
+    c = make_cluster(
+        workers=3,
+        cluster={**FAST, "partition": partition},
+        calls={"chaos": {"command": ["sleep", "600"], "stop_timeout": 1.0}},
+    )
     stop = threading.Event()
     ops = collections.Counter()
     errors = collections.Counter()
@@ -97,7 +111,7 @@ def test_chaos(make_cluster, capsys):
     def chaos(seed: int) -> None:
         rnd = random.Random(seed)
         while not stop.wait(rnd.uniform(0.5, 1.5)):
-            action = rnd.choice(["kill-worker", "kill-worker", "freeze-worker", "kill-leader"])
+            action = rnd.choice(ACTIONS[partition])
             kills[action] += 1
             if action == "kill-leader":
                 c.kill("leader", signal.SIGKILL)
@@ -120,8 +134,19 @@ def test_chaos(make_cluster, capsys):
                 c.kill(name, signal.SIGCONT)
             recovered(action, t0, lambda name=name: up(name))
 
+    sampled = collections.Counter()
+    doubled: list[dict[str, int]] = []  # the samples in which some key had two live processes
+
+    def sample() -> None:
+        while not stop.is_set():
+            live = live_processes(c)
+            twice = {k: n for k, n in collections.Counter(live.values()).items() if n > 1}
+            sampled["taken"] += 1
+            if twice:
+                doubled.append(twice)
+
     threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(4)]
-    threads.append(threading.Thread(target=chaos, args=(1234,)))
+    threads += [threading.Thread(target=chaos, args=(SEEDS[partition],)), threading.Thread(target=sample)]
     t_start = time.monotonic()
     for t in threads:
         t.start()
@@ -151,6 +176,7 @@ def test_chaos(make_cluster, capsys):
     leader.close()
 
     figures = {
+        "partition": partition,
         "seconds": round(elapsed, 1),
         "operations": dict(ops),
         "operations_total": sum(ops.values()),
@@ -161,8 +187,13 @@ def test_chaos(make_cluster, capsys):
         "recovery_ms_max": {k: round(max(v) * 1000) for k, v in recoveries.items()},
         "settle_ms": round(settled * 1000),
         "live_processes_at_end": len(live_processes(c)),
+        "samples": sampled["taken"],
+        "samples_with_a_key_twice": len(doubled),
     }
     with capsys.disabled():
         print("\nchaos run:", figures)
     assert not unclean, unclean
     assert sum(ops.values()) > 100 and sum(kills.values()) >= 3, figures
+    assert sampled["taken"] > 50, figures
+    if partition == "stop":  # no key ever has two live processes
+        assert not doubled, doubled[:5]
