@@ -11,8 +11,9 @@ measures a running cluster instead, adding two groups (``bench-entry``,
 plain and a CURVE cluster of its own side by side, and a raw CURVE echo (``curve.py``).
 
 ``report.py`` the figures and the table, ``timing.py`` the bounded loops,
-``baselines.py`` the machine's own costs, ``measure.py`` the cluster's, ``simulate.py``
-the simulation's launcher.
+``baselines.py`` the machine's own costs, ``measure.py`` the cluster's, ``detect.py``
+how soon a lost worker is taken for down (own cluster only), ``simulate.py`` the
+simulation's launcher.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..config import ConfigError, resolve_endpoint
 from ..localcluster import ClusterError, LocalCluster
 from .curve import PHASES as CURVE_PHASES
 from .curve import curve_bench
+from .detect import detection
 from .measure import COMMAND_GROUP, ENTRY_GROUP, GROUPS, Bench
 from .report import BenchError, Progress, Report
 from .simulate import simulate
@@ -47,7 +49,7 @@ def run(args) -> int:
     if args.simulate:
         return simulate(args)
     own = not (args.config or args.endpoint)
-    progress = Progress(not args.json, phases=CURVE_PHASES if args.curve else 12 + own)
+    progress = Progress(not args.json, phases=CURVE_PHASES if args.curve else 12 + 2 * own)
     try:
         report = curve_bench(args, progress) if args.curve else _bench(args, progress, own)
     except (BenchError, ForsetiError, ClusterError, ConfigError) as exc:
@@ -87,6 +89,7 @@ def _bench(args, progress: Progress, own: bool) -> Report:
         bench.starts(COMMAND_GROUP, "command")
         bench.forks(args.forks - args.forks // 2)
         bench.exits()
+        detection(bench, cluster, args.losses)  # last: it kills and restarts the cluster's workers
         return bench.report
     finally:
         try:
