@@ -142,6 +142,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=16, help="concurrent gets of new keys (default 16)")
     p.add_argument("--exits", type=int, default=50, help="processes killed to time exit propagation (default 50)")
     p.add_argument(
+        "--losses",
+        type=int,
+        default=10,
+        help="worker daemons SIGKILLed (and a fifth as many SIGSTOPped, the heartbeat baseline) to time failure "
+        "detection, own cluster only (default 10)",
+    )
+    p.add_argument(
         "--curve",
         action="store_true",
         help="what CURVE costs instead: cached find and new entry starts, next to a plain cluster and a raw CURVE echo",

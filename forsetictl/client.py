@@ -86,7 +86,7 @@ class Event(msgspec.Struct, frozen=True):
     pid: int
     exit_code: int | None
     signal: int | None
-    reason: str | None  # "exit" "stopped" "node-down" "conflict" "shutdown"; None when started
+    reason: str | None  # "exit" "stopped" "node-down" "conflict" "shutdown" "partition"; None when started
     at: float
     endpoint: str | None = None
     missed: int = 0  # kind "missed": how many events were lost here (0 = unknown: a new leader)

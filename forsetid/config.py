@@ -49,6 +49,7 @@ class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True):
     candidates: list[Candidate] = []  # backend "etcd": in place of leader and events
     heartbeat: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     liveness: Annotated[int, msgspec.Meta(ge=1)] = 3
+    partition: Literal["keep", "stop"] = "keep"  # "stop": a worker's processes die before the leader takes it for down
 
 
 class NodeConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -126,6 +127,12 @@ def parse(raw: dict, path: str = "<config>") -> Config:
     if cluster.backend not in BACKENDS:
         known = ", ".join(map(repr, BACKENDS))
         raise ConfigError(f"{path}: cluster.backend: unknown backend {cluster.backend!r} (expected one of: {known})")
+    if cluster.partition == "stop" and cluster.liveness < 2:
+        raise ConfigError(
+            f'{path}: cluster.partition: "stop" needs cluster.liveness >= 2 (it is {cluster.liveness}): a worker '
+            "renews its processes' lease once per heartbeat, and the lease must end before the leader's "
+            "heartbeat x liveness"
+        )
     node = _convert(raw.get("node", {}), NodeConfig, path, "node")
     _election(raw.get("cluster", {}), cluster, path)
     if node.metrics:

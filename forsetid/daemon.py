@@ -19,6 +19,7 @@ from . import protocol as p
 from .config import Config, ConfigError, check_role, load, protected
 from .keys import authorized, curve_keys
 from .leader_io import LeaderIO
+from .lease import lease_seconds
 from .loop import Loop
 from .spawner import Spawner
 from .worker_io import WorkerIO
@@ -35,7 +36,8 @@ def build(config: Config) -> Loop:
     spawner = None
     if role in ("worker", "both"):
         # The fork server starts first: its preloading overlaps the daemon's own start.
-        spawner = Spawner(sorted({c.entry for c in config.calls.values() if c.entry}), config.node.python_path)
+        entries = sorted({c.entry for c in config.calls.values() if c.entry})
+        spawner = Spawner(entries, config.node.python_path, lease=cluster.partition == "stop")
     loop = Loop(config.path, keys, (lambda: authorized(config)) if keys else None)
     parts = loop.parts
     seats = [p.Seat(c.name, c.leader, c.events) for c in cluster.candidates]
@@ -62,6 +64,23 @@ def build(config: Config) -> Loop:
             spawner.close()
         raise
     return loop
+
+
+def failover_stops(config: Config) -> str | None:
+    """With partition "stop" and an elected leader, whether a worker's processes may be
+    stopped by a failover itself: their lease (heartbeat x liveness less half a
+    heartbeat, from the last answered ping, up to a heartbeat before the leader died)
+    must outlast the etcd lease's lapse (plus etcd's half-second sweep)."""
+    c = config.cluster
+    if c.partition != "stop" or c.backend != "etcd" or config.node.role == "leader":
+        return None
+    if lease_seconds(c.heartbeat, c.liveness) - c.heartbeat > c.lease + 0.5:
+        return None
+    return (
+        f'cluster.partition = "stop" with cluster.lease = {c.lease:g}: a failover may stop this worker\'s '
+        f"processes, whose lease ({lease_seconds(c.heartbeat, c.liveness):g} s) can lapse before a new leader "
+        "answers; raise cluster.liveness (or lower cluster.lease) so that heartbeat x (liveness - 1.5) > lease + 0.5"
+    )
 
 
 def _leaders(config: Config, inproc: str) -> list[tuple[str, str, str]]:
@@ -101,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"forsetid: {exc}", file=sys.stderr)
         return 2
     log.info("%s up: role %s, pid %d", config.node.name, config.node.role, os.getpid())
+    if (why := failover_stops(config)) is not None:
+        log.warning("%s", why)
     return loop.run()
 
 

@@ -76,6 +76,14 @@ class Reconnect:
 
 
 @dataclass(slots=True)
+class Renew:
+    """``cluster.partition = "stop"``: the worker's processes may live until ``until``
+    (the fork server's lease clock), unless renewed again (``lease.py``)."""
+
+    until: float
+
+
+@dataclass(slots=True)
 class RefillSpare:
     """A start that took the fork server's spare is registered: fork the next spare."""
 

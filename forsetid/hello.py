@@ -67,8 +67,9 @@ class Hellos:
         if news:  # a worker new to this leader: a successor must wait for it too
             news += self.record(f"members/{msg.node}", b"")
         processes = [loc for loc in msg.processes if loc.node == msg.node]  # a worker speaks for itself
+        out = self._lost_reports(msg)
         # What it no longer runs died with the old daemon, or exited while its report was lost.
-        out = self.registry.keep_only(msg.node, processes, "node-down" if restarted else "exit")
+        out += self.registry.keep_only(msg.node, processes, "node-down" if restarted else "exit")
         if restarted:
             out += self._fail_pending(msg.node, "restarted")
         self.members.join(msg.node, msg.incarnation, peer)
@@ -85,6 +86,17 @@ class Hellos:
         # Starts it may never have received (or whose answer was lost): the worker
         # answers a repeat of one it runs or is starting, so sending again is safe.
         return [*news, *out, *[Reply(peer, spawn) for spawn in self.starts.ordered(msg.node)]]
+
+    def _lost_reports(self, msg: p.Hello) -> Out:
+        """The exits a worker tells again (its lease lapsed, ``cluster.partition =
+        "stop"``): those still registered are dropped with their own reason."""
+        out: Out = []
+        for gone in msg.exited:
+            loc = gone.location
+            current = self.store.get(loc.group, loc.key)
+            if loc.node == msg.node and current is not None and (current.node, current.pid) == (loc.node, loc.pid):
+                out += self.registry.drop(current, gone.exit_code, gone.signal, gone.reason, gone.at)
+        return out
 
     def _joined(self, msg: p.Hello, restarted: bool) -> list[Note]:
         """What a hello means for the cluster, said before the hello changes it."""

@@ -141,9 +141,10 @@ class Leader(Hellos, Restarting):
             out += self.record(f"members/{node}", None)
         return out
 
-    def node_down(self, node: str) -> Out:
+    def node_down(self, node: str, why: str | None = None) -> Out:
         """Its processes are reported exited ("node-down") and its starts fail; if it
-        comes back, it is told to say hello again."""
+        comes back, it is told to say hello again. ``why``: for the log (default: its
+        silence)."""
         self.members.forget(node)
         self.placement.down(node)
         out = self.registry.keep_only(node, [], "node-down")
@@ -151,7 +152,7 @@ class Leader(Hellos, Restarting):
         if worker is not None and worker.left:
             note = Note(logging.INFO, f"worker {node} has left")
         else:
-            text = f"no word for {self.silence:g} s; {len(out)} of its processes reported exited"
+            text = f"{why or f'no word for {self.silence:g} s'}; {len(out)} of its processes reported exited"
             note = Note(logging.WARNING, f"worker {node} is down: {text}")
         return [note, *out, *self._fail_pending(node, "went down"), *self.record(f"members/{node}", None)]
 

@@ -1,9 +1,10 @@
-"""The leader's sockets: a ROUTER for workers and clients, an XPUB for events. Messages
-are decided by ``leader.Leader``; this part carries out what it returns.
+"""The leader's sockets: a ROUTER for workers and clients, an XPUB for events, and the
+ROUTER's monitor, which tells when a worker's connection closes (``closes.py``).
+Messages are decided by ``leader.Leader``; this part carries out what it returns.
 
 With backend "etcd" it is a candidate: ``election.Campaign`` holds the election in a
 thread, and this part leads only while its ``election.Office`` says so, checked before
-every batch it decides. A standby answers everything with ``not-leader`` (naming the
+every message it decides. A standby answers everything with ``not-leader`` (naming the
 leader it knows of); the winner starts a new ``Leader`` that rebuilds the dictionary
 from the workers' hellos and tells every worker at once (``Elected``)."""
 
@@ -14,8 +15,10 @@ import time
 
 import msgspec
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from . import protocol as p
+from .closes import GRACE, Closes
 from .config import Config
 from .effects import Note, Publish, Record, Reply
 from .election import Campaign, Lost, Office, Renewed, Resigned, Standing, Unreachable, Won
@@ -40,6 +43,11 @@ class LeaderIO(Part):
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         loop.bind(self.router, leader_at, inproc + "-leader")
+        # Fast detection: a worker whose connection closes is looked at GRACE later.
+        self.closes = Closes(min(GRACE, cluster.heartbeat * cluster.liveness / 2), time.monotonic)
+        loop.sources.add(self.router)  # (ZMQ_SRCFD: which connection a hello came on)
+        self.monitor = self.router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        loop.watch(self.monitor, self._on_monitor)
         self.pub = loop.socket(zmq.XPUB, self._on_subscribe, p.MAX_MESSAGE, serves=True)
         self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)
         loop.bind(self.pub, events_at, inproc + "-events")
@@ -70,6 +78,7 @@ class LeaderIO(Part):
 
     def _lead(self, calls: dict[str, p.Call], term: int = 0, expected: list[str] | None = None) -> Leader:
         cluster = self.config.cluster
+        self.closes = Closes(self.closes.grace, time.monotonic)  # (the connections a former term knew: none)
         about = msgspec.structs.replace(self.about, state="leader", leader=self.config.node.name, term=term)
         self.leader = Leader(
             calls, cluster.nodes, open_store(cluster.backend), cluster.heartbeat, cluster.liveness, about=about,
@@ -206,17 +215,50 @@ class LeaderIO(Part):
     # -- input --
 
     def _on_router(self, sock: zmq.Socket) -> None:
-        if self.office is None:  # backend memory: always the leader
-            leader = self.leader
-            for peer, msg in self.loop.receive(sock):
-                self.carry_out(leader.handle(peer, msg))
-            return
         for peer, msg in self.loop.receive(sock):
-            # (asked of each message: a batch may outlast the lease)
-            if self.leader is not None and self._leading():
-                self.carry_out(self.leader.handle(peer, msg))
-            else:
+            leader = self.leader
+            # (with an election, asked of each message: a batch may outlast the lease)
+            if self.office is not None and (leader is None or not self._leading()):
                 self._not_leader(peer, msg)
+                continue
+            assert leader is not None
+            effects = leader.handle(peer, msg)
+            if isinstance(msg, p.Hello) and leader.peer_of.get(msg.node) == peer:  # welcomed
+                self.closes.joined(msg.node, self.loop.source_fd())
+            self.carry_out(effects)
+
+    def _on_monitor(self, sock: zmq.Socket) -> None:
+        for frames in self.loop.waiting(sock):
+            try:
+                event = parse_monitor_message(frames)
+            except (zmq.ZMQError, ValueError, IndexError):
+                continue
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                node = self.closes.node_at.get(int(event["value"]))
+                if node is not None:
+                    log.debug("the connection worker %s said hello on closed: looking in %g s", node, self.closes.grace)
+                self.closes.closed(int(event["value"]))
+
+    def _look(self, node: str) -> None:
+        """Is the connection ``node`` registered on still there? An unasked pong tells
+        (a worker takes it for the heartbeat answer it is), ROUTER_MANDATORY refusing it if not."""
+        peer = self.leader.peer_of.get(node)
+        if peer is None:
+            return  # down already, or left
+        try:
+            self.router.send(peer, zmq.SNDMORE | zmq.NOBLOCK)
+            self.router.send(p.encode(p.Pong(epoch=self.leader.epoch, known=True)), zmq.NOBLOCK)
+            log.debug("worker %s is still connected", node)
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                return  # there, but not keeping up: heartbeats judge it
+            if self.metrics is not None:
+                for (group, _), _ in self.leader.starts.of_node(node):
+                    self.metrics.start_failures.labels(group, "node-down").inc()
+            self.closes.forget(node)
+            self.carry_out(self.leader.node_down(node, "its connection closed"))
+        finally:
+            self.loop.unchecked.add(self.router)
 
     def _on_subscribe(self, sock: zmq.Socket) -> None:
         # A new subscription gets a tick on its own topic at once: the subscriber then
@@ -243,8 +285,10 @@ class LeaderIO(Part):
         soonest = self.next_tick
         if self.campaign is not None:  # turns often enough for the election thread to see it alive
             soonest = min(soonest, time.monotonic() + self.campaign.every, self.office.until or soonest)
-        end = self.leader.next_deadline() if self.leader is not None else None
-        return soonest if end is None else min(soonest, end)
+        if self.leader is not None:
+            for end in (self.leader.next_deadline(), self.closes.deadline()):
+                soonest = soonest if end is None else min(soonest, end)
+        return soonest
 
     def turn(self) -> None:
         now = time.monotonic()
@@ -256,6 +300,9 @@ class LeaderIO(Part):
             if self.leader is None or not self._leading():
                 return
         assert self.leader is not None
+        if self.closes.due:
+            for node in self.closes.take_due():
+                self._look(node)
         if now >= self.next_tick:
             self.next_tick = now + self.heartbeat
             self._publish(b"", self.leader.events.tick())

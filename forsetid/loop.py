@@ -131,6 +131,8 @@ class Loop:
         self.faults = RateLimitedLog()
         self.gate = Gate(authorize, self.junk) if authorize is not None else None
         self.metrics: Metrics | None = None  # node.metrics (None: off)
+        self.sources: set[zmq.Socket] = set()  # received uncopied, so that source_fd() can tell
+        self.source: zmq.Frame | None = None  # the last frame of the message received last
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
@@ -211,10 +213,12 @@ class Loop:
         """Decoded (peer, message) pairs from a ROUTER; bad input, and with CURVE a
         message outside its sender's role, is answered here."""
         checks = self.gate
-        for frames in self.waiting(sock, copy=checks is None):
+        uncopied = checks is not None or sock in self.sources
+        for frames in self.waiting(sock, copy=not uncopied):
             last = frames[-1]
-            if checks is not None:
+            if uncopied:
                 frames = [frame.bytes for frame in frames]
+                self.source = last
             peer = frames[0]
             if len(frames) != 2:
                 error = p.Error(kind=p.BAD_MESSAGE, message=f"expected 1 frame, got {len(frames) - 1}")
@@ -236,6 +240,14 @@ class Loop:
                 self.send(sock, peer, p.Error(id=msg.id, kind=p.FORBIDDEN, message=why))
                 continue
             yield peer, msg
+
+    def source_fd(self) -> int:
+        """The file descriptor of the connection that the message received last came on
+        (``ZMQ_SRCFD``), for a socket in ``sources``; -1 for one with none (inproc)."""
+        try:
+            return self.source.get(zmq.SRCFD) if self.source is not None else -1
+        except zmq.ZMQError:
+            return -1
 
     def _refused(self, why: str) -> None:
         if self.metrics is not None:

@@ -56,6 +56,9 @@ class Processes:
         self.by_pid: dict[int, Proc] = {}
         self.by_key: dict[tuple[str, str], Proc] = {}
         self.shutting_down = False
+        # The exits of processes killed when the lease lapsed (cluster.partition = "stop"),
+        # told again in the next hello: the leader may not have heard them.
+        self.unreported: list[p.Exited] = []
 
     def running(self) -> list[p.Location]:
         return [proc.location for proc in self.procs.values() if proc.location is not None]
@@ -109,6 +112,18 @@ class Processes:
             )
             return [ToLeader(gone)]
         return self._stop(proc, msg.reason, msg.drain)
+
+    def lapsed(self, pids: list[int]) -> list:
+        """The fork server killed these when the lease lapsed (``cluster.partition =
+        "stop"``): their exits, which follow, are told with reason "partition"."""
+        killed = 0
+        for pid in pids:
+            proc = self.by_pid.get(pid)
+            if proc is not None and proc.location is not None and proc.stopping is None:
+                proc.stopping = "partition"
+                killed += 1
+        text = f"{self.node}: no answer from the leader in time, the lease lapsed: {killed} processes killed"
+        return [Note(logging.WARNING, text + ' (partition = "stop")')]
 
     def shutdown(self) -> list:
         """Stop every process (reason "shutdown"); the daemon waits for ``idle``."""
@@ -189,9 +204,10 @@ class Processes:
         self.cache.forget(proc.location)
         reason = proc.stopping or "exit"
         at, drain = self.wall(), proc.drain
-        out = [
-            ToLeader(p.Exited(location=proc.location, exit_code=code, signal=sig, reason=reason, at=at, drain=drain))
-        ]
+        exited = p.Exited(location=proc.location, exit_code=code, signal=sig, reason=reason, at=at, drain=drain)
+        if reason == "partition":
+            self.unreported.append(exited)
+        out = [ToLeader(exited)]
         if reason == "exit" and returncode != 0:
             out += self._crashed(proc.group)
         return out

@@ -45,7 +45,7 @@ Group = Annotated[str, msgspec.Meta(min_length=1, max_length=GROUP_MAX, pattern=
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=1024, pattern=r"^[^\x00]*$")]  # argv/env take no NUL
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=86400)]
 Arg = str | int | float | bool | None
-Reason = Literal["exit", "stopped", "node-down", "conflict", "shutdown"]
+Reason = Literal["exit", "stopped", "node-down", "conflict", "shutdown", "partition"]
 Restart = Literal["never", "on-failure", "always"]  # calls.NAME.restart (restarts.py)
 RESTARTS: tuple[str, ...] = get_args(Restart)
 
@@ -282,6 +282,9 @@ class Hello(Msg, tag="hello"):
     welcomed_by: str = ""
     calls: dict[str, Call] = {}
     suspended: dict[str, Seconds] = {}  # group -> seconds left
+    # Processes killed when this worker's lease lapsed (cluster.partition = "stop") since
+    # the last welcome: their exits, which may not have reached any leader.
+    exited: list[Exited] = []
 
 
 class Welcome(Msg, tag="welcome"):

@@ -11,9 +11,10 @@ Which exits restart (nothing restarts with ``"never"``, the default):
   so does an exit whose kill said reason "stopped" without ``drain``; a ``conflict`` is a
   duplicate stopped while the key runs on, so nothing is missing;
 * its node went away: down or restarted (reason "node-down"), shut down cleanly
-  ("shutdown"), or drained with ``--stop`` (a ``Kill`` with ``drain``, which its ``Exited``
-  carries back): both policies restart it, at once, and the run of failures is not longer
-  for it, for the process did not fail;
+  ("shutdown"), cut off from its leader (``partition = "stop"``: "partition"), or
+  drained with ``--stop`` (a ``Kill`` with ``drain``, which its ``Exited`` carries back):
+  both policies restart it, at once, and the run of failures is not longer for it, for
+  the process did not fail;
 * an exit of its own (reason "exit"): ``"always"`` restarts it; ``"on-failure"`` unless it
   was clean (code 0, no signal). An exit whose report was lost (no code, no signal: a
   hello no longer lists it) counts as a failure.
@@ -76,7 +77,7 @@ def restarts(
     once) or "failed" (with backoff). ``stopped``: a user's stop waits for this exit."""
     if policy == "never" or stopped or reason == "conflict" or (reason == "stopped" and not drain):
         return None
-    if drain or reason in ("node-down", "shutdown"):
+    if drain or reason in ("node-down", "shutdown", "partition"):
         return "moved"
     if policy == "on-failure" and exit_code == 0 and signal is None:
         return None  # a clean exit
@@ -90,6 +91,8 @@ def _how(exit_code: int | None, signal: int | None, reason: p.Reason, drain: boo
         return "its node went down"
     if reason == "shutdown":
         return "its node shut down"
+    if reason == "partition":
+        return "its node lost the leader (partition stop)"
     if signal is not None:
         return f"killed by signal {signal}"
     return "its exit went unreported" if exit_code is None else f"exited with code {exit_code}"

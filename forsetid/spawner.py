@@ -31,6 +31,14 @@ maps makes each of its forks dearer: msgspec alone cost 20% more per fork).
   resolved, ``[entry, error]`` for each it could not, and the ``sys.path`` it searched
 * ``["signal", pid, signum]`` (to the process's whole process group)
 * ``["exited", pid, returncode]`` (negative: killed by that signal), spares included
+* ``["lease", until]`` (``cluster.partition = "stop"``): the processes may live until
+  ``until`` (``lease_clock()``, the same clock in the daemon and the fork server) and no
+  longer. When it passes without a later one, the fork server SIGKILLs every process
+  group it started, spares included, tells ``["lapsed", None, pids]`` (before their exits),
+  and refuses starts and spares until a lease ends in the future again. A fork server
+  started with a lease (``Spawner(lease=True)``) holds none until the first: it starts
+  nothing before the daemon has heard from a leader. The daemon's own loop may be
+  frozen or dead: the fork server keeps this time by itself
 
 The ready pipe tells the daemon that a process has started. A child writes one line:
 ``R <endpoint>`` once started (an ``entry`` child after importing its function, or the
@@ -84,6 +92,16 @@ def die_with_parent() -> None:
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def lease_clock() -> float:
+    """The clock of the lease (``["lease", until]``): CLOCK_BOOTTIME where there is one,
+    which, unlike CLOCK_MONOTONIC, goes on while the machine is suspended (a machine
+    that wakes from a suspend longer than its lease kills its processes at once)."""
+    return time.clock_gettime(_LEASE_CLOCK)
+
+
+_LEASE_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+
+
 def _ready_pipe() -> tuple[int, int]:
     r, w = os.pipe()
     os.set_blocking(r, False)
@@ -93,7 +111,9 @@ def _ready_pipe() -> tuple[int, int]:
 class Spawner:
     """The daemon's handle on its zygote."""
 
-    def __init__(self, entries: list[str], python_path: list[str] | None = None) -> None:
+    def __init__(self, entries: list[str], python_path: list[str] | None = None, lease: bool = False) -> None:
+        """``lease``: the processes live only as long as the leases the daemon gives
+        (``lease()``; ``cluster.partition = "stop"``)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fd = theirs.fileno()
         # The daemon's own sys.path, ahead of the current directory that -c would put
@@ -101,7 +121,7 @@ class Spawner:
         # daemon would, whatever directory it was started from.
         path = [*(python_path or ()), *sys.path]  # node.python_path first: the operator's word
         boot = f"import sys; sys.path[:0] = {path!r}; from forsetid.spawner import main; main(sys.argv)"
-        argv = [sys.executable, "-c", boot, str(fd), str(os.getpid()), *entries]
+        argv = [sys.executable, "-c", boot, str(fd), str(os.getpid()), "lease" if lease else "-", *entries]
         import subprocess  # here, not at the top: imported in the zygote, it slows every fork
 
         # A session of its own: a signal to the daemon's process group (a terminal's
@@ -181,6 +201,10 @@ class Spawner:
     def signal(self, pid: int, signum: int) -> None:
         self._send(_pack(["signal", pid, int(signum)]))  # (marshal takes no IntEnum)
 
+    def lease(self, until: float) -> None:
+        """The processes may live until ``until`` (``lease_clock()``), unless renewed."""
+        self._send(_pack(["lease", until]))
+
     def _send(self, msg: bytes, fd: int | None = None) -> None:
         """Send now, or queue behind what waits already: a burst of starts or a shutdown
         of hundreds must neither block the daemon nor be lost."""
@@ -248,9 +272,12 @@ class _Zygote:
     # kill its processes' whole process groups (their own children included), which it
     # does on EOF from the daemon's socket.
 
-    def __init__(self, sock: socket.socket, daemon_pid: int) -> None:
+    def __init__(self, sock: socket.socket, daemon_pid: int, lease: bool = False) -> None:
         self.sock = sock
         self.children: set[int] = set()
+        # With a lease: until when the processes may live (lease_clock); none held yet.
+        self.until: float | None = float("-inf") if lease else None
+        self.lapsed = lease  # the last lease has ended (and what it covered was killed)
         if os.getppid() != daemon_pid:  # the daemon is gone already
             os._exit(1)
 
@@ -286,7 +313,9 @@ class _Zygote:
         import select
 
         while True:
-            readable, _, _ = select.select([self.sock, wake_r], [], [])
+            readable, _, _ = select.select([self.sock, wake_r], [], [], self.lease_left())
+            if self.until is not None and not self.lapsed and lease_clock() >= self.until:
+                self.lapse()
             if wake_r in readable:
                 while True:
                     try:
@@ -307,8 +336,34 @@ class _Zygote:
                     return
                 self.handle(_unpack(data), fds, (wake_r, wake_w))
 
+    def lease_left(self) -> float | None:
+        """Seconds until the lease ends (None: no lease to keep, or it has ended)."""
+        if self.until is None or self.lapsed:
+            return None
+        return max(0.0, self.until - lease_clock())
+
+    def lapse(self) -> None:
+        """The lease ended unrenewed: the leader may place these keys elsewhere soon, so
+        every process group goes now (the daemon's loop may be frozen: this is the fork
+        server's own clock). The daemon is told first, so that it reports the exits
+        that follow with reason "partition"."""
+        self.lapsed = True
+        self.send(["lapsed", None, sorted(self.children)])
+        for pid in self.children:
+            self.kill(pid, signal.SIGKILL)
+
+    def renew(self, until: float) -> None:
+        self.until = until
+        if until > lease_clock():
+            self.lapsed = False
+        elif not self.lapsed:  # (a renewal that came too late ends it all the same)
+            self.lapse()
+
     def fork_spare(self) -> None:
         """Fork an ``entry`` process ahead of need, and hand its socket to the daemon."""
+        if self.lapsed:  # (killed at the lapse; none until a lease holds again)
+            self.send(["spare", None])
+            return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         zygote, name = os.getpid(), self.name
         _prctl(_PR_SET_NAME, SPARE_NAME)  # so that the spare bears the name from its first instant
@@ -361,8 +416,15 @@ class _Zygote:
             if pid in self.children:
                 self.kill(pid, signum)
             return
+        if msg[0] == "lease":
+            self.renew(msg[1])
+            return
         _, token, entry, command, args, env, key, log = msg
         ready_w = fds[0]
+        if self.lapsed:
+            os.close(ready_w)
+            self.send(["failed", token, "this node's lease has lapsed: it has not heard from its leader in time"])
+            return
         err_r, err_w = os.pipe()  # close-on-exec: EOF means the exec worked
         zygote = os.getpid()
         try:
@@ -601,9 +663,10 @@ def _tell(fd: int | None, tag: str, text: str = "") -> None:
 
 
 def main(argv: list[str]) -> None:
-    """The zygote's own entry point: ``python -m forsetid.spawner FD DAEMON_PID ENTRY...``."""
+    """The zygote's own entry point: ``python -m forsetid.spawner FD DAEMON_PID LEASE ENTRY...``
+    (LEASE: ``lease`` to hold the processes to the daemon's leases, ``-`` not)."""
     sock = socket.socket(fileno=int(argv[1]))
-    _Zygote(sock, int(argv[2])).serve(argv[3:])
+    _Zygote(sock, int(argv[2]), argv[3] == "lease").serve(argv[4:])
 
 
 if __name__ == "__main__":

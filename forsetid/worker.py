@@ -4,7 +4,8 @@ Each ``on_*`` method takes one input (a client request, a message from the leade
 event, a report about a process) and returns a list of effects (``effects.py``) for
 ``worker_io.py`` to carry out: ``Reply`` to a client of ``node.listen``, ``ToLeader``,
 ``Start`` a process (its argv, arguments and environment decided here), ``Signal`` a
-process's group, ``Reconnect`` to a leader that fell silent, ``RefillSpare``.
+process's group, ``Reconnect`` to a leader that fell silent, ``RefillSpare``, and with
+``cluster.partition = "stop"`` ``Renew`` the processes' lease (``lease.py``).
 
 Clients are answered from the cache when it can; everything else is forwarded to the
 leader under a request id of the worker's own, and the reply is routed back.
@@ -22,6 +23,7 @@ from . import protocol as p
 from .cache import LocationCache
 from .crashloop import CrashGuard
 from .effects import Note, Reconnect, RefillSpare, Reply, ToLeader
+from .lease import Lease
 from .processes import Processes
 from .timers import Timers
 
@@ -43,7 +45,8 @@ class Worker:
         wall=time.time,
         about: p.InfoReply | None = None,
         leaders: list[tuple[str, str]] | None = None,
-        lease: float = 0.0,
+        election_lease: float = 0.0,
+        lease: Lease | None = None,
     ) -> None:
         self.node = node
         # Where a leader may be, (name, endpoint): the one leader, or every candidate
@@ -67,7 +70,7 @@ class Worker:
         self.heartbeat = heartbeat
         # A leader silent this long is lost; with an election, not before a standby can
         # have taken over (the lease's lapse) and said so.
-        self.silence = max(heartbeat * liveness, lease + 2 * heartbeat if lease else 0.0)
+        self.silence = max(heartbeat * liveness, election_lease + 2 * heartbeat if election_lease else 0.0)
         self.patience = self.silence  # grows while the leader stays lost: fewer reconnects
         self.last_heard = self.next_ping = self.switched_at = clock()
         self.leader_epoch: str | None = None
@@ -81,6 +84,8 @@ class Worker:
         self.welcomed = False
         self.refused: str | None = None  # the leader's reason for refusing this node
         self.leaving = False  # shutting down cleanly
+        self.lease = lease  # cluster.partition = "stop": renewed by the leader's answers (lease.py)
+        self.hello_exits = 0  # how many of processes.unreported the last hello carried
 
     # -- the leader --
 
@@ -89,6 +94,9 @@ class Worker:
         again elsewhere), the groups it knows and where its crash-loop guard stands."""
         self.hello_id = next(self._ids)
         procs = self.processes
+        if self.lease is not None:
+            self.lease.sent(self.hello_id)
+        self.hello_exits = len(procs.unreported)
         return p.Hello(
             id=self.hello_id,
             node=self.node,
@@ -99,6 +107,7 @@ class Worker:
             calls=self.calls,
             suspended=self.guard.left(),
             welcomed_by=self.leader_epoch or "",
+            exited=list(procs.unreported),
         )
 
     @property
@@ -118,7 +127,7 @@ class Worker:
             return self.processes.kill(msg)
         if isinstance(msg, p.Pong):
             if msg.known and msg.epoch == self.leader_epoch:
-                return []
+                return [] if self.lease is None else self.lease.answered(msg.id)
             return [ToLeader(self.hello())]  # a new leader, or one that took us for dead
         if isinstance(msg, p.Welcome):
             if msg.id != self.hello_id:
@@ -131,8 +140,10 @@ class Worker:
             self.term, self.leader_name, self.unwelcomed = msg.term, msg.leader, 0
             self.patience = self.silence
             self.calls.update(msg.calls)
+            del self.processes.unreported[: self.hello_exits]  # that leader has them now
+            renewed = [] if self.lease is None else self.lease.answered(msg.id)
             which = f"{msg.leader} (term {msg.term})" if msg.term else f"(epoch {msg.epoch})"
-            return [Note(logging.INFO, f"{self.node} {news} {which}")]
+            return [*renewed, Note(logging.INFO, f"{self.node} {news} {which}")]
         if isinstance(msg, p.AddCall):
             self.calls[msg.name] = msg.call
             return []
@@ -226,7 +237,10 @@ class Worker:
         now = self.clock()
         if now >= self.next_ping:
             self.next_ping = now + self.heartbeat
-            out.append(ToLeader(p.Ping()))
+            ping = p.Ping(id=next(self._ids))  # the pong answers it by id: the lease runs from now
+            if self.lease is not None:
+                self.lease.sent(ping.id)
+            out.append(ToLeader(ping))
         if now - self.last_heard > self.patience:
             out += self._lose_leader(now)
         elif self.by_election and not self.welcomed and now - self.switched_at >= self._search_gap():

@@ -15,9 +15,10 @@ import zmq
 from . import protocol as p
 from .config import Config
 from .const import READY_LINE_MAX
-from .effects import Note, Reconnect, RefillSpare, Reply, Signal, Start, ToLeader
+from .effects import Note, Reconnect, RefillSpare, Renew, Reply, Signal, Start, ToLeader
+from .lease import Lease, lease_seconds
 from .loop import Loop, Part
-from .spawner import Spawner
+from .spawner import Spawner, lease_clock
 from .worker import Worker
 
 log = logging.getLogger("forsetid")
@@ -47,6 +48,9 @@ class WorkerIO(Part):
         every candidate (backend "etcd")."""
         node, cluster = config.node, config.cluster
         self.loop, self.spawner = loop, spawner
+        # partition = "stop": the fork server (Spawner(lease=True)) holds the processes' lease.
+        stop = cluster.partition == "stop"
+        lease = Lease(lease_seconds(cluster.heartbeat, cluster.liveness), lease_clock) if stop else None
         self.worker = Worker(
             node.name,
             node.capacity,
@@ -57,7 +61,8 @@ class WorkerIO(Part):
             cluster.max_time,
             about=about,
             leaders=[(name, endpoint) for name, endpoint, _ in leaders],
-            lease=cluster.lease if cluster.backend == "etcd" else 0.0,
+            election_lease=cluster.lease if cluster.backend == "etcd" else 0.0,
+            lease=lease,
         )
         self.processes = self.worker.processes  # where the fork server's reports go
         self.ready_fds: dict[int, tuple[int, bytes]] = {}  # fd -> (token, bytes so far)
@@ -75,7 +80,7 @@ class WorkerIO(Part):
         loop.watch(spawner.fileno(), self._on_spawner)
         self.carry = {
             Reply: self._reply, ToLeader: self._to_leader, Start: self._start, Signal: self._signal,
-            Reconnect: self._reconnect, RefillSpare: self._refill, Note: self.note,
+            Reconnect: self._reconnect, RefillSpare: self._refill, Note: self.note, Renew: self._renew,
         }  # fmt: skip
         if self.metrics is not None:  # (with metrics off, nothing of this is in the way)
             self.carry.update({Start: self._start_counted, ToLeader: self._to_leader_counted})
@@ -120,6 +125,9 @@ class WorkerIO(Part):
 
     def _refill(self, _: RefillSpare) -> None:
         self.spawner.refill()
+
+    def _renew(self, effect: Renew) -> None:
+        self.spawner.lease(effect.until)
 
     # -- metrics (node.metrics) --
 
@@ -202,6 +210,8 @@ class WorkerIO(Part):
         elif kind == "failed":
             self._close_ready(ident)
             self.carry_out(self.processes.on_spawn_failed(ident, value))
+        elif kind == "lapsed":  # the lease ended: value, the pids it killed (exits follow)
+            self.carry_out(self.processes.lapsed(value))
         elif kind == "exited":
             proc = self.processes.by_pid.get(ident)
             if proc is not None:  # what it wrote before dying counts first

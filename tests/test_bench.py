@@ -33,11 +33,12 @@ def bench(*args: str) -> subprocess.CompletedProcess:
 
 def test_bench_json_smoke():
     done = bench("--workers", "2", "--count", "20", "--window", "4", "--seconds", "0.1", "--forks", "10",
-                 "--starts", "3", "--concurrency", "2", "--exits", "2")  # fmt: skip
+                 "--starts", "3", "--concurrency", "2", "--exits", "2", "--losses", "1")  # fmt: skip
     assert done.stderr == b""  # no progress display with --json
     report = json.loads(done.stdout)
     assert set(report) == {"info", "baselines", "results"}
-    for name in ("raw round trip median", "raw pipelined echo/s", "fork+exit+reap median"):
+    for name in ("raw round trip median", "raw pipelined echo/s", "fork+exit+reap median",
+                 "worker SIGSTOP -> find is None (heartbeats) median"):  # fmt: skip
         assert report["baselines"][name]["value"] > 0
     names = [r["name"] for r in report["results"]]
     for expected in (
@@ -49,6 +50,8 @@ def test_bench_json_smoke():
         "new command: starts/s, 2 concurrent",
         "exit -> event at a subscriber p99",
         "exit -> find is None on another node p99",
+        "worker SIGKILL -> find is None on another node median",
+        "worker SIGKILL -> find is None on another node p99",
     ):
         assert expected in names
     for r in report["results"]:

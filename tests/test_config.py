@@ -403,3 +403,13 @@ def test_the_ha_example_is_three_candidates_of_role_both_that_agree_on_the_candi
     assert len(endpoints) == len(set(endpoints)) == 9  # no two daemons bind the same port
     client = client_config.load(os.path.join(CONF, "ha", "node2.toml"))
     assert client.endpoint == configs[1].node.listen
+
+
+def test_a_failover_that_would_stop_the_processes_of_partition_stop_is_warned_of(tmp_path):
+    from forsetid.daemon import failover_stops
+
+    cfg = config.load(write(tmp_path, HA.replace("lease = 2.0", 'lease = 2.0\npartition = "stop"')))
+    assert "a failover may stop this worker's processes" in failover_stops(cfg)
+    cfg.cluster.liveness = 5  # heartbeat 1: a lease of 4.5 s, more than a lapse of 2 s plus a heartbeat
+    assert failover_stops(cfg) is None
+    assert failover_stops(config.load(write(tmp_path, HA))) is None  # "keep"

@@ -134,7 +134,7 @@ class Clock:
 def ha_worker():
     clock = Clock()
     leaders = [("a", "tcp://a"), ("b", "tcp://b"), ("c", "tcp://c")]
-    return Worker("node1", clock=clock, leaders=leaders, heartbeat=1.0, lease=2.0), clock
+    return Worker("node1", clock=clock, leaders=leaders, heartbeat=1.0, election_lease=2.0), clock
 
 
 def test_a_worker_goes_where_a_standby_says_the_leader_is_and_obeys_only_the_newest_term():

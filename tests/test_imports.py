@@ -32,7 +32,7 @@ DECISIONS = tuple(
     f"forsetid.{m}"
     for m in ("leader", "hello", "groups", "starts", "members", "event_log", "registry", "placement", "store")
     + ("crashloop", "roles", "restarts")
-    + ("worker", "processes", "cache", "timers", "effects")
+    + ("worker", "processes", "cache", "timers", "effects", "closes", "lease")
 )
 
 RULES = [

@@ -14,8 +14,9 @@ leader (SIGKILL, SIGTERM) to the first successful get of a new key, and cached f
 starts against backend memory, on etcds and clusters of its own (``failover.py``).
 
 ``report.py`` the figures and the table, ``timing.py`` the bounded loops,
-``baselines.py`` the machine's own costs, ``measure.py`` the cluster's, ``simulate.py``
-the simulation's launcher.
+``baselines.py`` the machine's own costs, ``measure.py`` the cluster's, ``detect.py``
+how soon a lost worker is taken for down (own cluster only), ``simulate.py`` the
+simulation's launcher.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..config import ConfigError, resolve_endpoint
 from ..localcluster import ClusterError, LocalCluster
 from .curve import PHASES as CURVE_PHASES
 from .curve import curve_bench
+from .detect import detection
 from .failover import failover_bench
 from .failover import phases as failover_phases
 from .measure import COMMAND_GROUP, ENTRY_GROUP, GROUPS, Bench
@@ -64,7 +66,7 @@ def run(args) -> int:
     if args.simulate:
         return simulate(args)
     own = not (args.config or args.endpoint)
-    phases = CURVE_PHASES if args.curve else failover_phases(args) if args.failover else 12 + own
+    phases = CURVE_PHASES if args.curve else failover_phases(args) if args.failover else 12 + 2 * own
     progress = Progress(not args.json, phases=phases)
     try:
         if args.curve:
@@ -110,6 +112,7 @@ def _bench(args, progress: Progress, own: bool) -> Report:
         bench.starts(COMMAND_GROUP, "command")
         bench.forks(args.forks - args.forks // 2)
         bench.exits()
+        detection(bench, cluster, args.losses)  # last: it kills and restarts the cluster's workers
         return bench.report
     finally:
         try:

@@ -1,0 +1,60 @@
+"""The worker's lease, with ``cluster.partition = "stop"``: how long its processes may
+live without word from a leader that still counts this worker as one of its own.
+
+The fork server holds the lease (``spawner.py``: ``["lease", until]``) and kills every
+process group when it ends unrenewed, so that it holds even when the daemon's own loop
+is frozen or dead. This part decides when the lease is renewed, and until when.
+
+A lease is renewed only by an answer that proves the leader heard this worker: a
+``pong`` (``known``, from the leader it joined) to one of its pings, or the
+``welcome`` to its hello. It then runs from the instant that ping or hello was *sent*,
+not from when the answer came: the leader heard the worker at that instant or later,
+and counts its own ``heartbeat`` x ``liveness`` from when it last heard it, so a lease
+of ``lease_seconds()`` ends before the leader can take the worker for down however
+long either message took on its way (README, "Partitions: the timing argument").
+Other words from the leader (a start, a stop, an unasked pong) prove nothing of the
+kind: they may have been sent long after the leader last heard this worker.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Callable
+
+from .effects import Renew
+
+ASKED_MAX = 64  # pings and hellos remembered while unanswered (a partition leaves them so)
+
+
+def lease_seconds(heartbeat: float, liveness: int) -> float:
+    """The lease: the leader's silence (heartbeat x liveness) less half a heartbeat, the
+    margin for the fork server to be woken and its processes to die, and for the two
+    machines' clocks to run at slightly different rates. Renewed once a heartbeat, it
+    needs ``liveness >= 2`` (config.py says so) to outlast the wait for the next pong."""
+    return heartbeat * liveness - heartbeat / 2
+
+
+class Lease:
+    def __init__(self, seconds: float, clock: Callable[[], float]) -> None:
+        self.seconds, self.clock = seconds, clock
+        self.asked: collections.deque[tuple[int, float]] = collections.deque(maxlen=ASKED_MAX)
+        self.until = -math.inf  # none held before the first answer
+
+    def sent(self, msg_id: int) -> None:
+        """A ping or a hello goes to the leader now, under ``msg_id``."""
+        self.asked.append((msg_id, self.clock()))
+
+    def answered(self, msg_id: int) -> list[Renew]:
+        """The leader answered ``msg_id`` as from one of its workers: the lease runs from
+        when that was sent. (Ids grow: what was asked before it will not be answered.)"""
+        asked = self.asked
+        while asked and asked[0][0] <= msg_id:
+            sent_id, at = asked.popleft()
+            if sent_id == msg_id and at + self.seconds > self.until:
+                self.until = at + self.seconds
+                return [Renew(self.until)]
+        return []
+
+    def lapsed(self) -> bool:
+        return self.clock() >= self.until
