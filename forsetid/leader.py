@@ -28,6 +28,7 @@ from typing import Any
 import msgspec
 
 from . import protocol as p
+from .admin import Admin
 from .crashloop import Suspensions
 from .effects import LeaderOut, Note, Publish, Reply
 from .event_log import EventLog
@@ -44,7 +45,7 @@ Out = LeaderOut
 FRESH_HEARTBEATS = 1.5  # with no sign of a predecessor by then, a starting leader has none
 
 
-class Leader(Hellos, Restarting):
+class Leader(Hellos, Restarting, Admin):
     def __init__(
         self,
         calls: dict[str, p.Call],
@@ -244,48 +245,10 @@ class Leader(Hellos, Restarting):
         self.suspensions.suspend(self.node_of[peer], msg.group, msg.seconds)
         return []
 
-    def _add_call(self, peer: bytes, msg: p.AddCall) -> Out:
-        what = self.groups.add(msg)
-        if isinstance(what, p.Error):
-            return [Reply(peer, what)]
-        # Workers keep it too: after a leader restart, their hellos bring it back.
-        news = self._tell_workers(p.AddCall(name=msg.name, call=msg.call, replace=True))
-        return [Reply(peer, p.Ok(id=msg.id)), *news, Note(logging.INFO, f"group {msg.name} {what}"),
-                *self.record(f"calls/{msg.name}", msgspec.json.encode(msg.call))]  # fmt: skip
-
-    def _remove_call(self, peer: bytes, msg: p.RemoveCall) -> Out:
-        if error := self.groups.remove(msg):
-            return [Reply(peer, error)]
-        return [Reply(peer, p.Ok(id=msg.id)), *self._tell_workers(p.RemoveCall(name=msg.name)),
-                Note(logging.INFO, f"group {msg.name} removed"), *self.record(f"calls/{msg.name}", None)]  # fmt: skip
-
-    def _drain(self, peer: bytes, msg: p.Drain) -> Out:
-        if not self.placement.drain(msg.node, True):
-            return [Reply(peer, self._unknown_node(msg, msg.node))]
-        out: Out = [Reply(peer, p.Ok(id=msg.id)), Note(logging.INFO, f"worker {msg.node} is draining")]
-        host = self.peer_of.get(msg.node)
-        if msg.stop and host is not None:  # each exits with reason "stopped", within its stop_timeout
-            # (and, not being a user's stop, is restarted elsewhere if its group has a restart policy)
-            kills = [p.Kill(location=loc, reason="stopped", drain=True) for loc in self.store.on_node(msg.node)]
-            out += [Reply(host, kill) for kill in kills]
-        return out
-
-    def _undrain(self, peer: bytes, msg: p.Undrain) -> Out:
-        if not self.placement.drain(msg.node, False):
-            return [Reply(peer, self._unknown_node(msg, msg.node))]
-        return [Reply(peer, p.Ok(id=msg.id)), Note(logging.INFO, f"worker {msg.node} takes new processes again")]
-
-    def _unknown_node(self, msg: p.Msg, node: str) -> p.Error:
-        known = ", ".join(sorted(self.placement.workers)) or "none"
-        return p.Error(id=msg.id, kind=p.UNKNOWN_NODE, message=f"unknown node '{node}' (known: {known})")
-
     def _leaving(self, peer: bytes, msg: p.Leaving) -> Out:
         node = self.node_of[peer]
         self.placement.leave(node)
         return [Note(logging.INFO, f"worker {node} is leaving (shut down cleanly)")]
-
-    def _tell_workers(self, msg: p.Msg) -> Out:
-        return [Reply(w, msg) for w in self.peer_of.values()]
 
     def _ping(self, peer: bytes, msg: p.Ping) -> Out:
         return [Reply(peer, p.Pong(id=msg.id, epoch=self.epoch, known=peer in self.node_of))]
@@ -339,7 +302,8 @@ class Leader(Hellos, Restarting):
 
     _handlers: dict[type, Callable[[Leader, bytes, Any], Out]] = {
         p.Get: _get, p.Find: _find, p.Stop: _stop, p.List: _list, p.Nodes: _nodes, p.Calls: _calls,
-        p.AddCall: _add_call, p.RemoveCall: _remove_call, p.Drain: _drain, p.Undrain: _undrain, p.Info: _info,
+        p.AddCall: Admin._add_call, p.RemoveCall: Admin._remove_call, p.Drain: Admin._drain,
+        p.Undrain: Admin._undrain, p.Info: _info,
         p.Hello: _hello, p.Spawned: _spawned, p.SpawnFailed: _spawn_failed, p.Exited: _exited,
         p.Ping: _ping, p.Suspend: _suspend, p.Leaving: _leaving,
     }  # fmt: skip

@@ -22,7 +22,8 @@ import msgspec
 from . import protocol as p
 from .cache import LocationCache
 from .crashloop import CrashGuard
-from .effects import Note, Reconnect, RefillSpare, Reply, ToLeader
+from .effects import Note, RefillSpare, Reply, ToLeader
+from .following import Following
 from .lease import Lease
 from .processes import Processes
 from .timers import Timers
@@ -31,7 +32,7 @@ FORWARD_TTL = 60.0  # seconds a forwarded request is remembered; clients give up
 _ORDERS = (p.Spawn, p.Kill, p.AddCall, p.RemoveCall)  # obeyed only from the leader that welcomed us
 
 
-class Worker:
+class Worker(Following):
     def __init__(
         self,
         node: str,
@@ -49,17 +50,7 @@ class Worker:
         lease: Lease | None = None,
     ) -> None:
         self.node = node
-        # Where a leader may be, (name, endpoint): the one leader, or every candidate
-        # (backend "etcd"). The DEALER is connected to one of them, ``target``.
-        self.leaders = leaders or [("", "")]
-        self.names = [name for name, _ in self.leaders]
-        self.by_election = self.names != [""]  # backend "etcd": candidates, one of them elected
-        self.target = self.names.index(node) if node in self.names else 0  # (role "both": its own first)
-        self.term = 0  # the newest term that welcomed it: a leader of an older one is not obeyed
-        self.elected_term = 0  # the newest term it heard elected, whose leader it went to
-        self.unwelcomed = 0  # candidates tried in a row without a welcome: the search slows
-        self.hinted_at = float("-inf")  # when it last went where a standby said the leader is
-        self.leader_name = ""
+        self.follow(leaders or [("", "")])
         # What `info` answers (the daemon's name, role and events endpoint).
         self.about = about or p.InfoReply(node=node, role="worker", events="", silence=heartbeat * liveness)
         self.capacity = capacity
@@ -109,10 +100,6 @@ class Worker:
             welcomed_by=self.leader_epoch or "",
             exited=list(procs.unreported),
         )
-
-    @property
-    def endpoint(self) -> str:
-        return self.leaders[self.target][1]
 
     def on_leader(self, msg: p.Msg) -> list:
         if isinstance(msg, p.Error) and msg.kind == p.NOT_LEADER:
@@ -247,72 +234,6 @@ class Worker:
             self.unwelcomed += 1
             out += self._switch(self._next(), "no welcome")  # a candidate that is down or knows no leader
         return out + self.timers.expire()
-
-    def _lose_leader(self, now: float) -> list:
-        """Start again on a new socket; until a welcome, clients hear "no leader" at once."""
-        out: list = []
-        if not self.leader_lost:
-            text = f"{self.node} lost the leader: no word for {now - self.last_heard:.1f} s; lookups of new keys fail"
-            out.append(Note(logging.WARNING, text + " until it is back"))
-        self.leader_lost, self.welcomed, self.last_heard = True, False, now
-        self.patience = min(2 * self.patience, max(10.0, self.silence))
-        for client, client_id, _ in self.forwards.values():
-            out.append(Reply(client, self._no_leader(client_id)))
-        self.forwards.clear()
-        # Any leader of an older term has lost its lease by now (silence > lease): a
-        # rebuilt etcd, whose terms start again, is followed too.
-        self.term = self.elected_term = 0
-        return out + self._switch(self._next() if self.by_election else self.target, "")
-
-    # -- finding the leader (backend "etcd") --
-
-    def _next(self) -> int:
-        return (self.target + 1) % len(self.leaders)
-
-    def _search_gap(self) -> float:
-        """A heartbeat per candidate, then longer after each round that found no leader."""
-        rounds = self.unwelcomed // len(self.leaders)
-        return min(self.heartbeat * (1 + rounds), max(self.heartbeat, self.silence))
-
-    def _switch(self, target: int, why: str) -> list:
-        """A new socket to ``leaders[target]``, a hello, and the requests still waiting
-        for an answer sent again where that is safe: a get, stop or lookup asked twice
-        of a leader is answered as once; an add-call or remove-call may have been done."""
-        self.target, self.welcomed, self.switched_at = target, False, self.clock()
-        name, endpoint = self.leaders[target]
-        out: list = [Note(logging.INFO, f"{self.node} goes to leader candidate {name}: {why}")] if why else []
-        out += [Reconnect(endpoint), ToLeader(self.hello())]
-        if self.leaving:  # (a new leader must know it too, not take it for down)
-            out.append(ToLeader(p.Leaving()))
-        for fid, (client, client_id, request) in list(self.forwards.items()):
-            if isinstance(request, (p.AddCall, p.RemoveCall)):
-                del self.forwards[fid]
-                text = (
-                    f"the leader changed before it answered '{p.tag(request)}': see `forsetictl calls`, and try again"
-                )
-                out.append(Reply(client, p.Error(id=client_id, kind=p.NO_LEADER, message=text)))
-            else:
-                out.append(ToLeader(msgspec.structs.replace(request, id=fid)))
-        return out
-
-    def _not_leader(self, msg: p.Error) -> list:
-        """A candidate that does not lead: go where it says the leader is. A request it
-        refused stays waiting, to go again to the leader."""
-        if msg.id == self.hello_id or self.welcomed:
-            self.welcomed = False  # (a leader whose term ended)
-        names = self.names
-        hint = names.index(msg.leader) if msg.leader in names else None
-        now = self.clock()
-        if hint is None or hint == self.target or now - self.hinted_at < self.heartbeat / 10:
-            return []  # (no hint, or hints chasing each other: the next try goes elsewhere in a heartbeat)
-        self.hinted_at = now
-        return self._switch(hint, f"{names[self.target]} says {msg.leader} leads")
-
-    def _elected(self, msg: p.Elected) -> list:
-        if msg.term <= max(self.term, self.elected_term) or msg.node not in self.names:
-            return []  # (old news, or on its way there already)
-        self.elected_term = msg.term
-        return self._switch(self.names.index(msg.node), f"elected in term {msg.term}")
 
     def _no_leader(self, req_id: int) -> p.Error:
         return p.Error(id=req_id, kind=p.NO_LEADER, message=f"node {self.node} has no leader at the moment; try again")

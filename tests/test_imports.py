@@ -31,8 +31,8 @@ class Rule:
 DECISIONS = tuple(
     f"forsetid.{m}"
     for m in ("leader", "hello", "groups", "starts", "members", "event_log", "registry", "placement", "store")
-    + ("crashloop", "roles", "restarts")
-    + ("worker", "processes", "cache", "timers", "effects", "closes", "lease")
+    + ("crashloop", "roles", "restarts", "admin")
+    + ("worker", "processes", "cache", "timers", "effects", "closes", "lease", "following")
 )
 
 RULES = [
@@ -42,6 +42,8 @@ RULES = [
          why="forsetid.const imports nothing: the fork server and every managed process load it"),
     Rule(DECISIONS, ("zmq", "socket", "select", "subprocess", "threading"),
          why="the decisions do no I/O: they take an input and return effects, the socket loops act"),
+    Rule(DECISIONS, ("forsetid.etcd", "forsetid.election", "http"),
+         why="etcd stays off the decisions' path: only election.py's thread talks to it"),
 ]  # fmt: skip
 
 # What a managed process and the fork server import must not load the heavy libraries:
@@ -153,6 +155,7 @@ def test_the_checks_see_every_import_and_catch_what_breaks_them():
         "forsetictl.x": [("forsetid.cache", 3), ("forsetid.protocol", 4)],
         "forsetid.const": [("os", 1)],
         "forsetid.leader": [("zmq.asyncio", 2)],
+        "forsetid.hello": [("forsetid.etcd", 5)],
         "forsetid.a": [("forsetid.b", 1)],
         "forsetid.b": [("forsetid.a", 9)],
     }
@@ -160,6 +163,7 @@ def test_the_checks_see_every_import_and_catch_what_breaks_them():
         ["forsetictl.x (line 3) imports forsetid.cache"],
         ["forsetid.const (line 1) imports os"],
         ["forsetid.leader (line 2) imports zmq.asyncio"],
+        ["forsetid.hello (line 5) imports forsetid.etcd"],
     ]
     assert cycles(made_up) == [["forsetid.a", "forsetid.b", "forsetid.a"]]
 
