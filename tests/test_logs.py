@@ -53,8 +53,10 @@ def test_ps_shows_an_entry_process_as_its_group_and_key(make_cluster):
     for key in ("k1", "k2"):  # the first one is the spare's, the second forked while it ran
         loc = c.leader().get("sleeper", key)  # (answered once it has its key: the title follows)
         wait_for(lambda loc=loc, key=key: _cmdline(loc.pid) == f"forseti: sleeper/{key}", 5, 0.01, "its title")
-    spares = wait_for(c.spares, 5, 0.01, "the next spare")  # (forked once the last start is registered)
-    assert all(_cmdline(pid) == "forseti-spare" for pid in spares)
+    # The next spare is forked once the last start is registered, and names itself (comm)
+    # before it writes its title over its argv: wait for both.
+    wait_for(lambda: (spares := c.spares()) and all(_cmdline(pid) == "forseti-spare" for pid in spares), 5, 0.01,
+             "the next spare and its title")  # fmt: skip
 
 
 def _cmdline(pid: int) -> str:
