@@ -58,11 +58,11 @@ class Candidacy:
                     log.info("%s stands by: %s leads (term %d)", name, report.leader or "nobody", report.term)
                 self.known_leader = report.leader
             elif isinstance(report, Unreachable):
-                self.known_leader = None if self.leader is None else self.known_leader  # (no stale hints)
                 if self.leader is not None:
                     left = (self.office.until or 0) - time.monotonic()
                     log.warning("etcd is unreachable (%s): leading %.1f s more unless it answers", report.why, left)
                 else:
+                    self.known_leader = None  # (a hint that may be stale by now is no hint)
                     log.warning("etcd is unreachable (%s): cannot stand for leader", report.why)
             elif isinstance(report, Resigned):
                 self._step_down("resigned")

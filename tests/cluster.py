@@ -11,7 +11,7 @@ from pathlib import Path
 
 from forsetictl.localcluster import LocalCluster, free_port, ppid
 
-__all__ = ["BASE_CALLS", "HERE", "ROOT", "Cluster", "free_port", "ppid", "wait_for"]
+__all__ = ["BASE_CALLS", "HERE", "ROOT", "Cluster", "free_port", "managed", "ppid", "wait_for"]
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -30,6 +30,20 @@ def line_within(stream, seconds: float = 10.0) -> str:
     if not select.select([stream], [], [], seconds)[0]:
         raise AssertionError(f"no line within {seconds} s")
     return stream.readline()
+
+
+def managed(cluster) -> dict[int, dict[str, str]]:
+    """pid -> the FORSETI_* environment of every live process the cluster started (which
+    group, key and node each is for)."""
+    found = {}
+    for pid in cluster.processes():
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                pairs = [v.decode(errors="replace").split("=", 1) for v in f.read().split(b"\0") if b"=" in v]
+        except OSError:
+            continue  # gone meanwhile
+        found[pid] = {k: v for k, v in pairs if k.startswith("FORSETI_")}
+    return found
 
 
 def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01, what: str = "condition"):

@@ -20,7 +20,7 @@ import threading
 import time
 
 import pytest
-from cluster import wait_for
+from cluster import managed, wait_for
 from test_cluster import alive
 
 from forsetictl import Client, ForsetiError
@@ -44,17 +44,12 @@ SEEDS = {"keep": 1235, "stop": 7}  # ("keep": its first actions are kills, then 
 
 
 def live_processes(cluster) -> dict[int, tuple[str, str, str]]:
-    """pid -> (group, key, node) of every live process of the chaos groups (its env says which)."""
-    found = {}
-    for pid in cluster.processes():
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
-        except OSError:
-            continue
-        if env.get(b"FORSETI_GROUP", b"").decode() in CALLS:
-            found[pid] = (env[b"FORSETI_GROUP"].decode(), env[b"FORSETI_KEY"].decode(), env[b"FORSETI_NODE"].decode())
-    return found
+    """pid -> (group, key, node) of every live process of the chaos groups."""
+    return {
+        pid: (env["FORSETI_GROUP"], env["FORSETI_KEY"], env["FORSETI_NODE"])
+        for pid, env in managed(cluster).items()
+        if env.get("FORSETI_GROUP") in CALLS
+    }
 
 
 def duplicates(live: dict[int, tuple[str, str, str]], excused=frozenset()) -> dict[tuple[str, str], list[int]]:

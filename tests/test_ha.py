@@ -15,7 +15,7 @@ import threading
 import time
 
 import pytest
-from cluster import ROOT, wait_for
+from cluster import ROOT, managed, wait_for
 from test_cluster import alive
 
 from forsetictl.client import Client, ForsetiError
@@ -256,17 +256,8 @@ class Load:
 
 
 def live_processes(c, group: str = "ha") -> dict[int, str]:
-    """pid -> key of every live process of ``group`` (its env says which)."""
-    found = {}
-    for pid in c.processes():
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
-        except OSError:
-            continue
-        if env.get(b"FORSETI_GROUP") == group.encode():
-            found[pid] = env[b"FORSETI_KEY"].decode()
-    return found
+    """pid -> key of every live process of ``group``."""
+    return {pid: env["FORSETI_KEY"] for pid, env in managed(c).items() if env.get("FORSETI_GROUP") == group}
 
 
 def consistent(c) -> bool:

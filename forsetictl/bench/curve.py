@@ -33,7 +33,7 @@ from ..security import load_keys
 from .baselines import EchoServer, raw_round_trips
 from .measure import ENTRY_GROUP, GROUPS, find_frame
 from .report import Progress, Report, stats
-from .timing import PHASE_SECONDS, alternate, cpus_apart, dealer, pin, sequential
+from .timing import PHASE_SECONDS, alternate, cpus_apart, dealer, new_keys, pin, sequential
 
 PHASES = 3
 # Samples per chunk: small, so that the sides take turns often (a chunk of round trips
@@ -173,18 +173,10 @@ def _round_trips(args, report, progress, plain, secure, curve_keys, echoes) -> N
 
 def _starts(args, report, progress, plain, secure) -> None:
     progress("new entry starts (get, sequential), plain and with CURVE, alternating")
-    run_id = f"{os.getpid()}-{int(time.time())}"
-    counters = {}
-
-    def starts(client: Client, label: str):
-        def measure(n: int, deadline: float) -> list[float]:
-            first = counters.get(label, 0)
-            counters[label] = first + n
-            return sequential(lambda i: client.get(ENTRY_GROUP, f"{label}-{run_id}-{first + i}"), n, deadline)
-
-        return measure
-
-    measures = {"plain": starts(plain, "start"), "CURVE": starts(secure, "start-curve")}
+    measures = {
+        "plain": new_keys(lambda key: plain.get(ENTRY_GROUP, key), "start"),
+        "CURVE": new_keys(lambda key: secure.get(ENTRY_GROUP, key), "start-curve"),
+    }
     for fn in measures.values():  # the first starts of a fork server cost more
         fn(5, time.monotonic() + PHASE_SECONDS)
     s = alternate(measures, args.starts, START_CHUNK, time.monotonic() + PHASE_SECONDS)

@@ -69,7 +69,7 @@ from ..localetcd import LocalEtcd, etcd_binary
 from .curve import ROUND_TRIP_CHUNK, START_CHUNK
 from .measure import ENTRY_GROUP, GROUPS
 from .report import BenchError, Progress, Report, stats
-from .timing import PHASE_SECONDS, alternate, clock, cpus_apart, pin, sequential
+from .timing import PHASE_SECONDS, alternate, clock, cpus_apart, new_keys, pin, sequential
 
 ATTEMPT = 0.05  # a get's timeout while the leader is gone: the measurement's resolution
 AGAIN = 0.002  # the pause before asking again after an error answer
@@ -189,18 +189,10 @@ def _finds(args, report: Report, progress: Progress, memory: Client, backed: Cli
 
 def _starts(args, report: Report, progress: Progress, memory: Client, backed: Client) -> None:
     progress("hot path: new entry starts (get, sequential), backend memory and backend etcd, alternating")
-    run_id = f"{os.getpid()}-{int(time.time())}"
-    counters: dict[str, int] = {}
-
-    def starts(client: Client, label: str):
-        def measure(n: int, deadline: float) -> list[float]:
-            first = counters.get(label, 0)
-            counters[label] = first + n
-            return sequential(lambda i: client.get(ENTRY_GROUP, f"{label}-{run_id}-{first + i}"), n, deadline)
-
-        return measure
-
-    measures = {"memory": starts(memory, "start"), "etcd": starts(backed, "start-etcd")}
+    measures = {
+        "memory": new_keys(lambda key: memory.get(ENTRY_GROUP, key), "start"),
+        "etcd": new_keys(lambda key: backed.get(ENTRY_GROUP, key), "start-etcd"),
+    }
     for fn in measures.values():  # the first starts of a fork server cost more
         fn(5, time.monotonic() + PHASE_SECONDS)
     s = alternate(measures, args.starts, START_CHUNK, time.monotonic() + PHASE_SECONDS)

@@ -31,6 +31,19 @@ def sequential(fn, count: int, deadline: float | None = None) -> list[float]:
     return samples
 
 
+def new_keys(get, label: str):
+    """A measure for ``alternate``: sequential ``get(key)`` of keys never asked before,
+    numbered on from one call to the next (``label`` and the run keep them apart)."""
+    run_id = f"{os.getpid()}-{int(time.time())}"
+    asked = [0]
+
+    def measure(n: int, deadline: float) -> list[float]:
+        first, asked[0] = asked[0], asked[0] + n
+        return sequential(lambda i: get(f"{label}-{run_id}-{first + i}"), n, deadline)
+
+    return measure
+
+
 def dealer(ctx: zmq.Context, endpoint: str, keys=None) -> zmq.Socket:
     """A DEALER connected to ``endpoint``; a CURVE client with ``keys`` (CurveKeys)."""
     sock = ctx.socket(zmq.DEALER)
