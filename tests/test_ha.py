@@ -309,7 +309,6 @@ def test_failover_under_load_loses_nothing_and_doubles_nothing(ha, etcd, fault):
     assert not load.doubled, f"keys with two live processes: {load.doubled} ({figures})"
     assert during > 0 and load.ops["new"] > 20 and load.ops["stop"] > 20, figures
     assert set(load.errors) <= {"timeout", "not-leader", "no-leader"}, figures
-    print(fault, figures)
 
 
 # -- every node a candidate and a worker (role "both", as conf/ha) --
@@ -443,3 +442,47 @@ def _b64(text: str) -> str:
     import base64
 
     return base64.b64encode(text.encode()).decode()
+
+
+def test_the_shipped_ha_example_works(make_cluster, etcd, tmp_path):
+    """conf/ha/ as shipped, its ports moved to free ones and its etcd to the module's:
+    three role-both candidates, one leads, a get works through each, and a failover."""
+    import re
+    import shutil
+
+    from cluster import free_port
+
+    conf = tmp_path / "ha"
+    shutil.copytree(ROOT / "conf" / "ha", conf)
+    texts = {f.stem: f.read_text().replace("http://127.0.0.1:2379", etcd.url) for f in conf.glob("*.toml")}
+    ports = sorted({int(m) for t in texts.values() for m in re.findall(r"tcp://127\.0\.0\.1:(\d+)", t)})
+    moved = {port: free_port() for port in ports}
+    for name, text in texts.items():
+        for old, new in moved.items():
+            text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
+        (conf / f"{name}.toml").write_text(text)
+    c = make_cluster(workers=3, start=False, wait=False)  # only for its directory, clean-up and checks
+    for name in ("node1", "node2", "node3"):
+        c.configs[name] = conf / f"{name}.toml"
+        c.start(name)
+    clients = {n: Client.from_config(str(conf / f"{n}.toml"), timeout=5.0) for n in ("node1", "node2", "node3")}
+    try:
+        wait_for(lambda: _leads(clients["node1"]), 15, 0.1, "a leader")
+        first = clients["node1"].leader()["leader"]
+        locs = {n: client.get("sessions", f"user-{n}") for n, client in clients.items()}
+        assert len({loc.node for loc in locs.values()}) == 3
+        c.kill(first, signal.SIGKILL)
+        c.procs[first].wait(5)
+        rest = [n for n in clients if n != first]
+        wait_for(lambda: _leads(clients[rest[0]]) not in (None, first), 15, 0.1, "another leader")
+        assert clients[rest[1]].get("sessions", f"user-{rest[1]}") == locs[rest[1]]
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+def _leads(client) -> str | None:
+    try:
+        return client.leader()["leader"]
+    except ForsetiError:
+        return None

@@ -5,8 +5,9 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 pids=()
+data=""
 healthy() { python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:2379/health', timeout=1)" 2>/dev/null; }
-trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
+trap 'kill "${pids[@]}" 2>/dev/null; wait; [ -z "$data" ] || rm -rf "$data"' EXIT INT TERM
 if ! healthy; then
     data="$(mktemp -d /tmp/forseti-etcd.XXXXXX)"
     etcd --data-dir "$data" --log-level warn &
