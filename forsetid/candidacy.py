@@ -19,7 +19,7 @@ import zmq
 from . import protocol as p
 from .config import Config
 from .effects import Record, Reply
-from .election import Campaign, Lost, Office, Renewed, Resigned, Standing, Unreachable, Won
+from .election import Campaign, Lost, Office, Recorded, Renewed, Resigned, Standing, Unreachable, Won
 from .leader import Leader
 from .loop import Loop
 
@@ -67,6 +67,8 @@ class Candidacy:
             elif isinstance(report, Resigned):
                 self._step_down("resigned")
                 self.resigned = True
+            elif isinstance(report, Recorded) and self.leader is not None and self._leading():
+                self.carry_out(self.leader.recorded(report.key))
 
     def _won(self, report: Won) -> None:
         assert self.campaign is not None and self.office is not None

@@ -90,7 +90,14 @@ class Resigned:
     pass
 
 
-Report = Won | Renewed | Lost | Standing | Unreachable | Resigned
+@dataclass
+class Recorded:
+    """A record written: ``members/NODE`` tells that a successor will wait for NODE."""
+
+    key: str
+
+
+Report = Won | Renewed | Lost | Standing | Unreachable | Resigned | Recorded
 
 
 class Campaign(threading.Thread):
@@ -267,11 +274,14 @@ class Campaign(threading.Thread):
                 return
             term, key, value = self._write
             # (one that fails stays, to be tried again first)
-            if term == self._term and not self.etcd.put_if(self.key, self._term, self.prefix + key, value):
-                self._lease = None
-                self._drop_writes()
-                self._report(Lost("another candidate holds the leader's key"))
-                return
+            if term == self._term:
+                if not self.etcd.put_if(self.key, self._term, self.prefix + key, value):
+                    self._lease = None
+                    self._drop_writes()
+                    self._report(Lost("another candidate holds the leader's key"))
+                    return
+                if value is not None:
+                    self._report(Recorded(key))
             self._write = None
 
     def _drop_writes(self) -> None:

@@ -74,6 +74,8 @@ class Hellos:
             out += self._fail_pending(msg.node, "restarted")
         self.members.join(msg.node, msg.incarnation, peer)
         self.placement.join(msg.node, msg.capacity)
+        if news and self.durable:  # nothing placed there before a successor would wait for it
+            self.placement.hold(msg.node, True)
         self.groups.learn(msg.calls)  # groups added at run time outlive a leader
         for group, seconds in msg.suspended.items():
             self.suspensions.suspend(msg.node, group, seconds)

@@ -74,6 +74,7 @@ class Leader(Hellos, Restarting, Admin):
         self.term = term  # of its election (backend "etcd"), told in every welcome
         self.durable = durable  # a successor reads its Records (backend "etcd")
         self.expected = set(expected)  # the workers its predecessors knew (from etcd)
+        self.unplaced: list[tuple[bytes, p.Get]] = []  # gets waiting for a joined worker's record
         self.monotonic = monotonic
         self.silence = heartbeat * liveness  # a worker silent this long is down
         self.suspensions = Suspensions(monotonic)
@@ -157,11 +158,23 @@ class Leader(Hellos, Restarting, Admin):
             note = Note(logging.WARNING, f"worker {node} is down: {text}")
         return [note, *out, *self._fail_pending(node, "went down"), *self.record(f"members/{node}", None)]
 
+    def recorded(self, key: str) -> Out:
+        """A record a successor reads is written (backend "etcd"): a worker so recorded
+        may take processes now, and the gets that waited for it are placed."""
+        if not key.startswith("members/"):
+            return []
+        self.placement.hold(key.removeprefix("members/"), False)
+        waiting, self.unplaced = self.unplaced, []
+        out: Out = []
+        for peer, msg in waiting:
+            out += self._get(peer, msg)
+        return out
+
     def abdicate(self) -> Out:
         """No longer the leader: everyone still waiting for an answer hears so, to ask
         the new one (a worker sends its requests again there)."""
         waiting = [w for _, wait in self.starts.pending.items() for w in wait.waiters]
-        waiting += [(peer, msg.id) for peer, msg in self.starts.held]
+        waiting += [(peer, msg.id) for peer, msg in self.starts.held + self.unplaced]
         waiting += [w for waiters in self.registry.stopping.values() for w in waiters]
         waiting += [w for r in self.restarts.pending.values() for w in r.waiters]
         text = "this leader's term has ended; ask again"
@@ -186,6 +199,9 @@ class Leader(Hellos, Restarting, Admin):
             return []
         suspended = self.suspensions.nodes(msg.group)
         node = self.placement.choose(exclude=suspended)
+        if node is None and self.placement.any_held():
+            self.unplaced.append((peer, msg))  # a worker that just joined will take it once recorded
+            return []
         if node is None:
             return [Reply(peer, self.no_place(msg.id, msg.group, suspended))]
         spawn = p.Spawn(id=next(self._ids), group=msg.group, key=msg.key, args=msg.args, call=call)

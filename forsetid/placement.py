@@ -24,6 +24,7 @@ class WorkerLoad:
     up: bool = True
     draining: bool = False  # takes no new process (forsetictl drain)
     left: bool = False  # shut down cleanly: gone, and not down
+    held: bool = False  # backend "etcd": joined, and not yet written down for a successor to wait for
 
     @property
     def full(self) -> bool:
@@ -31,7 +32,7 @@ class WorkerLoad:
 
     @property
     def candidate(self) -> bool:
-        return self.up and not (self.draining or self.left or self.full)
+        return self.up and not (self.draining or self.left or self.full or self.held)
 
     @property
     def state(self) -> Literal["up", "draining", "down", "left"]:
@@ -67,6 +68,17 @@ class Placement:
         w = self.workers.get(name)
         if w is not None:
             w.left = True
+
+    def hold(self, name: str, held: bool) -> None:
+        """Take no new process on ``name`` until released (``held`` False)."""
+        w = self.workers.get(name)
+        if w is not None:
+            w.held = held
+            if not held:
+                self._offer(w)
+
+    def any_held(self) -> bool:
+        return any(w.held and w.up for w in self.workers.values())
 
     def drain(self, name: str, draining: bool) -> bool:
         """Take no new process there (or again); False: no such worker."""

@@ -73,8 +73,9 @@ def test_the_loss_of_the_leader_loses_nothing(ha, how):
     c.kill(first, how)
     second = c.wait_leader(other_than=first)
     # Every worker goes to the new leader, which rebuilds the dictionary from their hellos.
-    wait_for(lambda: c.client("node2").info().term > term, timeout=10, what="node2 to join the new leader")
-    assert wait_for(lambda: c.client("node1").processes() == sorted(locs, key=lambda x: x.key), timeout=10, what="ls")
+    node1, node2 = c.client("node1"), c.client("node2")  # (made once: a client per poll would pile up sockets)
+    wait_for(lambda: node2.info().term > term, timeout=10, what="node2 to join the new leader")
+    assert wait_for(lambda: node1.processes() == sorted(locs, key=lambda x: x.key), timeout=10, what="ls")
     assert [c.client("node2").get("sleeper", f"k{i}") for i in range(6)] == locs  # none doubled
     assert all(alive(loc.pid) for loc in locs)
     fresh = c.client("node2").get("sleeper", "new")  # and new keys start again
@@ -93,9 +94,8 @@ def test_a_frozen_leader_loses_office_and_changes_nothing_when_it_wakes(ha):
     finally:
         c.kill(first, signal.SIGCONT)
     # Awake, the old leader stands by: it answers not-leader and has started nothing.
-    wait_for(
-        lambda: c.client(f"{first}-leader").info().state == "standby", timeout=10, what="the old leader to stand by"
-    )
+    old = c.client(f"{first}-leader")
+    wait_for(lambda: old.info().state == "standby", timeout=10, what="the old leader to stand by")
     time.sleep(0.5)
     assert c.client("node2").processes() == sorted([loc, after], key=lambda x: x.key)
     assert alive(loc.pid) and alive(after.pid)
@@ -155,7 +155,8 @@ def test_groups_added_at_run_time_survive_a_failover(ha):
     c.client("node1").add_call("later", command=["sleep", "300"])
     c.kill(first, signal.SIGKILL)
     c.wait_leader(other_than=first)
-    wait_for(lambda: "later" in c.client("node2").calls(), timeout=10, what="the group at the new leader")
+    node2 = c.client("node2")
+    wait_for(lambda: "later" in node2.calls(), timeout=10, what="the group at the new leader")
     assert alive(c.client("node2").get("later", "x").pid)
 
 
@@ -174,14 +175,15 @@ def test_with_etcd_frozen_the_leader_steps_down_lookups_go_on_and_new_keys_wait(
     finally:
         etcd.resume()
     c.wait_leader(timeout=15)
-    fresh = wait_for(lambda: _get(c, "node2", "new"), timeout=10, what="a new key once a leader is back")
+    node2 = c.client("node2", timeout=1.0)
+    fresh = wait_for(lambda: _get(node2, "new"), timeout=10, what="a new key once a leader is back")
     assert alive(fresh.pid) and alive(loc.pid)
     assert sorted(x.key for x in c.client("node1").processes()) == ["known", "new"]
 
 
-def _get(c, node: str, key: str, group: str = "sleeper"):
+def _get(client, key: str, group: str = "sleeper"):
     try:
-        return c.client(node, timeout=1.0).get(group, key)
+        return client.get(group, key)
     except ForsetiError:
         return None
 
@@ -260,10 +262,10 @@ def live_processes(c, group: str = "ha") -> dict[int, str]:
     return {pid: env["FORSETI_KEY"] for pid, env in managed(c).items() if env.get("FORSETI_GROUP") == group}
 
 
-def consistent(c) -> bool:
-    """``ls`` (through a worker) lists exactly the live processes, one per key."""
+def consistent(c, lister) -> bool:
+    """``ls`` (through a worker's client, ``lister``) lists exactly the live processes, one per key."""
     try:
-        listed = {loc.key: loc.pid for loc in c.client("node1", timeout=2.0).processes("ha")}
+        listed = {loc.key: loc.pid for loc in lister.processes("ha")}
     except ForsetiError:
         return False
     live = live_processes(c, "ha")
@@ -299,12 +301,14 @@ def test_failover_under_load_loses_nothing_and_doubles_nothing(ha, etcd, fault):
             c.procs[first].wait(10)
             c.wait_leader(other_than=first, timeout=15)
             c.start(first)  # back, as a standby
-        wait_for(lambda: all(_get(c, n, "after-" + fault) for n in c.node_names), 15, 0.1, "gets after the fault")
+        probes = {n: c.client(n, timeout=1.0) for n in c.node_names}
+        wait_for(lambda: all(_get(probes[n], "after-" + fault) for n in c.node_names), 15, 0.1, "gets after")
         during = sum(load.ops.values()) - before
         time.sleep(1.5)  # under load with the new leader
     finally:
         figures = load.end()
-    wait_for(lambda: consistent(c), 15, 0.1, "ls to list exactly what lives")
+    lister = c.client("node1", timeout=2.0)
+    wait_for(lambda: consistent(c, lister), 15, 0.1, "ls to list exactly what lives")
     assert not load.unclean, load.unclean
     assert not load.doubled, f"keys with two live processes: {load.doubled} ({figures})"
     assert during > 0 and load.ops["new"] > 20 and load.ops["stop"] > 20, figures
@@ -396,7 +400,8 @@ def test_chaos_with_leader_candidates_and_etcd_pauses(ha, etcd, capsys):
         figures = load.end()
     c.wait_leader(timeout=15)
     c.wait_up(timeout=15)
-    wait_for(lambda: consistent(c), 15, 0.1, "ls to list exactly what lives")
+    lister = c.client("node1", timeout=2.0)
+    wait_for(lambda: consistent(c, lister), 15, 0.1, "ls to list exactly what lives")
     with capsys.disabled():
         print("\nchaos with candidates:", {**figures, "faults": dict(faults)})
     assert not load.unclean, load.unclean

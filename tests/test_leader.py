@@ -793,13 +793,33 @@ def test_an_elected_leader_places_new_keys_once_every_worker_etcd_knew_said_hell
     now[0] = 51.6  # no fresh cluster's shortcut: etcd says there were workers
     assert not [e for e in leader.expire() if isinstance(e, Reply)]
     out = leader.handle(peer("node2"), p.Hello(id=1, node="node2", incarnation="i"))
-    assert [e.msg.key for e in out if isinstance(e, Reply) and isinstance(e.msg, p.Spawn)] == ["k"]  # at once
+    assert not [e for e in out if isinstance(e, Reply) and isinstance(e.msg, p.Spawn)]  # none is recorded yet
+    out = leader.recorded("members/node2")  # a successor would wait for node2 now: it takes processes
+    assert [(e.peer, e.msg.key) for e in out if isinstance(e, Reply) and isinstance(e.msg, p.Spawn)] == [
+        (peer("node2"), "k")
+    ]
+
+
+def test_a_new_worker_takes_no_process_before_its_record_is_written():
+    now = [50.0]
+    leader = elected(now, expected=())
+    leader.handle(peer("node1"), p.Hello(id=1, node="node1", incarnation="i"))
+    now[0] = 52.0
+    leader.expire()  # a fresh cluster's recovery is over
+    assert leader.handle(CLIENT, p.Get(id=5, group="users", key="k")) == []  # waits: node1 is not recorded
+    assert leader.recorded("calls/x") == []  # (another record frees no one)
+    ((to, spawn),) = [(e.peer, e.msg) for e in leader.recorded("members/node1")]
+    assert to == peer("node1") and isinstance(spawn, p.Spawn) and spawn.key == "k"
+    # With backend memory there is no successor to wait for it: placed at once.
+    ((to, spawn),) = get(make(["node1"]), "k")
+    assert isinstance(spawn, p.Spawn)
 
 
 def test_a_worker_etcd_knew_that_stays_silent_is_waited_for_then_shown_down_and_forgotten():
     now = [50.0]
     leader = elected(now)
     leader.handle(peer("node1"), p.Hello(id=1, node="node1", incarnation="i"))
+    leader.recorded("members/node1")
     assert leader.handle(CLIENT, p.Get(id=5, group="users", key="k")) == []
     now[0] = 53.1  # heartbeat x liveness: node2 is dead (or slow, and then it is on its own)
     leader.members.last_seen["node1"] = 53.0
