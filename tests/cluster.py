@@ -5,13 +5,15 @@ groups, a fast heartbeat, DEBUG logs, and tests/ importable by the daemons."""
 from __future__ import annotations
 
 import os
+import re
 import select
+import shutil
 import time
 from pathlib import Path
 
 from forsetictl.localcluster import LocalCluster, free_port, ppid
 
-__all__ = ["BASE_CALLS", "HERE", "ROOT", "Cluster", "free_port", "managed", "ppid", "wait_for"]
+__all__ = ["BASE_CALLS", "HERE", "ROOT", "Cluster", "free_port", "managed", "ppid", "shipped", "wait_for"]
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -30,6 +32,27 @@ def line_within(stream, seconds: float = 10.0) -> str:
     if not select.select([stream], [], [], seconds)[0]:
         raise AssertionError(f"no line within {seconds} s")
     return stream.readline()
+
+
+def shipped(name: str, into: Path, replace: dict[str, str] | None = None) -> Path:
+    """A copy of ``conf/NAME`` in ``into``, each loopback port of its config files moved
+    to a free one and each text of ``replace`` replaced (and not moved), so that it runs
+    beside others."""
+    conf = into / name
+    shutil.copytree(ROOT / "conf" / name, conf)
+    marks = {f"\0{i}\0": new for i, new in enumerate((replace or {}).values())}
+    texts = {f: f.read_text() for f in conf.glob("*.toml")}
+    for old, mark in zip(replace or {}, marks, strict=True):
+        texts = {f: t.replace(old, mark) for f, t in texts.items()}
+    ports = sorted({int(m) for t in texts.values() for m in re.findall(r"127\.0\.0\.1:(\d+)", t)})
+    moved = {port: free_port() for port in ports}
+    for f, text in texts.items():
+        for old_port, new_port in moved.items():
+            text = text.replace(f"127.0.0.1:{old_port}", f"127.0.0.1:{new_port}")
+        for mark, new in marks.items():
+            text = text.replace(mark, new)
+        f.write_text(text)
+    return conf
 
 
 def managed(cluster) -> dict[int, dict[str, str]]:

@@ -15,7 +15,7 @@ import threading
 import time
 
 import pytest
-from cluster import ROOT, managed, wait_for
+from cluster import ROOT, managed, shipped, wait_for
 from test_cluster import alive
 
 from forsetictl.client import Client, ForsetiError
@@ -452,20 +452,7 @@ def _b64(text: str) -> str:
 def test_the_shipped_ha_example_works(make_cluster, etcd, tmp_path):
     """conf/ha/ as shipped, its ports moved to free ones and its etcd to the module's:
     three role-both candidates, one leads, a get works through each, and a failover."""
-    import re
-    import shutil
-
-    from cluster import free_port
-
-    conf = tmp_path / "ha"
-    shutil.copytree(ROOT / "conf" / "ha", conf)
-    texts = {f.stem: f.read_text().replace("http://127.0.0.1:2379", etcd.url) for f in conf.glob("*.toml")}
-    ports = sorted({int(m) for t in texts.values() for m in re.findall(r"tcp://127\.0\.0\.1:(\d+)", t)})
-    moved = {port: free_port() for port in ports}
-    for name, text in texts.items():
-        for old, new in moved.items():
-            text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
-        (conf / f"{name}.toml").write_text(text)
+    conf = shipped("ha", tmp_path, {"http://127.0.0.1:2379": etcd.url})
     c = make_cluster(workers=3, start=False, wait=False)  # only for its directory, clean-up and checks
     for name in ("node1", "node2", "node3"):
         c.configs[name] = conf / f"{name}.toml"

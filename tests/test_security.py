@@ -16,7 +16,7 @@ import threading
 import pytest
 import zmq
 import zmq.auth
-from cluster import ROOT, free_port, wait_for
+from cluster import ROOT, free_port, shipped, wait_for
 from conftest import ROLES
 
 from forsetid import protocol as p
@@ -291,21 +291,11 @@ def test_a_key_taken_out_is_refused_after_sighup(secure, keys, tmp_path):
 
 def test_the_shipped_secure_example_works(make_cluster, tmp_path):
     """conf/secure/ as shipped, its keys made by its own script, its ports moved to free ones."""
-    import re
-
     from forsetictl import AccessDenied, Client
 
-    conf = tmp_path / "secure"
-    shutil.copytree(ROOT / "conf" / "secure", conf)
+    conf = shipped("secure", tmp_path)
     env = {**os.environ, "FORSETICTL": f"{sys.executable} -m forsetictl"}
     subprocess.run(["sh", str(conf / "make-keys.sh")], check=True, env=env, capture_output=True, timeout=60)
-    texts = {f.stem: f.read_text() for f in conf.glob("*.toml")}
-    ports = sorted({int(m) for t in texts.values() for m in re.findall(r"127\.0\.0\.1:(\d+)", t)})
-    moved = {port: free_port() for port in ports}
-    for name, text in texts.items():
-        for old, new in moved.items():
-            text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
-        (conf / f"{name}.toml").write_text(text)
     c = make_cluster(workers=2, start=False, wait=False)  # only for its directory, clean-up and checks
     for name in ("leader", "node1", "node2"):
         c.configs[name] = conf / f"{name}.toml"
