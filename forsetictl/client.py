@@ -129,8 +129,7 @@ class Client:
         self._wait_ms: int | None = None  # the socket's RCVTIMEO
         self._shakes: Handshakes | None = None  # the socket's monitor (none for inproc://)
         self._poller: zmq.Poller | None = None  # the socket and its monitor, until a handshake succeeds
-        self._events_endpoint: str | None = None
-        self._events_also: list[str] = []
+        self._publishers: list[str] | None = None  # where events come from (every candidate's, with etcd)
         self._cache = cache
         self.near: NearCache | None = None  # opened on the first lookup
         self.requests = 0  # requests sent: what the near cache saves shows here
@@ -257,22 +256,24 @@ class Client:
     def events(self, group: str | None = None) -> EventStream:
         """Follow started/exited events (of one group, or all). The stream is live when
         this returns: nothing published afterwards is missed for want of a subscription."""
-        if self._events_endpoint is None:
-            info = self.info()
-            # With candidates (backend "etcd"), all of them: only the leader publishes, and
-            # the stream goes on from the next one after a failover (a "missed" event first).
-            endpoints = [info.events] if info.events else []
-            endpoints += [s.events for s in info.candidates if s.events not in endpoints]
-            self._events_endpoint = endpoints[0] if endpoints else ""
-            self._events_also = endpoints[1:]
-        return EventStream(self._ctx, self._events_endpoint, group, self.timeout, self._keys, self._events_also)
+        if self._publishers is None:
+            self._learn_publishers(self.info())
+        first, *others = self._publishers or [""]
+        return EventStream(self._ctx, first, group, self.timeout, self._keys, others)
 
     # -- plumbing --
+
+    def _learn_publishers(self, info: p.InfoReply) -> None:
+        """Where events come from: the leader's socket, and with candidates (backend
+        "etcd") every candidate's (only the leader publishes: after a failover the
+        stream goes on from the next one, a "missed" event first)."""
+        publishers = [info.events] if info.events else []
+        self._publishers = publishers + [s.events for s in info.candidates if s.events not in publishers]
 
     def _open_near(self) -> NearCache | None:
         if self._cache:
             info = self.info()
-            self._events_endpoint = info.events
+            self._learn_publishers(info)
             self.near = NearCache(self._ctx, info.events, info.silence, self._keys)
         return self.near
 

@@ -96,7 +96,8 @@ def test_a_frozen_leader_loses_office_and_changes_nothing_when_it_wakes(ha):
     # Awake, the old leader stands by: it answers not-leader and has started nothing.
     old = c.client(f"{first}-leader")
     wait_for(lambda: old.info().state == "standby", timeout=10, what="the old leader to stand by")
-    time.sleep(0.5)
+    # (it steps down before deciding anything: whatever it might have done wrong came before that line)
+    wait_for(lambda: f"{first} stops leading" in c.log(first), 10, 0.05, "its log to say it stopped leading")
     assert c.client("node2").processes() == sorted([loc, after], key=lambda x: x.key)
     assert alive(loc.pid) and alive(after.pid)
 

@@ -156,14 +156,12 @@ def _round_trips(args, report, progress, plain, secure, curve_keys, echoes) -> N
     finally:
         raw.close()
         raw_curve.close()
-    b = report.baselines
     for name, label in (
         ("raw", "raw round trip"),
         ("raw CURVE", "raw CURVE round trip"),
         ("find", "cached find without CURVE"),
     ):
-        st = stats(s[name])
-        b[f"{label} median"], b[f"{label} p99"] = (st["median"], "us"), (st["p99"], "us")
+        report.baseline(label, stats(s[name]))
     report.latency("raw CURVE round trip", stats(s["raw CURVE"]), "raw round trip")
     report.latency("cached find without CURVE", stats(s["find"]), "raw round trip")
     st = stats(s["find CURVE"])
@@ -180,8 +178,6 @@ def _starts(args, report, progress, plain, secure) -> None:
     for fn in measures.values():  # the first starts of a fork server cost more
         fn(5, time.monotonic() + PHASE_SECONDS)
     s = alternate(measures, args.starts, START_CHUNK, time.monotonic() + PHASE_SECONDS)
-    st = stats(s["plain"])
-    report.baselines["new entry: get without CURVE median"] = (st["median"], "us")
-    report.baselines["new entry: get without CURVE p99"] = (st["p99"], "us")
+    report.baseline("new entry: get without CURVE", stats(s["plain"]))
     st = stats(s["CURVE"])
     report.latency("new entry with CURVE: get, sequential", st, "new entry: get without CURVE", ("x<=", 1.1))

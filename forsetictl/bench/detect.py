@@ -34,8 +34,7 @@ def detection(bench: Bench, cluster: LocalCluster | None, rounds: int) -> None:
         killed = [loss.round(signal.SIGKILL, i) for i in range(rounds)]
     finally:
         loss.close()
-    st = stats(frozen)
-    r.baselines[f"{FROZEN} median"], r.baselines[f"{FROZEN} p99"] = (st["median"], "us"), (st["p99"], "us")
+    r.baseline(FROZEN, stats(frozen))
     r.latency(KILLED, stats(killed), FROZEN, median_target=("<=", TARGET))
     r.info["worker loss silence"] = f"heartbeat x liveness = {loss.silence:g} s"
 

@@ -181,9 +181,8 @@ def _finds(args, report: Report, progress: Progress, memory: Client, backed: Cli
     for fn in measures.values():  # connect, and warm up
         fn(50, time.monotonic() + PHASE_SECONDS)
     s = alternate(measures, args.count, ROUND_TRIP_CHUNK, time.monotonic() + PHASE_SECONDS)
-    st = stats(s["memory"])
     base = "cached find, backend memory"
-    report.baselines[f"{base} median"], report.baselines[f"{base} p99"] = (st["median"], "us"), (st["p99"], "us")
+    report.baseline(base, stats(s["memory"]))
     report.latency("cached find, backend etcd", stats(s["etcd"]), base, ("x<=", 1.1))
 
 
@@ -196,9 +195,8 @@ def _starts(args, report: Report, progress: Progress, memory: Client, backed: Cl
     for fn in measures.values():  # the first starts of a fork server cost more
         fn(5, time.monotonic() + PHASE_SECONDS)
     s = alternate(measures, args.starts, START_CHUNK, time.monotonic() + PHASE_SECONDS)
-    st = stats(s["memory"])
     base = "new entry: get, backend memory"
-    report.baselines[f"{base} median"], report.baselines[f"{base} p99"] = (st["median"], "us"), (st["p99"], "us")
+    report.baseline(base, stats(s["memory"]))
     report.latency("new entry: get, backend etcd", stats(s["etcd"]), base, ("x<=", 1.1))
 
 

@@ -34,6 +34,10 @@ class Report:
         """``target``: ("x<=", r) or ("x>=", r) against the baseline, or ("<=", v) / (">=", v) absolute."""
         self.rows.append({"name": name, "value": value, "unit": unit, "baseline": baseline, "target": target})
 
+    def baseline(self, name: str, st: dict, unit: str = "us") -> None:
+        """A baseline's median and p99 (``stats``), for ``latency`` rows to be measured against."""
+        self.baselines[f"{name} median"], self.baselines[f"{name} p99"] = (st["median"], unit), (st["p99"], unit)
+
     def latency(
         self, name: str, st: dict, base: str, median_target: tuple | None = None, p99_target: tuple | None = None
     ) -> None:
