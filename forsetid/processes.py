@@ -22,6 +22,7 @@ from .cache import LocationCache
 from .const import NOT_READY, READY, READY_FD_ENV
 from .crashloop import CrashGuard
 from .effects import Note, Signal, Start, ToLeader
+from .templates import fill
 from .timers import Timers
 
 
@@ -140,8 +141,8 @@ class Processes:
 
     def _start(self, proc: Proc) -> Start:
         call = proc.call
-        command = None if call.command is None else [self._fill(a, proc) for a in call.command]
-        log = None if call.log is None else substitute(call.log, proc.group, proc.key, self.node, path=True)
+        command = None if call.command is None else [fill(a, proc.group, proc.key, self.node) for a in call.command]
+        log = None if call.log is None else fill(call.log, proc.group, proc.key, self.node, escape=True)
         return Start(proc.token, call.entry, command, [*call.args, *proc.args], self.env(proc), proc.key, log)
 
     def env(self, proc: Proc) -> dict[str, str]:
@@ -154,10 +155,8 @@ class Processes:
         return env
 
     def endpoint(self, proc: Proc) -> str | None:
-        return None if proc.call.endpoint is None else self._fill(proc.call.endpoint, proc)
-
-    def _fill(self, template: str, proc: Proc) -> str:
-        return substitute(template, proc.group, proc.key, self.node)
+        """The group's endpoint template, filled: escaped, as a log file's name is."""
+        return None if proc.call.endpoint is None else fill(proc.call.endpoint, proc.group, proc.key, self.node, True)
 
     # -- reports from the fork server and the ready pipes --
 
@@ -265,17 +264,3 @@ class Processes:
     def _stop_timed_out(self, token: int) -> list:
         proc = self.procs.get(token)
         return [] if proc is None or proc.pid is None else [Signal(proc.pid, signal.SIGKILL)]
-
-
-def substitute(template: str, group: str, key: str, node: str, path: bool = False) -> str:
-    """Fill ``{key}``, ``{group}`` and ``{node}``; other braces are left as they are.
-    ``path``: the template names a file, and a key is anyone's to choose: a value may
-    not leave the template's folders (``/`` and a leading ``.`` are %-escaped there)."""
-    if path:
-        group, key, node = (_path_part(v) for v in (group, key, node))
-    return template.replace("{key}", key).replace("{group}", group).replace("{node}", node)
-
-
-def _path_part(value: str) -> str:
-    value = value.replace("%", "%25").replace("/", "%2F")
-    return "%2E" + value[1:] if value.startswith(".") else value

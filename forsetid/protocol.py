@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import itertools
 import random
-import re
 from typing import Annotated, Any, Literal, Union, get_args
 
 import msgspec
 import zmq
 
+from . import templates
 from .const import GROUP_MAX, GROUP_PATTERN
 
 VERSION = 1
@@ -65,10 +65,6 @@ FORBIDDEN = "forbidden"  # the request is outside the sender's role (security.cu
 NOT_LEADER = "not-leader"  # a standby candidate (backend "etcd"): ``Error.leader`` names the leader if known
 
 
-PLACEHOLDERS = ("key", "group", "node")  # filled in a command's arguments and an endpoint
-_PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")  # (a shell's ${NAME} is not one)
-
-
 class Call(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """How to start a process for a key: exactly one of ``entry`` or ``command``."""
 
@@ -94,15 +90,18 @@ class Call(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
                 raise ValueError(f"`entry` must look like 'package.module:function', got {self.entry!r}")
         if self.command is not None and not self.command:
             raise ValueError("`command` must not be empty")
-        templates = [("command", a) for a in self.command or ()] + [
+        filled = [("command", a) for a in self.command or ()] + [
             ("endpoint", self.endpoint or ""),
             ("log", self.log or ""),
         ]
-        for where, template in templates:
-            unknown = [name for name in _PLACEHOLDER.findall(template) if name not in PLACEHOLDERS]
+        for where, template in filled:
+            unknown = templates.unknown_placeholder(template)
             if unknown:
-                known = ", ".join("{" + n + "}" for n in PLACEHOLDERS)
-                raise ValueError(f"`{where}` has an unknown placeholder {{{unknown[0]}}} (known: {known})")
+                known = ", ".join("{" + n + "}" for n in templates.PLACEHOLDERS)
+                raise ValueError(f"`{where}` has an unknown placeholder {{{unknown}}} (known: {known})")
+        code = templates.code_error(self.command or [])
+        if code:
+            raise ValueError(code)
 
 
 class Location(msgspec.Struct, frozen=True):

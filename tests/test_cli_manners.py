@@ -70,7 +70,9 @@ def test_an_unknown_placeholder_is_a_usage_error_the_request_never_left(solo):  
     assert r.returncode == 2 and "{kee}" in r.stderr
     r = ctl("add-call", "bad", "--log", "/tmp/{grp}.log", "--entry", "m:f", endpoint=ep)
     assert r.returncode == 2 and "{grp}" in r.stderr
-    r = ctl("add-call", "fine", "--command", "sh", "-c", 'echo "${HOME}" {key}', endpoint=ep)  # ${HOME}: the shell's
+    r = ctl(
+        "add-call", "fine", "--command", "sh", "-c", 'echo "${HOME}" "$1"', "sh", "{key}", endpoint=ep
+    )  # ${HOME}: the shell's
     assert r.returncode == 0, r
     assert "bad" not in ctl("calls", endpoint=ep).stdout
 

@@ -3,16 +3,20 @@ serving and nothing registered is lost."""
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 
 import msgspec
 import pytest
 import zmq
+from cluster import Cluster, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_cluster import alive
 
 from forsetid import protocol as p
+from forsetid.templates import escaped
 
 TAGS = [cls.__struct_config__.tag for cls in p.Message.__args__] + ["", "nope", "GET"]
 FIELDS = [
@@ -153,3 +157,48 @@ def test_after_the_fuzz_the_cluster_serves_and_lost_nothing(fuzzed):
         c.client("node2").get("sleeper", "evented")
         assert events.next_event(5).key == "evented"
     assert all(proc.poll() is None for proc in c.procs.values())
+
+
+# -- hostile keys through get, into a command group --
+
+PRINT_ARGV = "import sys, time; print('got', sys.argv[1], flush=True); time.sleep(600)"
+SHELL_SYNTAX = list(";|&$`'\"\\(){}<>*?!#~ \t\n") + ["$(", "`", "&&", "||", "${IFS}", "-c", "--", "{key}", "%s"]
+
+
+@pytest.fixture(scope="module")
+def commands(tmp_path_factory):
+    """A cluster whose `command` groups get a key every way it may be given to them: in
+    the environment read by a shell, and as an argument of its own."""
+    canary = tmp_path_factory.mktemp("canary")
+    log = {"log": "logs/{group}/{key}.log", "stop_timeout": 0.5}  # (relative to the config file)
+    calls = {
+        "env": {"command": ["sh", "-c", 'printf "got %s\\n" "$FORSETI_KEY"; exec sleep 600'], **log},
+        "argv": {"command": ["sh", "-c", 'printf "got %s\\n" "$1"; exec sleep 600', "sh", "{key}"], **log},
+        "py": {"command": [sys.executable, "-c", PRINT_ARGV, "{key}"], **log},
+    }
+    c = Cluster(workers=1, calls=calls)
+    try:
+        c.wait_up()
+        yield c, canary
+    finally:
+        assert c.close() == []
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(
+    before=st.lists(st.sampled_from(SHELL_SYNTAX), max_size=4),
+    after=st.lists(st.sampled_from(SHELL_SYNTAX), max_size=4),
+    group=st.sampled_from(["env", "argv", "py"]),
+)
+def test_hostile_keys_through_get_run_nothing(commands, before, after, group):
+    c, canary = commands
+    key = "".join(before) + f"touch {canary}/pwned" + "".join(after)
+    client = c.client()
+    loc = client.get(group, key)
+    assert loc.key == key and alive(loc.pid)
+    out = c.dir / "logs" / group / f"{escaped(key)}.log"  # the process has said its key: it is past any injection
+    said = wait_for(lambda: out.exists() and out.read_text(), 5, 0.01, f"the output of {group}/{key!r}")
+    assert said == f"got {key}\n"
+    assert client.stop(group, key)
+    assert not os.listdir(canary), f"the key {key!r} ran in group {group}"

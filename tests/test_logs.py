@@ -88,7 +88,10 @@ def test_entry_modules_are_imported_from_node_python_path(make_cluster):
 def test_a_group_with_a_log_file_sends_each_keys_output_there(make_cluster):
     calls = {
         "chatty": {"entry": "forsetid.examples:echo", "log": "out/{group}/{key}.log"},
-        "shell": {"command": ["sh", "-c", "echo shell {key}; echo oops >&2; exec sleep 600"], "log": "out/{key}.log"},
+        "shell": {
+            "command": ["sh", "-c", 'echo shell "$FORSETI_KEY"; echo oops >&2; exec sleep 600'],
+            "log": "out/{key}.log",
+        },
     }
     c = make_cluster(workers=1, calls=calls)
     for group, key in (("chatty", "k1"), ("chatty", "k1"), ("shell", "s1")):

@@ -235,4 +235,4 @@ def test_a_template_with_an_unknown_placeholder_is_refused():
     with pytest.raises(ValueError, match=r"`endpoint` has an unknown placeholder \{grup\}"):
         p.Call(entry="m:f", endpoint="ipc:///run/{grup}/{key}")
     # A shell's ${NAME} and braces that name nothing are not placeholders.
-    assert p.Call(command=["sh", "-c", "echo ${HOME} {key} {} {1,2}"], endpoint="tcp://{node}:1").command
+    assert p.Call(command=["sh", "-c", "echo ${HOME} {} {1,2}", "sh", "{key}"], endpoint="tcp://{node}:1").command

@@ -5,7 +5,7 @@ import signal
 
 from forsetid import protocol as p
 from forsetid.effects import Note, RefillSpare, Reply, Signal, Start, ToLeader
-from forsetid.processes import Proc, substitute
+from forsetid.processes import Proc
 from forsetid.worker import Worker
 
 ENTRY = p.Call(entry="pkg.mod:func", start_timeout=5.0, stop_timeout=2.0)
@@ -336,10 +336,6 @@ def test_crash_loop_suspends_group():
     assert isinstance(refused, p.SpawnFailed) and "suspended" in refused.reason
 
 
-def test_substitute():
-    assert substitute("{group}/{key}@{node}:{port}", "g", "k", "n") == "g/k@n:{port}"
-
-
 def test_a_repeated_spawn_of_a_starting_key_is_adopted():
     w, clock = make()
     (start,) = w.on_leader(p.Spawn(id=1, group="g", key="k", call=p.Call(entry="m:f")))
@@ -412,7 +408,10 @@ def test_a_key_cannot_put_its_log_file_outside_the_groups_folder():
     for key, name in (("../../etc/x", "%2E.%2F..%2Fetc%2Fx"), ("a/b", "a%2Fb"), ("..", "%2E."), ("50%", "50%25")):
         (start,) = worker.on_leader(p.Spawn(id=1, group="users", key=key, call=call))
         assert start.log == f"/var/log/forseti/users/{name}.log"
-    assert substitute("{key}", "g", "../x", "n") == "../x"  # (a command's argument is the process's business)
+    endpoint = p.Call(entry="pkg.mod:func", endpoint="ipc:///run/forseti/{group}/{key}.sock")
+    (start,) = worker.on_leader(p.Spawn(id=2, group="users", key="../../../etc/x y", call=endpoint))
+    assert start.env["FORSETI_ENDPOINT"] == "ipc:///run/forseti/users/%2E.%2F..%2F..%2Fetc%2Fx%20y.sock"
+    assert start.env["FORSETI_KEY"] == "../../../etc/x y"  # the key itself, unchanged
 
 
 def test_a_clean_shutdown_tells_the_leader_first():
