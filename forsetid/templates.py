@@ -118,7 +118,9 @@ def code_error(command: list[str]) -> str | None:
         if split is not None:  # env -S "sh -c ..." splits its value into words
             return code_error(split)
         runner = _runner(word)
-        for j in _code_positions(runner, command, i + 1) if runner is not None else ():
+        if runner is None:
+            continue
+        for j in _code_positions(runner, command, i + 1):
             if j >= len(command):
                 return (
                     f"`command` ends where {runner.what} goes, so the caller's start arguments "
@@ -188,7 +190,7 @@ def _options(word: str, valued: set[str]) -> list[tuple[str, bool]]:
     if word.startswith("--"):
         name, eq, _ = word[2:].partition("=")
         return [(name, bool(eq))]
-    out = []
+    out: list[tuple[str, bool]] = []
     for k, letter in enumerate(word[1:], start=2):
         if letter in valued:
             return [*out, (letter, k < len(word))]
