@@ -132,14 +132,14 @@ def client_keys(
 def from_env(name: str) -> str | None:
     """``$FORSETI_ENDPOINT`` or ``$FORSETI_KEY`` as the user set them for forsetictl. In a
     process that Forseti started (it has ``$FORSETI_GROUP``), forsetid gave both names
-    other meanings (SPEC section 2: the process's own endpoint and key): none then."""
+    other meanings (the process's own endpoint and key): none then."""
     if os.environ.get("FORSETI_GROUP"):
         return None
     return os.environ.get(name) or None
 
 
 def resolve(endpoint: str | None = None, config: str | None = None) -> tuple[str, ClientConfig | None]:
-    """The endpoint a command talks to (SPEC section 4): ``--endpoint``, the node of
+    """The endpoint a command talks to: ``--endpoint``, the node of
     ``--config``, ``$FORSETI_ENDPOINT``, the node of ``./forseti.toml``, the default; and
     the config file read on the way, if any (its ``[security]`` holds the keys)."""
     if endpoint:

@@ -5,7 +5,7 @@ It imports nothing: a managed process reads it (through ``forsetictl.ready``) an
 fork server too, and each module either of them maps makes every fork dearer.
 """
 
-# Endpoints when the config file says nothing (SPEC section 3).
+# Endpoints when the config file says nothing.
 DEFAULT_LEADER = "tcp://127.0.0.1:7070"
 DEFAULT_EVENTS = "tcp://127.0.0.1:7071"
 DEFAULT_LISTEN = "tcp://127.0.0.1:7072"  # a node's client endpoint: forsetictl's last resort
