@@ -16,7 +16,7 @@ import msgspec
 
 from forsetid.const import GROUP_MAX, GROUP_PATTERN, GROUP_RULE
 
-from .client import AccessDenied, Client, Event, ForsetiError, Timeout
+from .client import AccessDenied, Client, Event, ForsetiError, NotFound, Timeout
 from .config import ENDPOINT_ENV, KEY_ENV, LOCAL_CONFIG, ConfigError, client_keys, from_env, resolve
 from .security import KeyFileError
 
@@ -63,6 +63,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="*", metavar="ARG", help="extra start arguments (after --, one that starts with '-')")
     p = sub.add_parser("find", help="the location, or exit status 1")
     _group_key(p)
+    for name, what in (("call", "deliver DATA to its process and print the reply"), ("send", "deliver DATA, one way")):
+        p = sub.add_parser(name, help=f"{what} (get-or-create first)")
+        _group_key(p)
+        p.add_argument("data", metavar="DATA", help="the payload; - reads it from stdin")
+        p.add_argument("--no-create", dest="create", action="store_false", help="exit status 1 if it does not run")
     p = sub.add_parser("stop", help="terminate it (SIGTERM, then SIGKILL); exit status 1 if absent")
     _group_key(p)
     p = sub.add_parser("ls", help="registered processes")
@@ -368,6 +373,32 @@ def find(client: Client, args, out: Output) -> int:
     return OK
 
 
+def call(client: Client, args, out: Output) -> int:
+    return _talk(client, args, out, one_way=False)
+
+
+def send(client: Client, args, out: Output) -> int:
+    return _talk(client, args, out, one_way=True)
+
+
+def _talk(client: Client, args, out: Output, one_way: bool) -> int:
+    data = sys.stdin.buffer.read() if args.data == "-" else os.fsencode(args.data)
+    try:
+        if one_way:
+            client.send(args.group, args.key, data, create=args.create)
+            if out.json:
+                out.line({"sent": True, "group": args.group, "key": args.key}, "")
+            return OK
+        reply = client.call(args.group, args.key, data, create=args.create)
+    except NotFound:
+        return out.error("not-found", f"no process for {args.group}/{args.key}", NOT_FOUND)
+    if out.json:
+        out.line({"reply": reply.decode(errors="replace")}, "")
+    else:
+        sys.stdout.buffer.write(reply + (b"" if reply.endswith(b"\n") else b"\n"))
+    return OK
+
+
 def stop(client: Client, args, out: Output) -> int:
     if not client.stop(args.group, args.key):
         return out.error("not-found", f"no process for {args.group}/{args.key}", NOT_FOUND)
@@ -524,8 +555,8 @@ def keygen(args, out: Output) -> int:
     return OK
 
 
-COMMANDS = {"get": get, "find": find, "stop": stop, "ls": ls, "nodes": nodes, "calls": calls,
-            "add-call": add_call, "remove-call": remove_call, "drain": drain, "undrain": undrain,
+COMMANDS = {"get": get, "find": find, "call": call, "send": send, "stop": stop, "ls": ls, "nodes": nodes,
+            "calls": calls, "add-call": add_call, "remove-call": remove_call, "drain": drain, "undrain": undrain,
             "events": events, "leader": leader}  # fmt: skip
 
 EVENT = ["seq", "kind", "group", "key", "node", "pid", "exit_code", "signal", "reason", "at"]

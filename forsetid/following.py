@@ -36,6 +36,7 @@ class Following:
 
     hello: Callable[[], p.Hello]
     _no_leader: Callable[[int], p.Error]
+    _answer: Callable[[bytes, int, p.Msg], list]
 
     def follow(self, leaders: list[tuple[str, str]]) -> None:
         """Where a leader may be, (name, endpoint): the one leader, or every candidate
@@ -62,9 +63,9 @@ class Following:
             out.append(Note(logging.WARNING, text + " until it is back"))
         self.leader_lost, self.welcomed, self.last_heard = True, False, now
         self.patience = min(2 * self.patience, max(10.0, self.silence))
-        for client, client_id, _ in self.forwards.values():
-            out.append(Reply(client, self._no_leader(client_id)))
-        self.forwards.clear()
+        forwards, self.forwards = self.forwards, {}
+        for client, client_id, _ in forwards.values():
+            out += self._answer(client, client_id, self._no_leader(client_id))
         # Any leader of an older term has lost its lease by now (silence > lease): a
         # rebuilt etcd, whose terms start again, is followed too.
         self.term = self.elected_term = 0

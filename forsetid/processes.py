@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 from . import protocol as p
 from .cache import LocationCache
-from .const import NOT_READY, READY, READY_FD_ENV
+from .const import MAILBOX_ENV, MAILBOX_ID_ENV, NOT_READY, READY, READY_FD_ENV
 from .crashloop import CrashGuard
 from .effects import Note, Signal, Start, ToLeader
+from .mailboxes import Mailboxes
 from .templates import fill
 from .timers import Timers
 
@@ -45,9 +46,20 @@ class Proc:
 
 class Processes:
     def __init__(
-        self, node: str, cache: LocationCache, guard: CrashGuard, timers: Timers, tokens, wall: Callable[[], float]
+        self,
+        node: str,
+        cache: LocationCache,
+        guard: CrashGuard,
+        timers: Timers,
+        tokens,
+        wall: Callable[[], float],
+        mailboxes: Mailboxes | None = None,
+        mailbox: str = "",
     ) -> None:
+        """``mailbox``: the endpoint where processes find their mailboxes ("": none)."""
         self.node = node
+        self.mailboxes = mailboxes if mailboxes is not None else Mailboxes(wall, tokens)
+        self.mailbox = mailbox
         self.cache = cache  # a worker knows its own processes first hand
         self.guard = guard
         self.timers = timers
@@ -98,6 +110,8 @@ class Processes:
             why = "the node is shutting down" if self.shutting_down else "it is already starting or stopping here"
             return [ToLeader(p.SpawnFailed(id=msg.id, group=msg.group, key=msg.key, reason=why))]
         proc = Proc(next(self.tokens), msg.id, msg.group, msg.key, msg.call, msg.args)
+        if self.mailbox and msg.call.mailbox:
+            self.mailboxes.open_box(proc.token, f"{msg.group}/{msg.key}", msg.call.mailbox)
         self.procs[proc.token] = proc
         self.by_key[k] = proc
         self.timers.after(msg.call.start_timeout, self._start_timed_out, proc.token)
@@ -150,6 +164,8 @@ class Processes:
         endpoint = self.endpoint(proc)
         if endpoint is not None:
             env["FORSETI_ENDPOINT"] = endpoint
+        if proc.token in self.mailboxes.boxes:
+            env[MAILBOX_ENV], env[MAILBOX_ID_ENV] = self.mailbox, str(proc.token)
         if proc.call.ready:
             env[READY_FD_ENV] = ""  # the fork server puts the fd's number there
         return env
@@ -168,6 +184,7 @@ class Processes:
             return []
         proc.pid, proc.running = pid, running or proc.call.command is not None
         self.by_pid[pid] = proc
+        self.mailboxes.rename(token, f"{proc.group}/{proc.key} (pid {pid})")
         if proc.failed:  # it timed out before the fork server answered
             return [Signal(pid, signal.SIGKILL)]
         return self._progress(proc)
@@ -177,7 +194,7 @@ class Processes:
         if proc is None or proc.failed:
             return []
         self.by_key.pop((proc.group, proc.key), None)
-        return self._failure(proc, reason)
+        return self._failure(proc, reason) + self.mailboxes.close_box(token, "could not start")
 
     def on_ready(self, token: int, line: str) -> list:
         """The line a process wrote on its ready pipe (``const.ready_line``)."""
@@ -195,18 +212,19 @@ class Processes:
         if self.by_key.get((proc.group, proc.key)) is proc:  # (the key may be starting anew)
             del self.by_key[(proc.group, proc.key)]
         code, sig = (None, -returncode) if returncode < 0 else (returncode, None)
+        how = p.how_it_ended(code, sig)
+        gone = self.mailboxes.close_box(proc.token, how)
         if proc.location is None:
             if proc.failed:
-                return []
-            how = f"killed by signal {sig}" if sig else f"exited with code {code}"
-            return [*self._failure(proc, f"the process {how} before it was ready"), *self._crashed(proc.group)]
+                return gone
+            return [*self._failure(proc, f"the process {how} before it was ready"), *self._crashed(proc.group), *gone]
         self.cache.forget(proc.location)
         reason = proc.stopping or "exit"
         at, drain = self.wall(), proc.drain
         exited = p.Exited(location=proc.location, exit_code=code, signal=sig, reason=reason, at=at, drain=drain)
         if reason == "partition":
             self.unreported.append(exited)
-        out = [ToLeader(exited)]
+        out = [*gone, ToLeader(exited)]
         if reason == "exit" and returncode != 0:
             out += self._crashed(proc.group)
         return out

@@ -38,7 +38,9 @@ from . import templates
 from .const import GROUP_MAX, GROUP_PATTERN
 
 VERSION = 1
-MAX_MESSAGE = 1 << 20  # bytes a client may send; ZeroMQ drops larger frames (MAXMSGSIZE)
+MAX_PAYLOAD = 1 << 20  # bytes of a call's payload (cluster.max_payload's default)
+ENVELOPE = 64 << 10  # what a request may add to its payload: group, key, args
+MAX_MESSAGE = MAX_PAYLOAD + ENVELOPE  # bytes a client may send; ZeroMQ drops larger frames (MAXMSGSIZE)
 MAX_PEER_MESSAGE = 64 << 20  # at the leader's ROUTER, where a worker's hello lists all it runs
 
 Group = Annotated[str, msgspec.Meta(min_length=1, max_length=GROUP_MAX, pattern=GROUP_PATTERN)]
@@ -63,6 +65,11 @@ GROUP_EXISTS = "group-exists"  # add-call of a group that exists, without replac
 UNKNOWN_NODE = "unknown-node"  # drain or undrain of a node the leader does not know
 FORBIDDEN = "forbidden"  # the request is outside the sender's role (security.curve)
 NOT_LEADER = "not-leader"  # a standby candidate (backend "etcd"): ``Error.leader`` names the leader if known
+NOT_FOUND = "not-found"  # a call or send with create=False: the key runs nowhere
+GONE = "gone"  # the process exited (or its node was lost) before it answered
+BUSY = "busy"  # the process's mailbox is full (calls.NAME.mailbox)
+NO_MAILBOX = "no-mailbox"  # the group takes no messages (calls.NAME.mailbox = 0)
+TOO_LARGE = "too-large"  # a payload over cluster.max_payload
 
 
 class Call(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -77,6 +84,7 @@ class Call(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     endpoint: str | None = None
     log: str | None = None  # a file per key for the process's output (placeholders as in command)
     restart: Restart = "never"  # what the leader does when a process of the group exits (restarts.py)
+    mailbox: Annotated[int, msgspec.Meta(ge=0)] = 1000  # requests a process holds unanswered (0: no mailbox)
 
     def __post_init__(self) -> None:
         if (self.entry is None) == (self.command is None):
@@ -121,6 +129,7 @@ class NodeInfo(msgspec.Struct):
     processes: int
     capacity: int
     suspended: list[str] = []  # groups that crash-looped here, for a while
+    listen: str = ""  # the node's client endpoint (node.listen), where calls to its processes go
 
 
 class Msg(msgspec.Struct, tag_field="t", kw_only=True):
@@ -197,6 +206,24 @@ class Info(Msg, tag="info"):
     pass
 
 
+class Talk(Msg, tag="call"):
+    """Deliver ``payload`` to the process of (group, key), started first as ``get``
+    would unless ``create`` is false; ``one_way``: a send, answered ``ok`` once in the
+    mailbox; else a call, answered ``reply``. ``deadline``: the wall-clock time (Unix
+    seconds) after which the caller no longer waits (0: none); a daemon drops the
+    request past it. A worker sends a talk on to the node that hosts the key as a
+    client would, with ``here`` true."""
+
+    group: Group
+    key: Key
+    payload: bytes
+    args: list[Arg] = []
+    create: bool = True
+    one_way: bool = False
+    deadline: float = 0.0
+    here: bool = False  # sent on by the caller's node: only the process on this node, else not-found
+
+
 # -- replies --
 
 
@@ -227,6 +254,12 @@ class CallList(Msg, tag="call-list"):
 
 class Ok(Msg, tag="ok"):
     pass
+
+
+class Answer(Msg, tag="reply"):
+    """A process's reply to a call."""
+
+    payload: bytes
 
 
 class Seat(msgspec.Struct, frozen=True):
@@ -276,6 +309,7 @@ class Hello(Msg, tag="hello"):
     node: str
     incarnation: str
     capacity: int = 0
+    listen: str = ""  # its client endpoint (node.listen): where other nodes send calls to its processes
     processes: list[Location] = []
     starting: list[Starting] = []
     welcomed_by: str = ""
@@ -396,13 +430,13 @@ class Tick(Msg, tag="tick"):
 
 
 Message = Union[  # noqa: UP007 (a table: requests, replies, worker <-> leader, events)
-    Get, Find, Stop, List, Nodes, Calls, AddCall, RemoveCall, Drain, Undrain, Info,
-    Found, Stopped, Locations, NodeList, CallList, Ok, InfoReply, Error,
+    Get, Find, Stop, List, Nodes, Calls, AddCall, RemoveCall, Drain, Undrain, Info, Talk,
+    Found, Stopped, Locations, NodeList, CallList, Ok, Answer, InfoReply, Error,
     Hello, Welcome, Suspend, Leaving, Ping, Pong, Spawn, Spawned, SpawnFailed, Kill, Exited,
     Event, Tick, Elected,
 ]  # fmt: skip
 
-CLIENT_REQUESTS = (Get, Find, Stop, List, Nodes, Calls, AddCall, RemoveCall, Drain, Undrain, Info)
+CLIENT_REQUESTS = (Get, Find, Stop, List, Nodes, Calls, AddCall, RemoveCall, Drain, Undrain, Info, Talk)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
@@ -455,6 +489,52 @@ def _version_error(version: Any, req_id: int) -> Error:
         kind=VERSION_MISMATCH,
         message=f"protocol version {version} is not supported; this peer speaks version {VERSION}",
     )
+
+
+# -- mailbox frames: a worker and its processes (FORSETI_MAILBOX) --
+#
+# A process connects a DEALER to $FORSETI_MAILBOX and sends [b"hello", ID], ID being
+# $FORSETI_MAILBOX_ID. The worker then sends it [b"call", N, PAYLOAD] (a request that
+# waits for a reply) or [b"send", N, PAYLOAD] (one way), N a request number in ASCII
+# digits; the process answers each with [b"reply", N, PAYLOAD] (a one-way request as
+# soon as it takes it: that frees its place in the mailbox; the payload is ignored).
+
+
+class MailboxHello(msgspec.Struct, frozen=True):
+    id: int
+
+
+class MailboxReply(msgspec.Struct, frozen=True):
+    number: int
+    payload: bytes
+
+
+def mailbox_request(number: int, one_way: bool, payload: bytes) -> list[bytes]:
+    return [b"send" if one_way else b"call", b"%d" % number, payload]
+
+
+def mailbox_frame(frames: list[bytes]) -> MailboxHello | MailboxReply | None:
+    """What a process sent on the mailbox socket (None: nothing we know)."""
+    if len(frames) == 2 and frames[0] == b"hello" and frames[1].isdigit():
+        return MailboxHello(int(frames[1]))
+    if len(frames) == 3 and frames[0] == b"reply" and frames[1].isdigit():
+        return MailboxReply(int(frames[1]), bytes(frames[2]))
+    return None
+
+
+def how_it_ended(exit_code: int | None, signal: int | None, reason: Reason = "exit", drain: bool = False) -> str:
+    """How a process ended, in words ("killed by signal 9", "its node went down")."""
+    if drain:
+        return "its node was drained"
+    if reason == "node-down":
+        return "its node went down"
+    if reason == "shutdown":
+        return "its node shut down"
+    if reason == "partition":
+        return "its node lost the leader (partition stop)"
+    if signal is not None:
+        return f"killed by signal {signal}"
+    return "its exit went unreported" if exit_code is None else f"exited with code {exit_code}"
 
 
 def topic(group: str) -> bytes:

@@ -84,18 +84,7 @@ def restarts(
     return "failed"
 
 
-def _how(exit_code: int | None, signal: int | None, reason: p.Reason, drain: bool) -> str:
-    if drain:
-        return "its node was drained"
-    if reason == "node-down":
-        return "its node went down"
-    if reason == "shutdown":
-        return "its node shut down"
-    if reason == "partition":
-        return "its node lost the leader (partition stop)"
-    if signal is not None:
-        return f"killed by signal {signal}"
-    return "its exit went unreported" if exit_code is None else f"exited with code {exit_code}"
+_how = p.how_it_ended
 
 
 class Restarts:
