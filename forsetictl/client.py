@@ -360,6 +360,8 @@ class Client:
         self.requests += 1
         sock = self._sock or self._connect()
         msg.id = next(self._ids)
+        if isinstance(msg, p.Request):  # (a talk has its own)
+            msg.deadline = msg.deadline or time.time() + self.timeout
         try:
             sock.send(p.encode(msg))
         except zmq.Again:

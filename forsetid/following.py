@@ -23,6 +23,7 @@ class Following:
     # The worker's parts this uses (``worker.Worker.__init__`` makes them).
     node: str
     clock: Callable[[], float]
+    wall: Callable[[], float]
     heartbeat: float
     silence: float
     patience: float
@@ -90,7 +91,9 @@ class Following:
         if self.leaving:  # (a new leader must know it too, not take it for down)
             out.append(ToLeader(p.Leaving()))
         for fid, (client, client_id, request) in list(self.forwards.items()):
-            if isinstance(request, (p.AddCall, p.RemoveCall)):
+            if isinstance(request, p.Request) and p.expired(request.deadline, self.wall()):
+                del self.forwards[fid]  # its caller gave up: not sent again (nor started later)
+            elif isinstance(request, (p.AddCall, p.RemoveCall)):
                 del self.forwards[fid]
                 text = (
                     f"the leader changed before it answered '{p.tag(request)}': see `forsetictl calls`, and try again"

@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from . import protocol as p
 from .effects import Reply, ToProcess
 
-DEADLINE_SLACK = 0.5  # seconds: a deadline counts as passed only this long after it (clocks differ a little)
-
 
 @dataclass(slots=True)
 class Letter:
@@ -119,13 +117,8 @@ class Mailboxes:
         return sum(box.depth for box in self.boxes.values())
 
     def _push(self, box: Box, letter: Letter) -> list:
-        if passed(letter.deadline, self.wall()):
+        if p.expired(letter.deadline, self.wall()):
             return []  # its caller gave up: not delivered
         number = next(self.numbers)
         box.open[number] = letter
         return [ToProcess(box.peer or b"", p.mailbox_request(number, letter.one_way, letter.payload))]
-
-
-def passed(deadline: float, now: float) -> bool:
-    """Whether a request's caller no longer waits (deadline 0: it waits as long as it takes)."""
-    return 0 < deadline < now - DEADLINE_SLACK

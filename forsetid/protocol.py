@@ -140,12 +140,29 @@ class Msg(msgspec.Struct, tag_field="t", kw_only=True):
 # -- requests (client -> worker or leader; a worker forwards what it cannot answer) --
 
 
+DEADLINE_SLACK = 0.25  # seconds: a deadline counts as passed only this long after it (clocks differ a little)
+
+
+class Request(Msg, kw_only=True):
+    """What a client asks. ``deadline``: the wall-clock time (Unix seconds) after which
+    its caller no longer waits (0: none). Every daemon on its way drops a request whose
+    deadline has passed (:func:`expired`): not answered, not forwarded, and a ``get``
+    or ``call`` whose caller has given up starts no process."""
+
+    deadline: float = 0.0
+
+
+def expired(deadline: float, now: float) -> bool:
+    """Whether a request's caller no longer waits, by this daemon's clock ``now``."""
+    return 0 < deadline < now - DEADLINE_SLACK
+
+
 # Get and find: ``seq`` and ``epoch`` say which events the asker has applied already (a
 # client's near cache); a worker whose cache has not seen them yet asks the leader
 # instead of answering from it, so that nobody hears of a process after its exit.
 
 
-class Get(Msg, tag="get"):
+class Get(Request, tag="get"):
     group: Group
     key: Key
     args: list[Arg] = []
@@ -153,31 +170,31 @@ class Get(Msg, tag="get"):
     epoch: str = ""
 
 
-class Find(Msg, tag="find"):
+class Find(Request, tag="find"):
     group: Group
     key: Key
     seq: int = 0
     epoch: str = ""
 
 
-class Stop(Msg, tag="stop"):
+class Stop(Request, tag="stop"):
     group: Group
     key: Key
 
 
-class List(Msg, tag="ls"):
+class List(Request, tag="ls"):
     group: Group | None = None
 
 
-class Nodes(Msg, tag="nodes"):
+class Nodes(Request, tag="nodes"):
     pass
 
 
-class Calls(Msg, tag="calls"):
+class Calls(Request, tag="calls"):
     pass
 
 
-class AddCall(Msg, tag="add-call"):
+class AddCall(Request, tag="add-call"):
     """Add a group; one of that name is replaced only with ``replace`` (else ``group-exists``)."""
 
     name: Group
@@ -185,33 +202,31 @@ class AddCall(Msg, tag="add-call"):
     replace: bool = False
 
 
-class Drain(Msg, tag="drain"):
+class Drain(Request, tag="drain"):
     """The node takes no new process; ``stop``: its processes are stopped too."""
 
     node: str
     stop: bool = False
 
 
-class Undrain(Msg, tag="undrain"):
+class Undrain(Request, tag="undrain"):
     node: str
 
 
-class RemoveCall(Msg, tag="remove-call"):
+class RemoveCall(Request, tag="remove-call"):
     """Remove a group: its running processes go on until they exit; new gets fail."""
 
     name: Group
 
 
-class Info(Msg, tag="info"):
+class Info(Request, tag="info"):
     pass
 
 
-class Talk(Msg, tag="call"):
+class Talk(Request, tag="call"):
     """Deliver ``payload`` to the process of (group, key), started first as ``get``
     would unless ``create`` is false; ``one_way``: a send, answered ``ok`` once in the
-    mailbox; else a call, answered ``reply``. ``deadline``: the wall-clock time (Unix
-    seconds) after which the caller no longer waits (0: none); a daemon drops the
-    request past it. A worker sends a talk on to the node that hosts the key as a
+    mailbox; else a call, answered ``reply``. A worker sends a talk on to the node that hosts the key as a
     client would, with ``here`` true."""
 
     group: Group
@@ -220,7 +235,6 @@ class Talk(Msg, tag="call"):
     args: list[Arg] = []
     create: bool = True
     one_way: bool = False
-    deadline: float = 0.0
     here: bool = False  # sent on by the caller's node: only the process on this node, else not-found
 
 

@@ -23,7 +23,7 @@ import msgspec
 from . import protocol as p
 from .cache import LocationCache
 from .effects import Reply, ToPeer
-from .mailboxes import Mailboxes, passed
+from .mailboxes import Mailboxes
 from .processes import Processes
 
 TALK = b""  # the "client" of a worker's own lookup, in Worker.forwards (no ROUTER peer is named so)
@@ -91,7 +91,7 @@ class Talks:
 
     def _go(self, talk: Waiting) -> list:
         msg = talk.msg
-        if passed(msg.deadline, self.wall()):
+        if p.expired(msg.deadline, self.wall()):
             return []  # its caller gave up: it costs nothing more
         k = (msg.group, msg.key)
         if msg.here:
@@ -111,7 +111,10 @@ class Talks:
         if loc is not None:
             return self._route(talk, loc)
         self.behind[k] = [talk]
-        lookup = p.Get(group=k[0], key=k[1], args=msg.args) if msg.create else p.Find(group=k[0], key=k[1])
+        if msg.create:
+            lookup: p.Get | p.Find = p.Get(group=k[0], key=k[1], args=msg.args, deadline=msg.deadline)
+        else:
+            lookup = p.Find(group=k[0], key=k[1], deadline=msg.deadline)
         return self._ask(lookup, k)
 
     def _ask(self, lookup: p.Get | p.Find | p.Nodes, k: Key | None) -> list:

@@ -58,6 +58,7 @@ class Worker(Following):
         ``mailbox``: the endpoint of its processes' mailboxes ("": none)."""
         self.node = node
         self.listen = listen
+        self.wall = wall
         self.follow(leaders or [("", "")])
         # What `info` answers (the daemon's name, role and events endpoint).
         self.about = about or p.InfoReply(node=node, role="worker", events="", silence=heartbeat * liveness)
@@ -187,6 +188,8 @@ class Worker(Following):
     # -- clients --
 
     def on_client(self, client: bytes, msg: p.Msg) -> list:
+        if isinstance(msg, p.Request) and p.expired(msg.deadline, self.wall()):
+            return []  # its caller gave up: it costs nothing more (Request)
         if isinstance(msg, (p.Get, p.Find)):
             loc = self.cache.get(msg.group, msg.key)
             if loc is not None and self.cache.has_seen(msg.seq, msg.epoch):
