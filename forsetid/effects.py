@@ -105,6 +105,14 @@ class RefillSpare:
 
 
 @dataclass(slots=True)
+class Dropped:
+    """A request dropped because its caller gave up (its deadline passed): logged
+    rate-limited, never answered."""
+
+    text: str
+
+
+@dataclass(slots=True)
 class Note:
     """A line for the daemon's log: the decisions say what changed, once, as they see it."""
 

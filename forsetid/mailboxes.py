@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import protocol as p
-from .effects import Reply, ToProcess
+from .effects import Dropped, Reply, ToProcess
 
 
 @dataclass(slots=True)
@@ -55,6 +55,7 @@ class Mailboxes:
         self.numbers = numbers  # an iterator of request numbers (the worker's ids)
         self.boxes: dict[int, Box] = {}  # token -> box
         self.by_peer: dict[bytes, Box] = {}
+        self.held = 0  # requests in every mailbox, waiting or unanswered (a metric reads it)
 
     def open_box(self, token: int, name: str, limit: int) -> None:
         """A process is being started with a mailbox of ``limit`` requests."""
@@ -74,6 +75,7 @@ class Mailboxes:
             text = f"the mailbox of {box.name} is full ({box.limit} requests unanswered)"
             return [Reply(caller, p.Error(id=msg.id, kind=p.BUSY, message=text))]
         letter = Letter(caller, msg.id, msg.one_way, msg.payload, msg.deadline)
+        self.held += 1
         out: list = [Reply(caller, p.Ok(id=msg.id))] if msg.one_way else []  # a send: in the mailbox
         if box.peer is None:
             box.queue.append(letter)
@@ -97,6 +99,7 @@ class Mailboxes:
         if box is None or said is None:
             return []
         letter = box.open.pop(said.number, None)
+        self.held -= letter is not None
         if letter is None or letter.one_way:
             return []  # (a one-way request's caller had its answer when it was queued)
         return [Reply(letter.caller, p.Answer(id=letter.caller_id, payload=said.payload))]
@@ -109,16 +112,15 @@ class Mailboxes:
             return []
         if box.peer is not None:
             self.by_peer.pop(box.peer, None)
+        self.held -= box.depth
         text = f"{box.name} ended before it answered: {how}"
         waiting = [*box.queue, *box.open.values()]
         return [Reply(w.caller, p.Error(id=w.caller_id, kind=p.GONE, message=text)) for w in waiting if not w.one_way]
 
-    def depth(self) -> int:
-        return sum(box.depth for box in self.boxes.values())
-
     def _push(self, box: Box, letter: Letter) -> list:
         if p.expired(letter.deadline, self.wall()):
-            return []  # its caller gave up: not delivered
+            self.held -= 1
+            return [Dropped(f"a call to {box.name} past its deadline, not delivered")]  # its caller gave up
         number = next(self.numbers)
         box.open[number] = letter
         return [ToProcess(box.peer or b"", p.mailbox_request(number, letter.one_way, letter.payload))]

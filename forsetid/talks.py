@@ -22,7 +22,7 @@ import msgspec
 
 from . import protocol as p
 from .cache import LocationCache
-from .effects import Reply, ToPeer
+from .effects import Dropped, Reply, ToPeer
 from .mailboxes import Mailboxes
 from .processes import Processes
 
@@ -92,7 +92,7 @@ class Talks:
     def _go(self, talk: Waiting) -> list:
         msg = talk.msg
         if p.expired(msg.deadline, self.wall()):
-            return []  # its caller gave up: it costs nothing more
+            return [Dropped(f"a call to {msg.group}/{msg.key} past its deadline")]  # its caller gave up
         k = (msg.group, msg.key)
         if msg.here:
             proc = self.processes.by_key.get(k)

@@ -22,7 +22,7 @@ import msgspec
 from . import protocol as p
 from .cache import LocationCache
 from .crashloop import CrashGuard
-from .effects import Note, RefillSpare, Reply, ToLeader
+from .effects import Dropped, Note, RefillSpare, Reply, ToLeader
 from .following import Following
 from .lease import Lease
 from .mailboxes import Mailboxes
@@ -189,7 +189,7 @@ class Worker(Following):
 
     def on_client(self, client: bytes, msg: p.Msg) -> list:
         if isinstance(msg, p.Request) and p.expired(msg.deadline, self.wall()):
-            return []  # its caller gave up: it costs nothing more (Request)
+            return [Dropped(f"'{p.tag(msg)}' past its deadline")]  # its caller gave up: it costs nothing more
         if isinstance(msg, (p.Get, p.Find)):
             loc = self.cache.get(msg.group, msg.key)
             if loc is not None and self.cache.has_seen(msg.seq, msg.epoch):

@@ -17,15 +17,16 @@ import zmq
 from . import protocol as p
 from .config import Config
 from .const import READY_LINE_MAX
-from .effects import Note, Reconnect, RefillSpare, Renew, Reply, Signal, Start, ToLeader, ToPeer, ToProcess
+from .effects import Dropped, Note, Reconnect, RefillSpare, Renew, Reply, Signal, Start, ToLeader, ToPeer, ToProcess
 from .lease import Lease, lease_seconds
-from .loop import Loop, Part
+from .loop import Loop, Part, RateLimitedLog
 from .spawner import Spawner, lease_clock
 from .worker import Worker
 
 log = logging.getLogger("forsetid")
 
 _KINDS = {cls: p.tag(cls) for cls in p.CLIENT_REQUESTS}  # Get -> "get"...
+_REFUSED_CALLS = (p.BUSY, p.TOO_LARGE, p.NO_MAILBOX)  # logged (rate-limited) as they are answered
 
 
 def _outcome(effects: list) -> str:
@@ -34,6 +35,8 @@ def _outcome(effects: list) -> str:
     first = effects[0] if effects else None
     if isinstance(first, ToLeader):
         return "forwarded"
+    if isinstance(first, Dropped):
+        return "dropped"
     if isinstance(first, Reply):
         if isinstance(first.msg, p.Found):
             return "cache-hit"
@@ -90,10 +93,15 @@ class WorkerIO(Part):
         self.carry = {
             Reply: self._reply, ToLeader: self._to_leader, Start: self._start, Signal: self._signal,
             Reconnect: self._reconnect, RefillSpare: self._refill, Note: self.note, Renew: self._renew,
-            ToPeer: self._to_peer, ToProcess: self._to_process,
+            ToPeer: self._to_peer, ToProcess: self._to_process, Dropped: self._dropped,
         }  # fmt: skip
+        self.call_log = RateLimitedLog()  # calls refused or dropped: one line in a while
         if self.metrics is not None:  # (with metrics off, nothing of this is in the way)
-            self.carry.update({Start: self._start_counted, ToLeader: self._to_leader_counted})
+            self.carry.update(
+                {Start: self._start_counted, ToLeader: self._to_leader_counted, Reply: self._reply_counted}
+            )
+            self.talks: dict[tuple[bytes, int], tuple[str, str, float]] = {}  # a call's caller -> group, kind, began
+            self.metrics.mailboxes = self.worker.mailboxes
         if len(leaders) > 1:
             where = "one of the candidates " + ", ".join(name for name, _, _ in leaders)
         elif leaders[0][1].startswith("inproc://"):
@@ -106,7 +114,13 @@ class WorkerIO(Part):
     # -- effects --
 
     def _reply(self, effect: Reply) -> None:
-        self.loop.send(self.clients, effect.peer, effect.msg)
+        msg = effect.msg
+        if isinstance(msg, p.Error) and msg.kind in _REFUSED_CALLS:
+            self.call_log.info("a call refused (%s): %s", msg.kind, msg.message)
+        self.loop.send(self.clients, effect.peer, msg)
+
+    def _dropped(self, effect: Dropped) -> None:
+        self.call_log.info("dropped: %s (its caller gave up)", effect.text)
 
     def _to_leader(self, effect: ToLeader) -> None:
         if not self.loop.send_one(self.dealer, p.encode(effect.msg)):
@@ -168,9 +182,28 @@ class WorkerIO(Part):
     def _on_client_counted(self, sock: zmq.Socket) -> None:
         count = self.metrics.request
         for client, msg in self.loop.receive(sock):
+            if isinstance(msg, p.Talk):
+                self._talk_began(client, msg)
             effects = self.worker.on_client(client, msg)
             count(_KINDS.get(type(msg), "other"), _outcome(effects))
             self.carry_out(effects)
+
+    def _talk_began(self, client: bytes, msg: p.Talk) -> None:
+        now = time.monotonic()
+        if len(self.talks) >= 10_000:  # (those never answered: their callers gave up)
+            self.talks = {k: v for k, v in self.talks.items() if now - v[2] < 60.0}
+        self.talks[(client, msg.id)] = (msg.group, "send" if msg.one_way else "call", now)
+
+    def _reply_counted(self, effect: Reply) -> None:
+        began = self.talks.pop((effect.peer, effect.msg.id), None) if self.talks else None
+        if began is not None:
+            group, kind, at = began
+            msg = effect.msg
+            outcome = msg.kind if isinstance(msg, p.Error) else "ok"
+            self.metrics.calls.labels(group, kind, outcome).inc()
+            if outcome == "ok":
+                self.metrics.call_seconds.labels(group, kind).observe(time.monotonic() - at)
+        self._reply(effect)
 
     def _start_counted(self, s: Start) -> None:
         group = s.env["FORSETI_GROUP"]
