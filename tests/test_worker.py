@@ -4,7 +4,7 @@ import logging
 import signal
 
 from forsetid import protocol as p
-from forsetid.effects import Note, RefillSpare, Reply, Signal, Start, ToLeader
+from forsetid.effects import Dropped, Note, RefillSpare, Reply, Signal, Start, ToLeader
 from forsetid.processes import Proc
 from forsetid.worker import Worker
 
@@ -425,7 +425,8 @@ def test_a_client_request_past_its_deadline_is_dropped_and_not_sent_again_to_a_n
     worker, _ = make()
     wall = [1000.0]
     worker.wall = lambda: wall[0]
-    assert worker.on_client(b"cli", p.Get(id=1, group="users", key="k", deadline=998.0)) == []
+    (dropped,) = worker.on_client(b"cli", p.Get(id=1, group="users", key="k", deadline=998.0))
+    assert isinstance(dropped, Dropped)  # not answered: logged (rate-limited), and no more
     (sent,) = worker.on_client(b"cli", p.Get(id=2, group="users", key="j", deadline=1001.0))
     assert isinstance(sent, ToLeader) and sent.msg.deadline == 1001.0
     wall[0] = 1002.0  # its caller gave up; then the worker goes to another leader
