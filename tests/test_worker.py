@@ -4,7 +4,7 @@ import logging
 import signal
 
 from forsetid import protocol as p
-from forsetid.effects import Note, RefillSpare, Reply, Signal, Start, ToLeader
+from forsetid.effects import Exit, Note, RefillSpare, Reply, Signal, Start, ToLeader
 from forsetid.processes import Proc, substitute
 from forsetid.worker import Worker
 
@@ -420,3 +420,47 @@ def test_a_clean_shutdown_tells_the_leader_first():
     started(worker, "a", pid=1001)
     out = worker.shutdown()
     assert out[0] == ToLeader(p.Leaving()) and signals(out) == [(1001, signal.SIGTERM)]
+
+
+# -- a hello refused --
+
+
+def refuse(worker, kind, message="no"):
+    return worker.on_leader(p.Error(id=worker.hello().id, kind=kind, message=message))
+
+
+def test_a_name_taken_is_tried_again_then_ends_the_daemon_with_one_line():
+    clock = Clock()
+    worker = Worker("node1", clock=clock, heartbeat=0.5, liveness=4, leaders=[("", "tcp://10.0.0.1:7070")])
+    assert worker.name_wait == 0.5 * (4 + 2) + 1.0  # the leader's silence, a heartbeat to see it, one to say hello
+    (note,) = refuse(worker, p.NAME_TAKEN)
+    assert note.level == logging.WARNING and "another daemon named node1 is up; trying again for 4 s" in note.text
+    for _ in range(7):  # a hello at each heartbeat, each refused: nothing more said
+        clock.now += 0.5
+        assert refuse(worker, p.NAME_TAKEN) == []
+    clock.now += 0.5
+    (end,) = refuse(worker, p.NAME_TAKEN)
+    assert isinstance(end, Exit) and end.status == 2
+    assert end.why.startswith("node1: another live daemon has the name node1 at the leader at tcp://10.0.0.1:7070")
+    assert "refused for 4.0 s" in end.why and "\n" not in end.why
+
+
+def test_a_welcome_within_the_wait_ends_it_and_a_later_clash_waits_afresh():
+    worker, clock = make(heartbeat=1.0, liveness=3)  # (welcomed once)
+    refuse(worker, p.NAME_TAKEN)
+    clock.now += 3.0  # the old daemon is taken for gone: a welcome
+    worker.on_leader(p.Welcome(id=worker.hello().id, epoch="e1"))
+    clock.now += 10.0
+    (note,) = refuse(worker, p.NAME_TAKEN)  # (a woken old daemon whose name went to another)
+    assert isinstance(note, Note)
+    clock.now += worker.name_wait
+    assert isinstance(refuse(worker, p.NAME_TAKEN)[0], Exit)
+
+
+def test_a_node_not_allowed_ends_the_daemon_at_once_naming_the_candidate():
+    worker = Worker("node1", leaders=[("leader2", "tcp://10.0.0.2:7070")])
+    (end,) = refuse(worker, p.NOT_ALLOWED, "node 'node1' is not in cluster.nodes")
+    why = "the leader leader2 at tcp://10.0.0.2:7070 refused this node: node 'node1' is not in cluster.nodes"
+    assert end == Exit(2, why)
+    (note,) = refuse(worker, p.BAD_MESSAGE)  # anything else: said, not fatal
+    assert isinstance(note, Note)
