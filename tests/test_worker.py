@@ -223,7 +223,7 @@ def test_exit_before_ready_is_a_start_failure():
     proc = spawn(worker, "j", READY, spawn_id=13)
     worker.processes.on_spawned(proc.token, 4243)
     (failed,) = to_leader(worker.processes.on_exit(4243, -11))
-    assert "killed by signal 11" in failed.reason
+    assert "killed by SIGSEGV" in failed.reason
     assert worker.idle
 
 
@@ -244,6 +244,45 @@ def test_exit_by_signal():
     _, msg = started(worker, "k", pid=4242)
     (exited,) = to_leader(worker.processes.on_exit(4242, -signal.SIGSEGV))
     assert (exited.exit_code, exited.signal, exited.reason) == (None, signal.SIGSEGV, "exit")
+
+
+def notes(effects):
+    return [e.text for e in effects if isinstance(e, Note)]
+
+
+def test_an_exit_nobody_asked_for_is_said_once_with_group_key_pid_and_code_or_signal():
+    worker, _ = make()
+    started(worker, "a", pid=1001, spawn_id=1)
+    started(worker, "b", pid=1002, spawn_id=2)
+    _, c = started(worker, "c", pid=1003, spawn_id=3)
+    assert notes(worker.processes.on_exit(1001, -signal.SIGKILL)) == [
+        "users/a (pid 1001) on node1 ended: killed by SIGKILL"
+    ]
+    assert notes(worker.processes.on_exit(1002, 3)) == ["users/b (pid 1002) on node1 ended: exited with code 3"]
+    worker.on_leader(p.Kill(location=c.location, reason="stopped"))  # asked for: not said
+    assert notes(worker.processes.on_exit(1003, -signal.SIGTERM)) == []
+    assert worker.processes.on_exit(1001, -signal.SIGKILL) == []  # (once)
+
+
+def test_a_group_exiting_in_a_loop_is_said_at_most_five_times_in_ten_seconds_then_counted():
+    worker, clock = make(max_retries=1000)
+    said = []
+    for i in range(12):
+        started(worker, f"k{i}", pid=2000 + i, spawn_id=10 + i)
+        said += notes(worker.processes.on_exit(2000 + i, 1))
+        clock.now += 0.5
+    started(worker, "k", pid=3000, group="jobs", spawn_id=99)
+    said += notes(worker.processes.on_exit(3000, 0))  # another group's: counted apart
+    assert said == [f"users/k{i} (pid {2000 + i}) on node1 ended: exited with code 1" for i in range(5)] + [
+        "jobs/k (pid 3000) on node1 ended: exited with code 0"
+    ]
+    clock.now = 110.0  # ten seconds after the first
+    summary = notes(worker.timers.expire())  # (the leader is silent here: its timers alone)
+    assert summary == ["and 7 more exits of group users in the last 10 s"]
+    started(worker, "again", pid=4000, spawn_id=100)
+    assert len(notes(worker.processes.on_exit(4000, 1))) == 1  # a new interval
+    clock.now += 10.0
+    assert notes(worker.timers.expire()) == []  # nothing held back in it: no summary
 
 
 def test_kill_terms_then_kills_after_stop_timeout():
