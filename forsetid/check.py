@@ -32,6 +32,8 @@ def report(config: Config) -> list[str]:
     ]
     lines.append("binds:")
     for where, endpoint in config.binds().items():
+        if where == "node.metrics":
+            endpoint = f"http://{node.metrics}/metrics"
         lines.append(f"  {where} = {endpoint}{_served(config, where)}")
     lines.append("connects to:")
     lines += _connects(config)
@@ -54,7 +56,7 @@ def report(config: Config) -> list[str]:
 def _served(config: Config, where: str) -> str:
     sec = config.security
     if where == "node.metrics":
-        return " (Prometheus text over plain HTTP)"
+        return " (Prometheus text, plain HTTP)"
     if not sec.curve:
         return ""
     return f" (CURVE: secret key {sec.server_key}_secret; peers' keys in {sec.authorized})"

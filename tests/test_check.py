@@ -52,7 +52,7 @@ def test_every_shipped_daemon_config_is_valid_and_says_what_it_binds(conf):
             assert lines[0] == f"{conf / name}: valid: node {config.node.name}, role {config.node.role}, " + (
                 f"cluster {config.cluster.name}, backend {config.cluster.backend}"
             )
-            for where, endpoint in config.binds().items():
+            for where, endpoint in config.binds().items():  # (none has node.metrics)
                 assert any(line.startswith(f"  {where} = {endpoint}") for line in lines), (name, where)
             for group in config.calls:
                 assert any(line.startswith(f"  {group}: ") for line in lines), (name, group)
@@ -71,6 +71,14 @@ def test_what_it_connects_to_and_the_key_files_it_uses(conf):
     assert f"  leader candidate node2 at {ha.candidates[1].leader}, events at {ha.candidates[1].events}" in out
     assert f"  etcd at {ha.etcd[0]} (election of forseti-ha, lease 2 s)" in out
     assert "module at " + str(ROOT / "forsetid" / "examples.py") in out
+
+
+def test_metrics_are_shown_as_the_address_a_scraper_asks(tmp_path):
+    (tmp_path / "m.toml").write_text("[node]\nmetrics = '127.0.0.1:9464'\n")
+    assert (
+        "  node.metrics = http://127.0.0.1:9464/metrics (Prometheus text, plain HTTP)"
+        in check(tmp_path / "m.toml").stdout
+    )
 
 
 def test_role_and_name_are_honoured(conf):
