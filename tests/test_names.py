@@ -18,6 +18,7 @@ from forsetid.following import name_wait
 FAST = {"heartbeat": 0.2, "liveness": 3}  # the leader's silence: 0.6 s
 WAIT = name_wait(FAST["heartbeat"], FAST["liveness"])  # 2 s
 SLACK = 4.0  # seconds for a daemon's start and a loaded machine
+STEADY = {"heartbeat": 0.25, "liveness": 6}  # a silence (1.5 s) that load does not end by mistake
 
 
 def twin(c, of: str = "node1") -> str:
@@ -35,15 +36,16 @@ def states(client) -> dict[str, str]:
 
 
 def test_a_second_live_daemon_with_a_name_that_is_up_exits_2_with_one_line(make_cluster):
-    c = make_cluster(workers=2, cluster=FAST)
+    c = make_cluster(workers=2, cluster=STEADY)
+    wait = name_wait(STEADY["heartbeat"], STEADY["liveness"])  # 3 s
     leader = c.leader()
     mine = [loc for loc in (leader.get("sleeper", f"t{i}") for i in range(4)) if loc.node == "node1"]
     assert mine
     name = twin(c)
     t0 = time.monotonic()
-    assert c.start(name).wait(WAIT + SLACK) == 2
+    assert c.start(name).wait(wait + SLACK) == 2
     took = time.monotonic() - t0
-    assert took >= WAIT, f"{took:.2f} s: it gave up before a restart could have joined"
+    assert took >= wait, f"{took:.2f} s: it gave up before a restart could have joined"
     log = c.log(name)
     errors = [line for line in log.splitlines() if " ERROR " in line]
     assert errors == [line for line in errors if "another live daemon has the name node1" in line] and len(errors) == 1
