@@ -22,6 +22,7 @@ from .cache import LocationCache
 from .const import NOT_READY, READY, READY_FD_ENV
 from .crashloop import CrashGuard
 from .effects import Note, Signal, Start, ToLeader
+from .exit_notes import ExitNotes, ended
 from .templates import fill
 from .timers import Timers
 
@@ -53,6 +54,7 @@ class Processes:
         self.timers = timers
         self.tokens = tokens  # an iterator of ids, shared with the worker's requests
         self.wall = wall
+        self.notes = ExitNotes(timers)  # the exits nobody asked for, said (not too often)
         self.procs: dict[int, Proc] = {}  # token -> process
         self.by_pid: dict[int, Proc] = {}
         self.by_key: dict[tuple[str, str], Proc] = {}
@@ -198,8 +200,8 @@ class Processes:
         if proc.location is None:
             if proc.failed:
                 return []
-            how = f"killed by signal {sig}" if sig else f"exited with code {code}"
-            return [*self._failure(proc, f"the process {how} before it was ready"), *self._crashed(proc.group)]
+            how = f"the process {ended(code, sig)} before it was ready"
+            return [*self._failure(proc, how), *self._crashed(proc.group)]
         self.cache.forget(proc.location)
         reason = proc.stopping or "exit"
         at, drain = self.wall(), proc.drain
@@ -207,8 +209,10 @@ class Processes:
         if reason == "partition":
             self.unreported.append(exited)
         out = [ToLeader(exited)]
-        if reason == "exit" and returncode != 0:
-            out += self._crashed(proc.group)
+        if reason == "exit":  # nobody asked for it: said, and a crash counted
+            out += self.notes.exited(proc.group, proc.key, self.node, pid, code, sig)
+            if returncode != 0:
+                out += self._crashed(proc.group)
         return out
 
     # -- the life cycle --

@@ -41,6 +41,7 @@ from . import protocol as p
 from .crashloop import Suspensions
 from .effects import LeaderOut, Note, Reply
 from .event_log import EventLog
+from .exit_notes import ended
 from .members import Members
 from .placement import Placement
 from .registry import Registry
@@ -93,9 +94,9 @@ def _how(exit_code: int | None, signal: int | None, reason: p.Reason, drain: boo
         return "its node shut down"
     if reason == "partition":
         return "its node lost the leader (partition stop)"
-    if signal is not None:
-        return f"killed by signal {signal}"
-    return "its exit went unreported" if exit_code is None else f"exited with code {exit_code}"
+    if signal is None and exit_code is None:
+        return "its exit went unreported"
+    return ended(exit_code, signal)
 
 
 class Restarts:

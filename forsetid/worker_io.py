@@ -15,7 +15,7 @@ import zmq
 from . import protocol as p
 from .config import Config
 from .const import READY_LINE_MAX
-from .effects import Note, Reconnect, RefillSpare, Renew, Reply, Signal, Start, ToLeader
+from .effects import Exit, Note, Reconnect, RefillSpare, Renew, Reply, Signal, Start, ToLeader
 from .lease import Lease, lease_seconds
 from .loop import Loop, Part
 from .spawner import Spawner, lease_clock
@@ -81,6 +81,7 @@ class WorkerIO(Part):
         self.carry = {
             Reply: self._reply, ToLeader: self._to_leader, Start: self._start, Signal: self._signal,
             Reconnect: self._reconnect, RefillSpare: self._refill, Note: self.note, Renew: self._renew,
+            Exit: self._exit,
         }  # fmt: skip
         if self.metrics is not None:  # (with metrics off, nothing of this is in the way)
             self.carry.update({Start: self._start_counted, ToLeader: self._to_leader_counted})
@@ -128,6 +129,9 @@ class WorkerIO(Part):
 
     def _renew(self, effect: Renew) -> None:
         self.spawner.lease(effect.until)
+
+    def _exit(self, effect: Exit) -> None:
+        self.loop.fail(effect.status, effect.why)
 
     # -- metrics (node.metrics) --
 
@@ -253,8 +257,6 @@ class WorkerIO(Part):
         return self.worker.next_deadline()
 
     def turn(self) -> None:
-        if self.worker.refused:
-            self.loop.fail(2, f"the leader refused this node: {self.worker.refused}")
         self.carry_out(self.worker.expire())
         self.spawner.flush()
 
