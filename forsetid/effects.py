@@ -113,6 +113,15 @@ class Dropped:
 
 
 @dataclass(slots=True)
+class Exit:
+    """The daemon cannot go on: it exits with ``status`` after this turn, ``why`` its
+    last line (a worker refused by its leader: not allowed, or its name taken)."""
+
+    status: int
+    why: str
+
+
+@dataclass(slots=True)
 class Note:
     """A line for the daemon's log: the decisions say what changed, once, as they see it."""
 

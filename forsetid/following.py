@@ -4,8 +4,10 @@ one candidate at a time and goes where it is told: to a candidate that announces
 elected (``Elected``, on the events of every candidate it follows), or to the one a
 standby names in its ``not-leader`` answer; with no welcome, it tries the next
 candidate after a heartbeat, more slowly after each round. Whenever it goes elsewhere it
-says hello and sends again the requests still waiting where that is safe. Part of
-``worker.Worker`` (a base class of it), as ``hello.py`` is of the leader.
+says hello and sends again the requests still waiting where that is safe. A hello the
+leader refuses ends the daemon: at once when the node may not join, after
+:func:`name_wait` when another live daemon has its name. Part of ``worker.Worker`` (a
+base class of it), as ``hello.py`` is of the leader.
 """
 
 from __future__ import annotations
@@ -16,7 +18,19 @@ from collections.abc import Callable
 import msgspec
 
 from . import protocol as p
-from .effects import Note, Reconnect, Reply, ToLeader
+from .effects import Exit, Note, Reconnect, Reply, ToLeader
+
+NAME_MARGIN = 1.0  # seconds beyond the leader's silence and two heartbeats (a loaded machine's delays)
+
+
+def name_wait(heartbeat: float, liveness: int) -> float:
+    """How long a worker whose name the leader says is taken tries again before it
+    exits. Long enough for a restart of the same node to join: a leader takes a daemon
+    that died for down when its connection closes (about 0.2 s), one whose machine
+    vanished (or that is frozen) after ``heartbeat`` x ``liveness`` of silence, noticed
+    within a heartbeat, and the newcomer says hello again at its next heartbeat. A
+    daemon that goes on speaking keeps its name: the newcomer gives up."""
+    return heartbeat * (liveness + 2) + NAME_MARGIN
 
 
 class Following:
@@ -33,6 +47,8 @@ class Following:
     leader_lost: bool
     leaving: bool
     hello_id: int
+    name_wait: float  # (name_wait())
+    taken_since: float | None  # when the leader first said this node's name is taken (None: it did not)
     forwards: dict[int, tuple[bytes, int, p.Msg]]
 
     hello: Callable[[], p.Hello]
@@ -115,6 +131,37 @@ class Following:
             return []  # (no hint, or hints chasing each other: the next try goes elsewhere in a heartbeat)
         self.hinted_at = now
         return self._switch(hint, f"{names[self.target]} says {msg.leader} leads")
+
+    def _refused(self, msg: p.Error) -> list:
+        """The leader refused this node's hello: not allowed (not in ``cluster.nodes``, or
+        a key of another node), the daemon exits at once; its name taken, it says hello
+        again at each heartbeat (on the leader's pong) and exits after ``name_wait``."""
+        where = self._leader_where()
+        if msg.kind in (p.NOT_ALLOWED, p.FORBIDDEN):
+            return [Exit(2, f"{where} refused this node: {msg.message}")]
+        if msg.kind != p.NAME_TAKEN:
+            return [Note(logging.WARNING, f"{where} refused this node's hello: {msg.message}")]
+        now = self.clock()
+        if self.taken_since is None:
+            self.taken_since = now
+            text = f"{self.node}: {where} says another daemon named {self.node} is up; trying again for"
+            return [Note(logging.WARNING, f"{text} {self.name_wait:g} s, until the leader takes it for gone")]
+        if now - self.taken_since < self.name_wait:
+            return []
+        return [
+            Exit(
+                2,
+                f"{self.node}: another live daemon has the name {self.node} at {where} (refused for "
+                f"{now - self.taken_since:.1f} s, longer than one that died or vanished takes to be seen gone); "
+                "stop that one, or start this one under another name (--name)",
+            )
+        ]
+
+    def _leader_where(self) -> str:
+        name, endpoint = self.leaders[self.target]
+        if endpoint.startswith("inproc://"):
+            return "the leader in this daemon"
+        return f"the leader {name} at {endpoint}" if name else f"the leader at {endpoint}"
 
     def _elected(self, msg: p.Elected) -> list:
         if msg.term <= max(self.term, self.elected_term) or msg.node not in self.names:

@@ -21,6 +21,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -110,6 +111,21 @@ class RateLimitedLog:
         self.next, self.held = now + self.every, 0
 
 
+def _listening(path: str) -> bool:
+    """Whether a process accepts connections on the unix socket ``path``: libzmq would
+    put its own in that file's place (and remove it on close), cutting that process off
+    as a tcp bind could not. A file left by a daemon that died refuses: it is replaced."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.setblocking(False)
+        try:
+            probe.connect(path)
+        except BlockingIOError:
+            return True  # its backlog is full (a frozen process): someone listens all the same
+        except OSError:
+            return False
+    return True
+
+
 class Loop:
     """``keys``: the CURVE keys of ``security.curve`` (None: no CURVE); ``authorize``
     reads the table of authorized keys (at start, and again on SIGHUP)."""
@@ -174,6 +190,8 @@ class Loop:
             try:
                 if scheme == "ipc" and folder and not os.path.isdir(folder):
                     os.makedirs(folder, mode=0o700)  # who may connect is who may enter it
+                if scheme == "ipc" and _listening(path):
+                    raise OSError("another process listens there (this daemon running already?)")
                 sock.bind(endpoint)
             except (zmq.ZMQError, OSError) as exc:
                 raise ConfigError(f"{self.config_path}: cannot bind {endpoint}: {exc}") from None

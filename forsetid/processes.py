@@ -22,6 +22,7 @@ from .cache import LocationCache
 from .const import MAILBOX_ENV, MAILBOX_ID_ENV, NOT_READY, READY, READY_FD_ENV
 from .crashloop import CrashGuard
 from .effects import Note, Signal, Start, ToLeader
+from .exit_notes import ExitNotes, ended
 from .mailboxes import Mailboxes
 from .templates import fill
 from .timers import Timers
@@ -65,6 +66,7 @@ class Processes:
         self.timers = timers
         self.tokens = tokens  # an iterator of ids, shared with the worker's requests
         self.wall = wall
+        self.notes = ExitNotes(timers)  # the exits nobody asked for, said (not too often)
         self.procs: dict[int, Proc] = {}  # token -> process
         self.by_pid: dict[int, Proc] = {}
         self.by_key: dict[tuple[str, str], Proc] = {}
@@ -212,12 +214,12 @@ class Processes:
         if self.by_key.get((proc.group, proc.key)) is proc:  # (the key may be starting anew)
             del self.by_key[(proc.group, proc.key)]
         code, sig = (None, -returncode) if returncode < 0 else (returncode, None)
-        how = p.how_it_ended(code, sig)
-        gone = self.mailboxes.close_box(proc.token, how)
+        gone = self.mailboxes.close_box(proc.token, ended(code, sig))
         if proc.location is None:
             if proc.failed:
                 return gone
-            return [*self._failure(proc, f"the process {how} before it was ready"), *self._crashed(proc.group), *gone]
+            how = f"the process {ended(code, sig)} before it was ready"
+            return [*self._failure(proc, how), *self._crashed(proc.group), *gone]
         self.cache.forget(proc.location)
         reason = proc.stopping or "exit"
         at, drain = self.wall(), proc.drain
@@ -225,8 +227,10 @@ class Processes:
         if reason == "partition":
             self.unreported.append(exited)
         out = [*gone, ToLeader(exited)]
-        if reason == "exit" and returncode != 0:
-            out += self._crashed(proc.group)
+        if reason == "exit":  # nobody asked for it: said, and a crash counted
+            out += self.notes.exited(proc.group, proc.key, self.node, pid, code, sig)
+            if returncode != 0:
+                out += self._crashed(proc.group)
         return out
 
     # -- the life cycle --

@@ -536,21 +536,6 @@ def mailbox_frame(frames: list[bytes]) -> MailboxHello | MailboxReply | None:
     return None
 
 
-def how_it_ended(exit_code: int | None, signal: int | None, reason: Reason = "exit", drain: bool = False) -> str:
-    """How a process ended, in words ("killed by signal 9", "its node went down")."""
-    if drain:
-        return "its node was drained"
-    if reason == "node-down":
-        return "its node went down"
-    if reason == "shutdown":
-        return "its node shut down"
-    if reason == "partition":
-        return "its node lost the leader (partition stop)"
-    if signal is not None:
-        return f"killed by signal {signal}"
-    return "its exit went unreported" if exit_code is None else f"exited with code {exit_code}"
-
-
 def topic(group: str) -> bytes:
     """The PUB topic of a group's events."""
     return group.encode() + b"\0"

@@ -41,6 +41,7 @@ from . import protocol as p
 from .crashloop import Suspensions
 from .effects import LeaderOut, Note, Reply
 from .event_log import EventLog
+from .exit_notes import how_it_ended as _how
 from .members import Members
 from .placement import Placement
 from .registry import Registry
@@ -82,9 +83,6 @@ def restarts(
     if policy == "on-failure" and exit_code == 0 and signal is None:
         return None  # a clean exit
     return "failed"
-
-
-_how = p.how_it_ended
 
 
 class Restarts:

@@ -23,7 +23,8 @@ from . import protocol as p
 from .cache import LocationCache
 from .crashloop import CrashGuard
 from .effects import Dropped, Note, RefillSpare, Reply, ToLeader
-from .following import Following
+from .exit_notes import how_it_ended
+from .following import Following, name_wait
 from .lease import Lease
 from .mailboxes import Mailboxes
 from .processes import Processes
@@ -84,7 +85,8 @@ class Worker(Following):
         self.forwards: dict[int, tuple[bytes, int, p.Msg]] = {}
         self.hello_id = 0
         self.welcomed = False
-        self.refused: str | None = None  # the leader's reason for refusing this node
+        self.name_wait = name_wait(heartbeat, liveness)
+        self.taken_since: float | None = None
         self.leaving = False  # shutting down cleanly
         self.lease = lease  # cluster.partition = "stop": renewed by the leader's answers (lease.py)
         self.hello_exits = 0  # how many of processes.unreported the last hello carried
@@ -137,7 +139,7 @@ class Worker(Following):
             news = "joined the leader" if self.leader_epoch in (None, msg.epoch) else "joined a new leader"
             self.welcomed, self.leader_lost, self.leader_epoch = True, False, msg.epoch
             self.term, self.leader_name, self.unwelcomed = msg.term, msg.leader, 0
-            self.patience = self.silence
+            self.patience, self.taken_since = self.silence, None
             self.calls.update(msg.calls)
             del self.processes.unreported[: self.hello_exits]  # that leader has them now
             renewed = [] if self.lease is None else self.lease.answered(msg.id)
@@ -151,11 +153,7 @@ class Worker(Following):
             return []
         forward = self.forwards.pop(msg.id, None)
         if forward is None:
-            if isinstance(msg, p.Error) and msg.id == self.hello_id:
-                if msg.kind in (p.NOT_ALLOWED, p.FORBIDDEN):
-                    self.refused = msg.message  # fatal (not in cluster.nodes, or a key of another node)
-                return [Note(logging.WARNING, f"the leader refused this node's hello: {msg.message}")]
-            return []
+            return self._refused(msg) if isinstance(msg, p.Error) and msg.id == self.hello_id else []
         client, client_id, request = forward
         if isinstance(msg, p.Found) and msg.location is not None:
             self.cache.learn(msg.location, msg.seq, msg.epoch)
@@ -178,7 +176,7 @@ class Worker(Following):
             for loc in self.processes.running():
                 self.cache.learn(loc, self.cache.seq)
         if isinstance(msg, p.Event) and msg.kind == "exited" and msg.location.node != self.node:
-            return self.talks.exited(msg.location, p.how_it_ended(msg.exit_code, msg.signal, msg.reason or "exit"))
+            return self.talks.exited(msg.location, how_it_ended(msg.exit_code, msg.signal, msg.reason or "exit"))
         if isinstance(msg, p.Event) and msg.kind == "started" and msg.location.node == self.node:
             # One of ours is registered (its caller has its answer): only now may the next
             # spare's fork take the CPU. The fork server replaces only a spare it handed out.

@@ -17,7 +17,20 @@ import zmq
 from . import protocol as p
 from .config import Config
 from .const import READY_LINE_MAX
-from .effects import Dropped, Note, Reconnect, RefillSpare, Renew, Reply, Signal, Start, ToLeader, ToPeer, ToProcess
+from .effects import (
+    Dropped,
+    Exit,
+    Note,
+    Reconnect,
+    RefillSpare,
+    Renew,
+    Reply,
+    Signal,
+    Start,
+    ToLeader,
+    ToPeer,
+    ToProcess,
+)
 from .lease import Lease, lease_seconds
 from .loop import Loop, Part, RateLimitedLog
 from .spawner import Spawner, lease_clock
@@ -94,6 +107,7 @@ class WorkerIO(Part):
             Reply: self._reply, ToLeader: self._to_leader, Start: self._start, Signal: self._signal,
             Reconnect: self._reconnect, RefillSpare: self._refill, Note: self.note, Renew: self._renew,
             ToPeer: self._to_peer, ToProcess: self._to_process, Dropped: self._dropped,
+            Exit: self._exit,
         }  # fmt: skip
         self.call_log = RateLimitedLog()  # calls refused or dropped: one line in a while
         if self.metrics is not None:  # (with metrics off, nothing of this is in the way)
@@ -176,6 +190,9 @@ class WorkerIO(Part):
 
     def _renew(self, effect: Renew) -> None:
         self.spawner.lease(effect.until)
+
+    def _exit(self, effect: Exit) -> None:
+        self.loop.fail(effect.status, effect.why)
 
     # -- metrics (node.metrics) --
 
@@ -328,8 +345,6 @@ class WorkerIO(Part):
         return self.worker.next_deadline()
 
     def turn(self) -> None:
-        if self.worker.refused:
-            self.loop.fail(2, f"the leader refused this node: {self.worker.refused}")
         self.carry_out(self.worker.expire())
         self.spawner.flush()
 

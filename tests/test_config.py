@@ -316,6 +316,7 @@ def test_the_systemd_units_start_forsetid_with_a_config_and_restart_on_failure()
         command = service["ExecStart"].split()
         assert command[0].endswith("/forsetid") and command[1] == "--config" and command[2].endswith(".toml")
         assert service["Restart"] == "on-failure" and service["User"] == "forseti"
+        assert service["RestartPreventExitStatus"] == "2"  # a config or name it cannot use: not again
         assert service["KillMode"] == "mixed"  # SIGTERM to the daemon alone: it stops its processes itself
         assert parsed["Install"]["WantedBy"] == "multi-user.target"
 

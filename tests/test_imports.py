@@ -32,7 +32,7 @@ DECISIONS = tuple(
     f"forsetid.{m}"
     for m in ("leader", "hello", "groups", "starts", "members", "event_log", "registry", "placement", "store")
     + ("crashloop", "roles", "restarts", "admin")
-    + ("worker", "processes", "cache", "timers", "effects", "closes", "lease", "following")
+    + ("worker", "processes", "cache", "timers", "effects", "closes", "lease", "following", "exit_notes")
 )
 
 RULES = [

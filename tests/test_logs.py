@@ -1,10 +1,13 @@
 """What the daemons' logs say, read from real daemons: what each binds and connects to,
-a worker going down and coming back, a failed start with its group, key and reason, and
-a managed process's traceback with its group, key and pid."""
+a worker going down and coming back, a failed start with its group, key and reason, a
+managed process's traceback with its group, key and pid, and an exit nobody asked for."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 
 import pytest
 from cluster import wait_for
@@ -108,3 +111,42 @@ def test_a_log_file_that_cannot_be_opened_fails_the_start(make_cluster):
     with pytest.raises(ForsetiError, match="cannot open its log file /proc/forseti/k1.log"):
         c.leader().get("nolog", "k1")
     assert c.processes() == []
+
+
+SIGNALLED = {"signalled": {"entry": "apps:until_signalled", "ready": True}}
+
+
+def _info_lines(log: str, text: str) -> list[str]:
+    return [line for line in log.splitlines() if text in line and " INFO " in line]
+
+
+def test_an_exit_nobody_asked_for_is_told_once_by_its_worker_and_a_stop_is_not(make_cluster):
+    c = make_cluster(workers=1, calls=SIGNALLED)
+    leader = c.leader()
+    killed, failed, stopped = (leader.get(group, key) for group, key in (("sleeper", "a"), ("signalled", "b"),
+                                                                          ("sleeper", "c")))  # fmt: skip
+    os.kill(killed.pid, signal.SIGKILL)  # from outside
+    os.kill(failed.pid, signal.SIGUSR2)  # it exits with code 3
+    cli = [sys.executable, "-m", "forsetictl", "--endpoint", c.endpoint("node1"), "stop", "sleeper", "c"]
+    assert subprocess.run(cli, capture_output=True, timeout=30).returncode == 0
+    a = f"sleeper/a (pid {killed.pid}) on node1 ended: killed by SIGKILL"
+    b = f"signalled/b (pid {failed.pid}) on node1 ended: exited with code 3"
+    wait_for(lambda: _info_lines(c.log("node1"), a) and _info_lines(c.log("node1"), b), 5, 0.05, "the two lines")
+    wait_for(lambda: leader.processes() == [], 5, 0.05, "every exit registered")
+    log = c.log("node1")
+    assert len(_info_lines(log, a)) == 1 and len(_info_lines(log, b)) == 1
+    assert f"(pid {stopped.pid})" not in log and a not in c.log("leader")
+
+
+@pytest.mark.slow
+def test_a_group_that_exits_in_a_loop_is_told_a_few_times_then_counted(make_cluster):
+    from forsetid.exit_notes import EVERY, LINES
+
+    c = make_cluster(workers=1, calls=SIGNALLED)
+    leader = c.leader()
+    locs = [leader.get("signalled", f"k{i}") for i in range(LINES + 7)]
+    for loc in locs:
+        os.kill(loc.pid, signal.SIGUSR2)
+    summary = "and 7 more exits of group signalled in the last"
+    wait_for(lambda: summary in c.log("node1"), EVERY + 5, 0.1, "the summary")
+    assert len(_info_lines(c.log("node1"), "ended: exited with code 3")) == LINES

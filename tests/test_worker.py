@@ -4,7 +4,7 @@ import logging
 import signal
 
 from forsetid import protocol as p
-from forsetid.effects import Dropped, Note, RefillSpare, Reply, Signal, Start, ToLeader
+from forsetid.effects import Dropped, Exit, Note, RefillSpare, Reply, Signal, Start, ToLeader
 from forsetid.processes import Proc
 from forsetid.worker import Worker
 
@@ -223,7 +223,7 @@ def test_exit_before_ready_is_a_start_failure():
     proc = spawn(worker, "j", READY, spawn_id=13)
     worker.processes.on_spawned(proc.token, 4243)
     (failed,) = to_leader(worker.processes.on_exit(4243, -11))
-    assert "killed by signal 11" in failed.reason
+    assert "killed by SIGSEGV" in failed.reason
     assert worker.idle
 
 
@@ -244,6 +244,45 @@ def test_exit_by_signal():
     _, msg = started(worker, "k", pid=4242)
     (exited,) = to_leader(worker.processes.on_exit(4242, -signal.SIGSEGV))
     assert (exited.exit_code, exited.signal, exited.reason) == (None, signal.SIGSEGV, "exit")
+
+
+def notes(effects):
+    return [e.text for e in effects if isinstance(e, Note)]
+
+
+def test_an_exit_nobody_asked_for_is_said_once_with_group_key_pid_and_code_or_signal():
+    worker, _ = make()
+    started(worker, "a", pid=1001, spawn_id=1)
+    started(worker, "b", pid=1002, spawn_id=2)
+    _, c = started(worker, "c", pid=1003, spawn_id=3)
+    assert notes(worker.processes.on_exit(1001, -signal.SIGKILL)) == [
+        "users/a (pid 1001) on node1 ended: killed by SIGKILL"
+    ]
+    assert notes(worker.processes.on_exit(1002, 3)) == ["users/b (pid 1002) on node1 ended: exited with code 3"]
+    worker.on_leader(p.Kill(location=c.location, reason="stopped"))  # asked for: not said
+    assert notes(worker.processes.on_exit(1003, -signal.SIGTERM)) == []
+    assert worker.processes.on_exit(1001, -signal.SIGKILL) == []  # (once)
+
+
+def test_a_group_exiting_in_a_loop_is_said_at_most_five_times_in_ten_seconds_then_counted():
+    worker, clock = make(max_retries=1000)
+    said = []
+    for i in range(12):
+        started(worker, f"k{i}", pid=2000 + i, spawn_id=10 + i)
+        said += notes(worker.processes.on_exit(2000 + i, 1))
+        clock.now += 0.5
+    started(worker, "k", pid=3000, group="jobs", spawn_id=99)
+    said += notes(worker.processes.on_exit(3000, 0))  # another group's: counted apart
+    assert said == [f"users/k{i} (pid {2000 + i}) on node1 ended: exited with code 1" for i in range(5)] + [
+        "jobs/k (pid 3000) on node1 ended: exited with code 0"
+    ]
+    clock.now = 110.0  # ten seconds after the first
+    summary = notes(worker.timers.expire())  # (the leader is silent here: its timers alone)
+    assert summary == ["and 7 more exits of group users in the last 10 s"]
+    started(worker, "again", pid=4000, spawn_id=100)
+    assert len(notes(worker.processes.on_exit(4000, 1))) == 1  # a new interval
+    clock.now += 10.0
+    assert notes(worker.timers.expire()) == []  # nothing held back in it: no summary
 
 
 def test_kill_terms_then_kills_after_stop_timeout():
@@ -431,3 +470,47 @@ def test_a_client_request_past_its_deadline_is_dropped_and_not_sent_again_to_a_n
     assert isinstance(sent, ToLeader) and sent.msg.deadline == 1001.0
     wall[0] = 1002.0  # its caller gave up; then the worker goes to another leader
     assert not any(isinstance(e, ToLeader) and isinstance(e.msg, p.Get) for e in worker._switch(0, "test"))
+
+
+# -- a hello refused --
+
+
+def refuse(worker, kind, message="no"):
+    return worker.on_leader(p.Error(id=worker.hello().id, kind=kind, message=message))
+
+
+def test_a_name_taken_is_tried_again_then_ends_the_daemon_with_one_line():
+    clock = Clock()
+    worker = Worker("node1", clock=clock, heartbeat=0.5, liveness=4, leaders=[("", "tcp://10.0.0.1:7070")])
+    assert worker.name_wait == 0.5 * (4 + 2) + 1.0  # the leader's silence, a heartbeat to see it, one to say hello
+    (note,) = refuse(worker, p.NAME_TAKEN)
+    assert note.level == logging.WARNING and "another daemon named node1 is up; trying again for 4 s" in note.text
+    for _ in range(7):  # a hello at each heartbeat, each refused: nothing more said
+        clock.now += 0.5
+        assert refuse(worker, p.NAME_TAKEN) == []
+    clock.now += 0.5
+    (end,) = refuse(worker, p.NAME_TAKEN)
+    assert isinstance(end, Exit) and end.status == 2
+    assert end.why.startswith("node1: another live daemon has the name node1 at the leader at tcp://10.0.0.1:7070")
+    assert "refused for 4.0 s" in end.why and "\n" not in end.why
+
+
+def test_a_welcome_within_the_wait_ends_it_and_a_later_clash_waits_afresh():
+    worker, clock = make(heartbeat=1.0, liveness=3)  # (welcomed once)
+    refuse(worker, p.NAME_TAKEN)
+    clock.now += 3.0  # the old daemon is taken for gone: a welcome
+    worker.on_leader(p.Welcome(id=worker.hello().id, epoch="e1"))
+    clock.now += 10.0
+    (note,) = refuse(worker, p.NAME_TAKEN)  # (a woken old daemon whose name went to another)
+    assert isinstance(note, Note)
+    clock.now += worker.name_wait
+    assert isinstance(refuse(worker, p.NAME_TAKEN)[0], Exit)
+
+
+def test_a_node_not_allowed_ends_the_daemon_at_once_naming_the_candidate():
+    worker = Worker("node1", leaders=[("leader2", "tcp://10.0.0.2:7070")])
+    (end,) = refuse(worker, p.NOT_ALLOWED, "node 'node1' is not in cluster.nodes")
+    why = "the leader leader2 at tcp://10.0.0.2:7070 refused this node: node 'node1' is not in cluster.nodes"
+    assert end == Exit(2, why)
+    (note,) = refuse(worker, p.BAD_MESSAGE)  # anything else: said, not fatal
+    assert isinstance(note, Note)
