@@ -98,7 +98,10 @@ class Leader(Hellos, Restarting, Admin):
             return []  # its caller gave up: it costs nothing more
         handler = self._handlers.get(type(msg))
         if handler is None:
-            return [Reply(peer, _error(msg, p.BAD_MESSAGE, f"the leader does not accept '{p.tag(msg)}' messages"))]
+            text = f"the leader does not accept '{p.tag(msg)}' messages"
+            if isinstance(msg, p.Talk):
+                text += ": calls and sends go to a worker's client endpoint (node.listen)"
+            return [Reply(peer, _error(msg, p.BAD_MESSAGE, text))]
         if self.members.heard(peer) is None and isinstance(msg, _WORKERS_ONLY):
             self.starts.predecessor()  # a worker that some leader knew, and we do not
             if not isinstance(msg, p.Ping):

@@ -865,3 +865,9 @@ def test_a_request_past_its_deadline_is_dropped_and_a_held_get_starts_nothing_on
     leader.members.last_seen.update(node1=60.0)
     assert [m.key for _, m in leader.expire() if isinstance(m, p.Spawn)] == ["wanted"]
     assert p.expired(1009.0, 1010.0) and not p.expired(1009.9, 1010.0) and not p.expired(0.0, 1010.0)
+
+
+def test_a_call_sent_to_the_leader_is_told_where_calls_go():
+    leader = make(["node1"])
+    ((to, err),) = leader.handle(CLIENT, p.Talk(id=4, group="users", key="k", payload=b"x"))
+    assert to == CLIENT and err.kind == p.BAD_MESSAGE and "node.listen" in err.message
