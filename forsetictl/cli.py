@@ -5,6 +5,7 @@ denied: authentication failed, or the request is outside the key's role)."""
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -19,12 +20,13 @@ from forsetid.const import GROUP_MAX, GROUP_PATTERN, GROUP_RULE
 from .client import AccessDenied, Client, Event, ForsetiError, Timeout
 from .config import ENDPOINT_ENV, KEY_ENV, LOCAL_CONFIG, ConfigError, client_keys, from_env, resolve
 from .security import KeyFileError
+from .terminal import KEY_WIDTH, display_width, shown
 
 OK, NOT_FOUND, USAGE, CLUSTER_ERROR, NO_ANSWER, DENIED = 0, 1, 2, 3, 4, 5
 
 
 EPILOG = """\
-The options above (--config, --endpoint, --json, --timeout, --key, --server-key) may
+The options above (--config, --endpoint, --json, --wide, --timeout, --key, --server-key) may
 also come after the command (forsetictl ls --json, forsetictl get g k --timeout 2), with
 the same meaning; one given both before and after the command: the later one wins.
 After add-call's --command, everything belongs to the command's argv.
@@ -44,7 +46,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         if self.json_errors:
             print(json.dumps({"error": "usage", "message": f"{self.prog}: {message}"}), flush=True)
-        super().error(message)
+        super().error(shown(message))  # (it may quote what was typed: a key, say)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -198,7 +200,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _global_options(ap: argparse.ArgumentParser, where, defaults: bool) -> None:
-    """--config, --endpoint, --json, --timeout, --key, --server-key: on the main parser
+    """--config, --endpoint, --json, --wide, --timeout, --key, --server-key: on the main parser
     with their defaults; on a command's without (argparse.SUPPRESS), so that one given
     after the command overrides the same one given before it, and one not given there
     leaves it be. An option a command has already (its own --key, say) is skipped."""
@@ -211,7 +213,13 @@ def _global_options(ap: argparse.ArgumentParser, where, defaults: bool) -> None:
 
     add("--config", metavar="FILE", help="forseti.toml: talk to the node it describes")
     add("--endpoint", metavar="URL", help="a node's client endpoint, e.g. tcp://127.0.0.1:7072")
-    add("--json", action="store_true", default=False, help="print JSON objects, one per line")
+    add("--json", action="store_true", default=False, help="print JSON objects, one per line, every value whole")
+    add(
+        "--wide",
+        action="store_true",
+        default=False,
+        help=f"print keys whole (default: one wider than {KEY_WIDTH} columns is cut, ending in …), escaped still",
+    )
     add("--timeout", type=_seconds, default=5.0, metavar="S", help="seconds to wait for an answer (default 5)")
     add(
         "--key",
@@ -235,7 +243,7 @@ def _group_key(p: argparse.ArgumentParser) -> None:
 
 def _group(text: str) -> str:
     if not (0 < len(text) <= GROUP_MAX and re.fullmatch(GROUP_PATTERN, text)):
-        raise argparse.ArgumentTypeError(f"{text!r}: {GROUP_RULE}")
+        raise argparse.ArgumentTypeError(f"'{text}': {GROUP_RULE}")
     return text
 
 
@@ -290,12 +298,15 @@ def _counts(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show "…" or a key's letters: escaped
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     ap = parser()
     _Parser.json_errors = "--json" in (sys.argv[1:] if argv is None else argv)
     args = ap.parse_args(argv)
     if args.config is not None and args.endpoint is not None:
         ap.error("--config and --endpoint: one or the other")
-    out = Output(args.json)
+    out = Output(args.json, args.wide)
     if args.cmd == "keygen":  # no cluster: nothing to resolve or connect to
         return keygen(args, out)
     if args.cmd == "bench":  # it starts its own cluster, or talks to the one named
@@ -371,7 +382,7 @@ def find(client: Client, args, out: Output) -> int:
 def stop(client: Client, args, out: Output) -> int:
     if not client.stop(args.group, args.key):
         return out.error("not-found", f"no process for {args.group}/{args.key}", NOT_FOUND)
-    out.line({"stopped": True, "group": args.group, "key": args.key}, f"stopped {args.group}/{args.key}")
+    out.line({"stopped": True, "group": args.group, "key": args.key}, f"stopped {args.group}/{out.key(args.key)}")
     return OK
 
 
@@ -379,7 +390,7 @@ LOCATION = ["group", "key", "node", "pid", "endpoint", "started_at"]
 
 
 def ls(client: Client, args, out: Output) -> int:
-    out.table([msgspec.to_builtins(loc) for loc in client.processes(args.group)], LOCATION)
+    out.table([msgspec.to_builtins(loc) for loc in client.processes(args.group)], LOCATION, cut=("key", "endpoint"))
     return OK
 
 
@@ -394,7 +405,7 @@ def leader(client: Client, args, out: Output) -> int:
         out.line(about, "")
     else:
         epoch = f" (epoch {about['epoch']})" if about["epoch"] is not None else ""
-        print(f"leader: {about['leader'] or 'none'}{epoch}", flush=True)
+        print(f"leader: {shown(about['leader'] or 'none')}{epoch}", flush=True)
         out.table(about["candidates"], ["name", "state"])
     return OK if about["leader"] else NOT_FOUND
 
@@ -469,13 +480,13 @@ def add_call(client: Client, args, out: Output) -> int:
 def drain(client: Client, args, out: Output) -> int:
     client.drain(args.node, stop=args.stop)
     what = " and stopping its processes" if args.stop else ""
-    out.line({"draining": args.node, "stop": args.stop}, f"draining {args.node}{what}")
+    out.line({"draining": args.node, "stop": args.stop}, f"draining {shown(args.node)}{what}")
     return OK
 
 
 def undrain(client: Client, args, out: Output) -> int:
     client.undrain(args.node)
-    out.line({"undrained": args.node}, f"{args.node} takes new processes again")
+    out.line({"undrained": args.node}, f"{shown(args.node)} takes new processes again")
     return OK
 
 
@@ -508,7 +519,7 @@ def events(client: Client, args, out: Output) -> int:
 
 
 def note(text: str) -> None:
-    print(f"forsetictl: {text}", file=sys.stderr, flush=True)
+    print(f"forsetictl: {shown(text)}", file=sys.stderr, flush=True)
 
 
 def keygen(args, out: Output) -> int:
@@ -520,7 +531,8 @@ def keygen(args, out: Output) -> int:
         return out.error("usage", str(exc), USAGE)
     except OSError as exc:
         return out.error("usage", f"keygen: {exc.filename or args.dir}: {exc.strerror or exc}", USAGE)
-    out.line({"public": public, "secret": secret}, f"public key: {public}\nsecret key: {secret} (mode 0600)")
+    text = f"public key: {shown(public)}\nsecret key: {shown(secret)} (mode 0600)"
+    out.line({"public": public, "secret": secret}, text)
     return OK
 
 
@@ -538,28 +550,38 @@ def when(t: float) -> str:
 
 
 class Output:
-    """Plain text for people (no None: "-"), or JSON objects, one per line, complete."""
+    """Plain text for people (no None: "-"; every string through terminal.shown, a key
+    cut at KEY_WIDTH columns unless --wide, in lines and tables; in a table, an endpoint
+    made from a key too), or JSON objects, one per line, complete."""
 
-    def __init__(self, as_json: bool) -> None:
+    def __init__(self, as_json: bool, wide: bool = False) -> None:
         self.json = as_json
+        self.width = None if wide else KEY_WIDTH
 
     def line(self, obj: dict, text: str) -> None:
         print(json.dumps(obj) if self.json else text, flush=True)
 
+    def key(self, key: str) -> str:
+        """A key as plain output shows it: escaped, and cut unless --wide."""
+        return shown(key, self.width)
+
     def location(self, loc) -> None:
         obj = msgspec.to_builtins(loc)
-        text = f"{loc.group}/{loc.key} node={loc.node} pid={loc.pid} endpoint={_cell(loc.endpoint)}"
-        self.line(obj, f"{text} started={when(loc.started_at)}")
+        where = f"node={shown(loc.node)} pid={loc.pid} endpoint={shown(_cell(loc.endpoint))}"
+        self.line(obj, f"{loc.group}/{self.key(loc.key)} {where} started={when(loc.started_at)}")
 
-    def table(self, rows: list[dict], columns: list[str]) -> None:
+    def table(self, rows: list[dict], columns: list[str], cut: tuple[str, ...] = ()) -> None:
+        """Aligned columns, every cell escaped; those of the columns ``cut`` (a key, or
+        made from one) cut at KEY_WIDTH unless --wide."""
         if self.json:
             for row in rows:
                 print(json.dumps(row))
             return
-        cells = [[c.upper() for c in columns]] + [[_cell(r.get(c), c in TIMES) for c in columns] for r in rows]
-        widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-        for row in cells:
-            print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        widths = [self.width if c in cut else None for c in columns]
+        cells = [[c.upper() for c in columns]] + [
+            [shown(_cell(r.get(c), c in TIMES), w) for c, w in zip(columns, widths, strict=True)] for r in rows
+        ]
+        _print_aligned(cells)
 
     def event(self, e: Event) -> None:
         obj = {f: getattr(e, f) for f in EVENT}
@@ -570,9 +592,9 @@ class Output:
         if e.adopted:  # it ran already (a new leader learnt of it): not a new start
             obj["adopted"] = True
         kind = "running" if e.adopted else e.kind
-        text = f"{when(e.at)} {e.seq} {kind} {e.group}/{e.key} node={e.node} pid={e.pid}"
+        text = f"{when(e.at)} {e.seq} {kind} {e.group}/{self.key(e.key)} node={shown(e.node)} pid={e.pid}"
         if e.kind == "exited":
-            text += f" reason={_cell(e.reason)}"
+            text += f" reason={shown(_cell(e.reason))}"
             if e.signal is not None:
                 text += f" signal={e.signal}"
             elif e.exit_code is not None:
@@ -582,8 +604,15 @@ class Output:
     def error(self, kind: str, message: str, status: int) -> int:
         if self.json:
             print(json.dumps({"error": kind, "message": message}), flush=True)
-        print(f"forsetictl: {message}", file=sys.stderr, flush=True)
+        print(f"forsetictl: {shown(message)}", file=sys.stderr, flush=True)  # whole, escaped
         return status
+
+
+def _print_aligned(cells: list[list[str]]) -> None:
+    """Rows of shown cells, each column as wide as its widest cell (in terminal columns)."""
+    widths = [max(display_width(row[i]) for row in cells) for i in range(len(cells[0]))]
+    for row in cells:
+        print("  ".join(v + " " * (w - display_width(v)) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _cell(value, is_time: bool = False) -> str:
