@@ -29,7 +29,8 @@ EPILOG = """\
 The options above (--config, --endpoint, --json, --wide, --timeout, --key, --server-key) may
 also come after the command (forsetictl ls --json, forsetictl get g k --timeout 2), with
 the same meaning; one given both before and after the command: the later one wins.
-After add-call's --command, everything belongs to the command's argv.
+add-call's --command takes the words after it up to the next add-call option (spelt
+out); the words after -- are the command's whatever they look like (see add-call --help).
 
 With neither --config nor --endpoint: $FORSETI_ENDPOINT, then ./forseti.toml, then
 tcp://127.0.0.1:7072.
@@ -59,34 +60,60 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"forsetictl {version()}", help="print the version")
     _global_options(ap, ap.add_mutually_exclusive_group(), defaults=True)
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND", help="one of:")
+    for name, (text, options, more) in SUBCOMMANDS.items():
+        command = sub.add_parser(name, help=text, **more)
+        options(command)
+        title = "options that may also come before the command (given twice: the later one wins)"
+        _global_options(command, command.add_argument_group(title), defaults=False)
+    return ap
 
-    p = sub.add_parser("get", help="get-or-create; prints the location")
+
+def _no_options(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _get_options(p: argparse.ArgumentParser) -> None:
     _group_key(p)
     p.add_argument("args", nargs="*", metavar="ARG", help="extra start arguments (after --, one that starts with '-')")
-    p = sub.add_parser("find", help="the location, or exit status 1")
-    _group_key(p)
-    p = sub.add_parser("stop", help="terminate it (SIGTERM, then SIGKILL); exit status 1 if absent")
-    _group_key(p)
-    p = sub.add_parser("ls", help="registered processes")
+
+
+def _group_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("group", nargs="?", type=_group, metavar="GROUP", help="only this group's (default: all)")
-    sub.add_parser("nodes", help="workers: name, state, processes, capacity")
-    sub.add_parser("calls", help="groups and how they start")
-    sub.add_parser("leader", help="who leads, and each candidate's state (leader, standby, unreachable)")
-    p = sub.add_parser(
-        "add-call",
-        help="add a group at run time",
-        description="Add a group at run time. Everything after --command is the command's argv "
-        "(options included): put the other options before it.",
-    )
+
+
+def _remove_call_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("group", type=_group, metavar="GROUP", help="the group to remove")
+
+
+def _node_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("node", metavar="NODE", help="a worker's name (see nodes)")
+
+
+def _drain_options(p: argparse.ArgumentParser) -> None:
+    _node_options(p)
+    p.add_argument("--stop", action="store_true", help="also stop its processes (each within its stop_timeout)")
+
+
+def _events_options(p: argparse.ArgumentParser) -> None:
+    _group_options(p)
+    p.add_argument("--count", type=_positive, metavar="N", help="stop after this many events")
+
+
+def _keygen_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="the pair's name, e.g. a node's or a user's")
+    p.add_argument("--dir", default=".", help="where to write them (default: the current directory)")
+
+
+def _add_call_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("group", type=_group, metavar="GROUP", help="the new group's name")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--entry", metavar="MOD:FUNC", help="a Python function to run in a forked process")
     how.add_argument(
         "--command",
-        nargs=argparse.REMAINDER,
-        metavar="ARGV",
-        help="a program and its arguments: the rest of the line, options included ({key}, {group}, {node} "
-        "are filled in)",
+        action="append",
+        metavar="PROGRAM [ARG...]",
+        help="a program and its arguments: the words after it, up to the next add-call option ({key}, {group}, "
+        "{node} are filled in); or give them after --",
     )
     p.add_argument(
         "--arg", action="append", default=[], dest="call_args", metavar="A", help="a start argument (repeatable)"
@@ -114,26 +141,9 @@ def parser() -> argparse.ArgumentParser:
         "(any exit but a stop); default never",
     )
     p.add_argument("--replace", action="store_true", help="replace the group if it exists (else: exit status 3)")
-    p = sub.add_parser(
-        "remove-call", help="remove a group (its running processes go on until they exit; new gets fail)"
-    )
-    p.add_argument("group", type=_group, metavar="GROUP", help="the group to remove")
-    p = sub.add_parser("drain", help="the node takes no new process (state draining); lookups through it go on")
-    p.add_argument("node", metavar="NODE", help="a worker's name (see nodes)")
-    p.add_argument("--stop", action="store_true", help="also stop its processes (each within its stop_timeout)")
-    p = sub.add_parser("undrain", help="the node takes new processes again")
-    p.add_argument("node", metavar="NODE", help="a worker's name (see nodes)")
-    p = sub.add_parser("events", help="follow started/exited events until interrupted")
-    p.add_argument("group", nargs="?", type=_group, metavar="GROUP", help="only this group's (default: all)")
-    p.add_argument("--count", type=_positive, metavar="N", help="stop after this many events")
-    p = sub.add_parser("keygen", help="write a CURVE key pair, NAME.key and NAME.key_secret (section 8)")
-    p.add_argument("name", metavar="NAME", help="the pair's name, e.g. a node's or a user's")
-    p.add_argument("--dir", default=".", help="where to write them (default: the current directory)")
-    p = sub.add_parser(
-        "bench",
-        help="measure lookups, starts and exits against raw baselines",
-        description="Starts a throw-away local cluster unless --config/--endpoint names one.",
-    )
+
+
+def _bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="workers of the local cluster (default 2)")
     p.add_argument("--transport", choices=["ipc", "tcp"], default="ipc", help="of the local cluster (default ipc)")
     p.add_argument("--count", type=int, default=2000, help="sequential lookups per measurement (default 2000)")
@@ -173,6 +183,10 @@ def parser() -> argparse.ArgumentParser:
         help="with --failover: the daemons log at INFO; their logs and etcd's are copied to DIR",
     )
     p.add_argument("--profile", metavar="DIR", help="run the local daemons under cProfile, one .prof per daemon in DIR")
+    _simulate_options(p)
+
+
+def _simulate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--simulate",
         action="store_true",
@@ -193,10 +207,6 @@ def parser() -> argparse.ArgumentParser:
         help="registered keys (default 10000,100000,1000000)",
     )
     p.add_argument("--sim-ops", type=int, default=20_000, help="decisions and lookups timed per size (default 20000)")
-    for command in sub.choices.values():  # the global options, after the command too
-        title = "options that may also come before the command (given twice: the later one wins)"
-        _global_options(command, command.add_argument_group(title), defaults=False)
-    return ap
 
 
 def _global_options(ap: argparse.ArgumentParser, where, defaults: bool) -> None:
@@ -297,13 +307,105 @@ def _counts(text: str) -> list[int]:
     return values
 
 
+ADD_CALL = """\
+Add a group at run time. Its command is the words after --command, up to the next
+add-call option (--replace, --arg A, --restart P, --json, ... spelt out), or everything
+after --, whatever it looks like; both together: the words after -- come last.
+
+  forsetictl add-call temp --command sleep 3601 --replace
+  forsetictl add-call temp --replace -- sleep 3601
+  forsetictl add-call lister --command ls -- -l --json     (argv: ls -l --json)"""
+
+# name: (help, its options, more for add_parser)
+SUBCOMMANDS = {
+    "get": ("get-or-create; prints the location", _get_options, {}),
+    "find": ("the location, or exit status 1", _group_key, {}),
+    "stop": ("terminate it (SIGTERM, then SIGKILL); exit status 1 if absent", _group_key, {}),
+    "ls": ("registered processes", _group_options, {}),
+    "nodes": ("workers: name, state, processes, capacity", _no_options, {}),
+    "calls": ("groups and how they start", _no_options, {}),
+    "leader": ("who leads, and each candidate's state (leader, standby, unreachable)", _no_options, {}),
+    "add-call": (
+        "add a group at run time",
+        _add_call_options,
+        {
+            "description": ADD_CALL,
+            "formatter_class": argparse.RawDescriptionHelpFormatter,
+            "usage": "%(prog)s GROUP (--entry MOD:FUNC | --command PROGRAM [ARG...] | -- PROGRAM [ARG...]) [options]",
+        },
+    ),
+    "remove-call": (
+        "remove a group (its running processes go on until they exit; new gets fail)",
+        _remove_call_options,
+        {},
+    ),
+    "drain": ("the node takes no new process (state draining); lookups through it go on", _drain_options, {}),
+    "undrain": ("the node takes new processes again", _node_options, {}),
+    "events": ("follow started/exited events until interrupted", _events_options, {}),
+    "keygen": ("write a CURVE key pair, NAME.key and NAME.key_secret", _keygen_options, {}),
+    "bench": (
+        "measure lookups, starts and exits against raw baselines",
+        _bench_options,
+        {"description": "Starts a throw-away local cluster unless --config/--endpoint names one."},
+    ),
+}
+
+
+def _command_words(ap: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``argv`` with add-call's command as argparse takes it: each word after --command
+    (up to the next add-call option, spelt out) or after -- as ``--command=WORD``, so
+    that a word may start with '-' and the options after the command are still read."""
+    at = _first_positional(ap, argv)
+    if at is None or argv[at] != "add-call":
+        return argv
+    options = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction)).choices["add-call"]
+    known = {name: a for name, a in options._option_string_actions.items() if name not in ("-h", "--help")}
+    out, words, given, taking, i = argv[: at + 1], [], False, False, at + 1
+    while i < len(argv):
+        word, name = argv[i], argv[i].split("=", 1)[0]
+        i += 1
+        if word == "--":
+            words += argv[i:]
+            given = True
+            break
+        if name == "--command":
+            given = taking = True
+            words += word.split("=", 1)[1:]
+        elif taking and name not in known:
+            words.append(word)
+        else:
+            taking = False
+            if name in known and known[name].nargs != 0 and "=" not in word and i < len(argv):
+                word = f"{word}={argv[i]}"  # its value, whatever it looks like
+                i += 1
+            out.append(word)
+    if given and not words:
+        options.error("--command (or --) needs the program and its arguments")
+    return out + [f"--command={word}" for word in words]
+
+
+def _first_positional(ap: argparse.ArgumentParser, argv: list[str]) -> int | None:
+    """Where the command is in ``argv`` (past the main parser's options and their values)."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":
+            return None
+        if not word.startswith("-") or word == "-":
+            return i
+        action = ap._option_string_actions.get(word)
+        i += 2 if action is not None and action.nargs != 0 else 1
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show "…" or a key's letters: escaped
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
     ap = parser()
-    _Parser.json_errors = "--json" in (sys.argv[1:] if argv is None else argv)
-    args = ap.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    _Parser.json_errors = "--json" in argv
+    args = ap.parse_args(_command_words(ap, argv))
     if args.config is not None and args.endpoint is not None:
         ap.error("--config and --endpoint: one or the other")
     out = Output(args.json, args.wide)
@@ -457,8 +559,6 @@ def add_call(client: Client, args, out: Output) -> int:
         )
         if v is not None
     }
-    if args.command is not None and not args.command:
-        return out.error("usage", "add-call: --command needs the program and its arguments", USAGE)
     try:
         client.add_call(
             args.group,
