@@ -104,6 +104,10 @@ def _keygen_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", default=".", help="where to write them (default: the current directory)")
 
 
+def _completion_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("shell", choices=["bash", "zsh"], help="the shell the script is for")
+
+
 def _add_call_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("group", type=_group, metavar="GROUP", help="the new group's name")
     how = p.add_mutually_exclusive_group(required=True)
@@ -316,6 +320,13 @@ after --, whatever it looks like; both together: the words after -- come last.
   forsetictl add-call temp --replace -- sleep 3601
   forsetictl add-call lister --command ls -- -l --json     (argv: ls -l --json)"""
 
+COMPLETION = """\
+Print a completion script for bash or zsh: commands, options, their choices, file
+names, and GROUP and NODE from the cluster the line names (a half-second timeout).
+
+  source <(forsetictl completion bash)     # in ~/.bashrc
+  source <(forsetictl completion zsh)      # in ~/.zshrc (it uses zsh's bashcompinit)"""
+
 # name: (help, its options, more for add_parser)
 SUBCOMMANDS = {
     "get": ("get-or-create; prints the location", _get_options, {}),
@@ -343,6 +354,11 @@ SUBCOMMANDS = {
     "undrain": ("the node takes new processes again", _node_options, {}),
     "events": ("follow started/exited events until interrupted", _events_options, {}),
     "keygen": ("write a CURVE key pair, NAME.key and NAME.key_secret", _keygen_options, {}),
+    "completion": (
+        "print the shell's completion script: source <(forsetictl completion bash)",
+        _completion_options,
+        {"description": COMPLETION, "formatter_class": argparse.RawDescriptionHelpFormatter},
+    ),
     "bench": (
         "measure lookups, starts and exits against raw baselines",
         _bench_options,
@@ -411,6 +427,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Output(args.json, args.wide)
     if args.cmd == "keygen":  # no cluster: nothing to resolve or connect to
         return keygen(args, out)
+    if args.cmd == "completion":
+        from .completion import script
+
+        print(script(ap, args.shell), end="")
+        return OK
     if args.cmd == "bench":  # it starts its own cluster, or talks to the one named
         from .bench import run as bench
 
