@@ -15,6 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_cli import ctl
 
+from forsetictl import cli
+from forsetictl.client import Event
 from forsetictl.terminal import KEY_WIDTH, display_width, shown
 
 DATE = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
@@ -54,6 +56,21 @@ def test_shown_examples():
     assert shown("\x1b" * 20, 10) == r"\x1b\x1b…"  # an escape is never cut in two
     assert shown("日" * 30, 10) == "日日日日…"  # 9 columns: the next one is two wide
     assert display_width(shown("e\u0301" * 50, 10)) == 10  # a combining accent takes no column
+
+
+def test_event_lines_and_tables_of_odd_names(capsys):
+    key = "k\u2028" + "y" * 60
+    for wide, shows in ((False, r"k\u2028" + "y" * (KEY_WIDTH - 8) + "…"), (True, r"k\u2028" + "y" * 60)):
+        cli.Output(False, wide).event(Event(7, "exited", "g", key, "n\x1b]0;owned\x07", 42, None, 9, "exit", 0.0))
+        line = capsys.readouterr().out
+        assert line.endswith(f" 7 exited g/{shows} node=n\\x1b]0;owned\\x07 pid=42 reason=exit signal=9\n"), line
+    nodes = [{"name": "node\x1b[8m1", "state": "up"}, {"name": "n\u202e2", "state": "down"}]
+    cli.Output(False).table(nodes, ["name", "state"])
+    assert capsys.readouterr().out.splitlines() == [
+        "NAME          STATE",
+        r"node\x1b[8m1  up",
+        r"n\u202e2      down",
+    ]
 
 
 def test_every_command_prints_odd_keys_safely(make_cluster):
