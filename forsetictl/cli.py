@@ -18,6 +18,7 @@ import msgspec
 from forsetid.const import GROUP_MAX, GROUP_PATTERN, GROUP_RULE
 
 from .client import AccessDenied, Client, Event, ForsetiError, Timeout
+from .completion import SHELLS, commands, script
 from .config import ENDPOINT_ENV, KEY_ENV, LOCAL_CONFIG, ConfigError, client_keys, from_env, resolve
 from .security import KeyFileError
 from .terminal import KEY_WIDTH, display_width, shown
@@ -105,7 +106,7 @@ def _keygen_options(p: argparse.ArgumentParser) -> None:
 
 
 def _completion_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("shell", choices=["bash", "zsh"], help="the shell the script is for")
+    p.add_argument("shell", choices=SHELLS, help="the shell the script is for")
 
 
 def _add_call_options(p: argparse.ArgumentParser) -> None:
@@ -374,7 +375,7 @@ def _command_words(ap: argparse.ArgumentParser, argv: list[str]) -> list[str]:
     at = _first_positional(ap, argv)
     if at is None or argv[at] != "add-call":
         return argv
-    options = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction)).choices["add-call"]
+    options = commands(ap)["add-call"]
     known = {name: a for name, a in options._option_string_actions.items() if name not in ("-h", "--help")}
     out, words, given, taking, i = argv[: at + 1], [], False, False, at + 1
     while i < len(argv):
@@ -428,8 +429,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "keygen":  # no cluster: nothing to resolve or connect to
         return keygen(args, out)
     if args.cmd == "completion":
-        from .completion import script
-
         print(script(ap, args.shell), end="")
         return OK
     if args.cmd == "bench":  # it starts its own cluster, or talks to the one named

@@ -86,11 +86,11 @@ autoload -U +X bashcompinit && bashcompinit
 
 def script(ap: argparse.ArgumentParser, shell: str) -> str:
     """The completion script for ``shell`` (one of SHELLS)."""
-    commands = _commands(ap)
+    parsers = commands(ap)
     main = _takes_value(ap)  # (every command takes them too)
-    own = {name: [o for o in _takes_value(p) if o not in main] for name, p in commands.items()}
+    own = {name: [o for o in _takes_value(p) if o not in main] for name, p in parsers.items()}
     patterns = {f'*" {o}"': _value(ap, o) for o in main}
-    patterns.update({f'"{n} {o}"': _value(commands[n], o) for n, opts in own.items() for o in opts})
+    patterns.update({f'"{n} {o}"': _value(parsers[n], o) for n, opts in own.items() for o in opts})
     by_reply: dict[str, list[str]] = {'COMPREPLY=($(compgen -c -- "$cur"))': ['"add-call --command"']}
     for pattern, reply in patterns.items():
         by_reply.setdefault(reply, []).append(pattern)
@@ -104,13 +104,14 @@ def script(ap: argparse.ArgumentParser, shell: str) -> str:
         takes_value="|".join(takes_value),
         values="\n".join(values),
         main_options=_words(_options(ap)),
-        commands=_words(list(commands)),
-        options="\n".join(f'            "{n}") {_words(_options(p))} ;;' for n, p in commands.items()),
-        positionals="\n".join(line for n, p in commands.items() for line in _positionals(n, p)),
+        commands=_words(list(parsers)),
+        options="\n".join(f'            "{n}") {_words(_options(p))} ;;' for n, p in parsers.items()),
+        positionals="\n".join(line for n, p in parsers.items() for line in _positionals(n, p)),
     )
 
 
-def _commands(ap: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+def commands(ap: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """forsetictl's commands by name, each with its own parser."""
     sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
     return dict(sub.choices)
 
