@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import unicodedata
 
-KEY_WIDTH = 40  # columns a key (or any table cell) gets in plain output; --wide: no limit
+KEY_WIDTH = 40  # terminal columns a key gets in plain output (a UUID fits); --wide: no limit
 CUT = "…"
 
 
