@@ -5,6 +5,7 @@ denied: authentication failed, or the request is outside the key's role)."""
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -17,17 +18,20 @@ import msgspec
 from forsetid.const import GROUP_MAX, GROUP_PATTERN, GROUP_RULE
 
 from .client import AccessDenied, Client, Event, ForsetiError, NotFound, Timeout
+from .completion import SHELLS, commands, script
 from .config import ENDPOINT_ENV, KEY_ENV, LOCAL_CONFIG, ConfigError, client_keys, from_env, resolve
 from .security import KeyFileError
+from .terminal import KEY_WIDTH, display_width, shown
 
 OK, NOT_FOUND, USAGE, CLUSTER_ERROR, NO_ANSWER, DENIED = 0, 1, 2, 3, 4, 5
 
 
 EPILOG = """\
-The options above (--config, --endpoint, --json, --timeout, --key, --server-key) may
+The options above (--config, --endpoint, --json, --wide, --timeout, --key, --server-key) may
 also come after the command (forsetictl ls --json, forsetictl get g k --timeout 2), with
 the same meaning; one given both before and after the command: the later one wins.
-After add-call's --command, everything belongs to the command's argv.
+add-call's --command takes the words after it up to the next add-call option (spelt
+out); the words after -- are the command's whatever they look like (see add-call --help).
 
 With neither --config nor --endpoint: $FORSETI_ENDPOINT, then ./forseti.toml, then
 tcp://127.0.0.1:7072.
@@ -44,7 +48,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         if self.json_errors:
             print(json.dumps({"error": "usage", "message": f"{self.prog}: {message}"}), flush=True)
-        super().error(message)
+        super().error(shown(message))  # (it may quote what was typed: a key, say)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -57,39 +61,70 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"forsetictl {version()}", help="print the version")
     _global_options(ap, ap.add_mutually_exclusive_group(), defaults=True)
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND", help="one of:")
+    for name, (text, options, more) in SUBCOMMANDS.items():
+        command = sub.add_parser(name, help=text, **more)
+        options(command)
+        title = "options that may also come before the command (given twice: the later one wins)"
+        _global_options(command, command.add_argument_group(title), defaults=False)
+    return ap
 
-    p = sub.add_parser("get", help="get-or-create; prints the location")
+
+def _no_options(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _get_options(p: argparse.ArgumentParser) -> None:
     _group_key(p)
     p.add_argument("args", nargs="*", metavar="ARG", help="extra start arguments (after --, one that starts with '-')")
-    p = sub.add_parser("find", help="the location, or exit status 1")
+
+
+def _talk_options(p: argparse.ArgumentParser) -> None:
     _group_key(p)
-    for name, what in (("call", "deliver DATA to its process and print the reply"), ("send", "deliver DATA, one way")):
-        p = sub.add_parser(name, help=f"{what} (get-or-create first)")
-        _group_key(p)
-        p.add_argument("data", metavar="DATA", help="the payload; - reads it from stdin")
-        p.add_argument("--no-create", dest="create", action="store_false", help="exit status 1 if it does not run")
-    p = sub.add_parser("stop", help="terminate it (SIGTERM, then SIGKILL); exit status 1 if absent")
-    _group_key(p)
-    p = sub.add_parser("ls", help="registered processes")
+    p.add_argument("data", metavar="DATA", help="the payload; - reads it from stdin")
+    p.add_argument("--no-create", dest="create", action="store_false", help="exit status 1 if it does not run")
+
+
+def _group_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("group", nargs="?", type=_group, metavar="GROUP", help="only this group's (default: all)")
-    sub.add_parser("nodes", help="workers: name, state, processes, capacity")
-    sub.add_parser("calls", help="groups and how they start")
-    sub.add_parser("leader", help="who leads, and each candidate's state (leader, standby, unreachable)")
-    p = sub.add_parser(
-        "add-call",
-        help="add a group at run time",
-        description="Add a group at run time. Everything after --command is the command's argv "
-        "(options included): put the other options before it.",
-    )
+
+
+def _remove_call_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("group", type=_group, metavar="GROUP", help="the group to remove")
+
+
+def _node_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("node", metavar="NODE", help="a worker's name (see nodes)")
+
+
+def _drain_options(p: argparse.ArgumentParser) -> None:
+    _node_options(p)
+    p.add_argument("--stop", action="store_true", help="also stop its processes (each within its stop_timeout)")
+
+
+def _events_options(p: argparse.ArgumentParser) -> None:
+    _group_options(p)
+    p.add_argument("--count", type=_positive, metavar="N", help="stop after this many events")
+
+
+def _keygen_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="the pair's name, e.g. a node's or a user's")
+    p.add_argument("--dir", default=".", help="where to write them (default: the current directory)")
+
+
+def _completion_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("shell", choices=SHELLS, help="the shell the script is for")
+
+
+def _add_call_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("group", type=_group, metavar="GROUP", help="the new group's name")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--entry", metavar="MOD:FUNC", help="a Python function to run in a forked process")
     how.add_argument(
         "--command",
-        nargs=argparse.REMAINDER,
-        metavar="ARGV",
-        help="a program and its arguments: the rest of the line, options included ({key}, {group}, {node} "
-        "are filled in)",
+        action="append",
+        metavar="PROGRAM [ARG...]",
+        help="a program and its arguments: the words after it, up to the next add-call option ({key}, {group}, "
+        "{node} are filled in); or give them after --",
     )
     p.add_argument(
         "--arg", action="append", default=[], dest="call_args", metavar="A", help="a start argument (repeatable)"
@@ -117,26 +152,9 @@ def parser() -> argparse.ArgumentParser:
         "(any exit but a stop); default never",
     )
     p.add_argument("--replace", action="store_true", help="replace the group if it exists (else: exit status 3)")
-    p = sub.add_parser(
-        "remove-call", help="remove a group (its running processes go on until they exit; new gets fail)"
-    )
-    p.add_argument("group", type=_group, metavar="GROUP", help="the group to remove")
-    p = sub.add_parser("drain", help="the node takes no new process (state draining); lookups through it go on")
-    p.add_argument("node", metavar="NODE", help="a worker's name (see nodes)")
-    p.add_argument("--stop", action="store_true", help="also stop its processes (each within its stop_timeout)")
-    p = sub.add_parser("undrain", help="the node takes new processes again")
-    p.add_argument("node", metavar="NODE", help="a worker's name (see nodes)")
-    p = sub.add_parser("events", help="follow started/exited events until interrupted")
-    p.add_argument("group", nargs="?", type=_group, metavar="GROUP", help="only this group's (default: all)")
-    p.add_argument("--count", type=_positive, metavar="N", help="stop after this many events")
-    p = sub.add_parser("keygen", help="write a CURVE key pair, NAME.key and NAME.key_secret (section 8)")
-    p.add_argument("name", metavar="NAME", help="the pair's name, e.g. a node's or a user's")
-    p.add_argument("--dir", default=".", help="where to write them (default: the current directory)")
-    p = sub.add_parser(
-        "bench",
-        help="measure lookups, starts and exits against raw baselines",
-        description="Starts a throw-away local cluster unless --config/--endpoint names one.",
-    )
+
+
+def _bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="workers of the local cluster (default 2)")
     p.add_argument("--transport", choices=["ipc", "tcp"], default="ipc", help="of the local cluster (default ipc)")
     p.add_argument("--count", type=int, default=2000, help="sequential lookups per measurement (default 2000)")
@@ -176,6 +194,10 @@ def parser() -> argparse.ArgumentParser:
         help="with --failover: the daemons log at INFO; their logs and etcd's are copied to DIR",
     )
     p.add_argument("--profile", metavar="DIR", help="run the local daemons under cProfile, one .prof per daemon in DIR")
+    _simulate_options(p)
+
+
+def _simulate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--simulate",
         action="store_true",
@@ -196,14 +218,10 @@ def parser() -> argparse.ArgumentParser:
         help="registered keys (default 10000,100000,1000000)",
     )
     p.add_argument("--sim-ops", type=int, default=20_000, help="decisions and lookups timed per size (default 20000)")
-    for command in sub.choices.values():  # the global options, after the command too
-        title = "options that may also come before the command (given twice: the later one wins)"
-        _global_options(command, command.add_argument_group(title), defaults=False)
-    return ap
 
 
 def _global_options(ap: argparse.ArgumentParser, where, defaults: bool) -> None:
-    """--config, --endpoint, --json, --timeout, --key, --server-key: on the main parser
+    """--config, --endpoint, --json, --wide, --timeout, --key, --server-key: on the main parser
     with their defaults; on a command's without (argparse.SUPPRESS), so that one given
     after the command overrides the same one given before it, and one not given there
     leaves it be. An option a command has already (its own --key, say) is skipped."""
@@ -216,7 +234,13 @@ def _global_options(ap: argparse.ArgumentParser, where, defaults: bool) -> None:
 
     add("--config", metavar="FILE", help="forseti.toml: talk to the node it describes")
     add("--endpoint", metavar="URL", help="a node's client endpoint, e.g. tcp://127.0.0.1:7072")
-    add("--json", action="store_true", default=False, help="print JSON objects, one per line")
+    add("--json", action="store_true", default=False, help="print JSON objects, one per line, every value whole")
+    add(
+        "--wide",
+        action="store_true",
+        default=False,
+        help=f"print keys whole (default: one wider than {KEY_WIDTH} columns is cut, ending in …), escaped still",
+    )
     add("--timeout", type=_seconds, default=5.0, metavar="S", help="seconds to wait for an answer (default 5)")
     add(
         "--key",
@@ -240,7 +264,7 @@ def _group_key(p: argparse.ArgumentParser) -> None:
 
 def _group(text: str) -> str:
     if not (0 < len(text) <= GROUP_MAX and re.fullmatch(GROUP_PATTERN, text)):
-        raise argparse.ArgumentTypeError(f"{text!r}: {GROUP_RULE}")
+        raise argparse.ArgumentTypeError(f"'{text}': {GROUP_RULE}")
     return text
 
 
@@ -294,15 +318,127 @@ def _counts(text: str) -> list[int]:
     return values
 
 
+ADD_CALL = """\
+Add a group at run time. Its command is the words after --command, up to the next
+add-call option (--replace, --arg A, --restart P, --json, ... spelt out), or everything
+after --, whatever it looks like; both together: the words after -- come last.
+
+  forsetictl add-call temp --command sleep 3601 --replace
+  forsetictl add-call temp --replace -- sleep 3601
+  forsetictl add-call lister --command ls -- -l --json     (argv: ls -l --json)"""
+
+COMPLETION = """\
+Print a completion script for bash or zsh: commands, options, their choices, file
+names, and GROUP and NODE from the cluster the line names (a half-second timeout).
+
+  source <(forsetictl completion bash)     # in ~/.bashrc
+  source <(forsetictl completion zsh)      # in ~/.zshrc (it uses zsh's bashcompinit)"""
+
+# name: (help, its options, more for add_parser)
+SUBCOMMANDS = {
+    "get": ("get-or-create; prints the location", _get_options, {}),
+    "find": ("the location, or exit status 1", _group_key, {}),
+    "call": ("deliver DATA to its process (get-or-create first) and print the reply", _talk_options, {}),
+    "send": ("deliver DATA to its process (get-or-create first), one way", _talk_options, {}),
+    "stop": ("terminate it (SIGTERM, then SIGKILL); exit status 1 if absent", _group_key, {}),
+    "ls": ("registered processes", _group_options, {}),
+    "nodes": ("workers: name, state, processes, capacity", _no_options, {}),
+    "calls": ("groups and how they start", _no_options, {}),
+    "leader": ("who leads, and each candidate's state (leader, standby, unreachable)", _no_options, {}),
+    "add-call": (
+        "add a group at run time",
+        _add_call_options,
+        {
+            "description": ADD_CALL,
+            "formatter_class": argparse.RawDescriptionHelpFormatter,
+            "usage": "%(prog)s GROUP (--entry MOD:FUNC | --command PROGRAM [ARG...] | -- PROGRAM [ARG...]) [options]",
+        },
+    ),
+    "remove-call": (
+        "remove a group (its running processes go on until they exit; new gets fail)",
+        _remove_call_options,
+        {},
+    ),
+    "drain": ("the node takes no new process (state draining); lookups through it go on", _drain_options, {}),
+    "undrain": ("the node takes new processes again", _node_options, {}),
+    "events": ("follow started/exited events until interrupted", _events_options, {}),
+    "keygen": ("write a CURVE key pair, NAME.key and NAME.key_secret", _keygen_options, {}),
+    "completion": (
+        "print the shell's completion script: source <(forsetictl completion bash)",
+        _completion_options,
+        {"description": COMPLETION, "formatter_class": argparse.RawDescriptionHelpFormatter},
+    ),
+    "bench": (
+        "measure lookups, starts and exits against raw baselines",
+        _bench_options,
+        {"description": "Starts a throw-away local cluster unless --config/--endpoint names one."},
+    ),
+}
+
+
+def _command_words(ap: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``argv`` with add-call's command as argparse takes it: each word after --command
+    (up to the next add-call option, spelt out) or after -- as ``--command=WORD``, so
+    that a word may start with '-' and the options after the command are still read."""
+    at = _first_positional(ap, argv)
+    if at is None or argv[at] != "add-call":
+        return argv
+    options = commands(ap)["add-call"]
+    known = {name: a for name, a in options._option_string_actions.items() if name not in ("-h", "--help")}
+    out, words, given, taking, i = argv[: at + 1], [], False, False, at + 1
+    while i < len(argv):
+        word, name = argv[i], argv[i].split("=", 1)[0]
+        i += 1
+        if word == "--":
+            words += argv[i:]
+            given = True
+            break
+        if name == "--command":
+            given = taking = True
+            words += word.split("=", 1)[1:]
+        elif taking and name not in known:
+            words.append(word)
+        else:
+            taking = False
+            if name in known and known[name].nargs != 0 and "=" not in word and i < len(argv):
+                word = f"{word}={argv[i]}"  # its value, whatever it looks like
+                i += 1
+            out.append(word)
+    if given and not words:
+        options.error("--command (or --) needs the program and its arguments")
+    return out + [f"--command={word}" for word in words]
+
+
+def _first_positional(ap: argparse.ArgumentParser, argv: list[str]) -> int | None:
+    """Where the command is in ``argv`` (past the main parser's options and their values)."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":
+            return None
+        if not word.startswith("-") or word == "-":
+            return i
+        action = ap._option_string_actions.get(word)
+        i += 2 if action is not None and action.nargs != 0 else 1
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show "…" or a key's letters: escaped
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     ap = parser()
-    _Parser.json_errors = "--json" in (sys.argv[1:] if argv is None else argv)
-    args = ap.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    _Parser.json_errors = "--json" in argv
+    args = ap.parse_args(_command_words(ap, argv))
     if args.config is not None and args.endpoint is not None:
         ap.error("--config and --endpoint: one or the other")
-    out = Output(args.json)
+    out = Output(args.json, args.wide)
     if args.cmd == "keygen":  # no cluster: nothing to resolve or connect to
         return keygen(args, out)
+    if args.cmd == "completion":
+        print(script(ap, args.shell), end="")
+        return OK
     if args.cmd == "bench":  # it starts its own cluster, or talks to the one named
         from .bench import run as bench
 
@@ -402,7 +538,7 @@ def _talk(client: Client, args, out: Output, one_way: bool) -> int:
 def stop(client: Client, args, out: Output) -> int:
     if not client.stop(args.group, args.key):
         return out.error("not-found", f"no process for {args.group}/{args.key}", NOT_FOUND)
-    out.line({"stopped": True, "group": args.group, "key": args.key}, f"stopped {args.group}/{args.key}")
+    out.line({"stopped": True, "group": args.group, "key": args.key}, f"stopped {args.group}/{out.key(args.key)}")
     return OK
 
 
@@ -410,7 +546,7 @@ LOCATION = ["group", "key", "node", "pid", "endpoint", "started_at"]
 
 
 def ls(client: Client, args, out: Output) -> int:
-    out.table([msgspec.to_builtins(loc) for loc in client.processes(args.group)], LOCATION)
+    out.table([msgspec.to_builtins(loc) for loc in client.processes(args.group)], LOCATION, cut=("key", "endpoint"))
     return OK
 
 
@@ -425,7 +561,7 @@ def leader(client: Client, args, out: Output) -> int:
         out.line(about, "")
     else:
         epoch = f" (epoch {about['epoch']})" if about["epoch"] is not None else ""
-        print(f"leader: {about['leader'] or 'none'}{epoch}", flush=True)
+        print(f"leader: {shown(about['leader'] or 'none')}{epoch}", flush=True)
         out.table(about["candidates"], ["name", "state"])
     return OK if about["leader"] else NOT_FOUND
 
@@ -477,8 +613,6 @@ def add_call(client: Client, args, out: Output) -> int:
         )
         if v is not None
     }
-    if args.command is not None and not args.command:
-        return out.error("usage", "add-call: --command needs the program and its arguments", USAGE)
     try:
         client.add_call(
             args.group,
@@ -500,13 +634,13 @@ def add_call(client: Client, args, out: Output) -> int:
 def drain(client: Client, args, out: Output) -> int:
     client.drain(args.node, stop=args.stop)
     what = " and stopping its processes" if args.stop else ""
-    out.line({"draining": args.node, "stop": args.stop}, f"draining {args.node}{what}")
+    out.line({"draining": args.node, "stop": args.stop}, f"draining {shown(args.node)}{what}")
     return OK
 
 
 def undrain(client: Client, args, out: Output) -> int:
     client.undrain(args.node)
-    out.line({"undrained": args.node}, f"{args.node} takes new processes again")
+    out.line({"undrained": args.node}, f"{shown(args.node)} takes new processes again")
     return OK
 
 
@@ -539,7 +673,7 @@ def events(client: Client, args, out: Output) -> int:
 
 
 def note(text: str) -> None:
-    print(f"forsetictl: {text}", file=sys.stderr, flush=True)
+    print(f"forsetictl: {shown(text)}", file=sys.stderr, flush=True)
 
 
 def keygen(args, out: Output) -> int:
@@ -551,7 +685,8 @@ def keygen(args, out: Output) -> int:
         return out.error("usage", str(exc), USAGE)
     except OSError as exc:
         return out.error("usage", f"keygen: {exc.filename or args.dir}: {exc.strerror or exc}", USAGE)
-    out.line({"public": public, "secret": secret}, f"public key: {public}\nsecret key: {secret} (mode 0600)")
+    text = f"public key: {shown(public)}\nsecret key: {shown(secret)} (mode 0600)"
+    out.line({"public": public, "secret": secret}, text)
     return OK
 
 
@@ -569,28 +704,38 @@ def when(t: float) -> str:
 
 
 class Output:
-    """Plain text for people (no None: "-"), or JSON objects, one per line, complete."""
+    """Plain text for people (no None: "-"; every string through terminal.shown, a key
+    cut at KEY_WIDTH columns unless --wide, in lines and tables; in a table, an endpoint
+    made from a key too), or JSON objects, one per line, complete."""
 
-    def __init__(self, as_json: bool) -> None:
+    def __init__(self, as_json: bool, wide: bool = False) -> None:
         self.json = as_json
+        self.width = None if wide else KEY_WIDTH
 
     def line(self, obj: dict, text: str) -> None:
         print(json.dumps(obj) if self.json else text, flush=True)
 
+    def key(self, key: str) -> str:
+        """A key as plain output shows it: escaped, and cut unless --wide."""
+        return shown(key, self.width)
+
     def location(self, loc) -> None:
         obj = msgspec.to_builtins(loc)
-        text = f"{loc.group}/{loc.key} node={loc.node} pid={loc.pid} endpoint={_cell(loc.endpoint)}"
-        self.line(obj, f"{text} started={when(loc.started_at)}")
+        where = f"node={shown(loc.node)} pid={loc.pid} endpoint={shown(_cell(loc.endpoint))}"
+        self.line(obj, f"{loc.group}/{self.key(loc.key)} {where} started={when(loc.started_at)}")
 
-    def table(self, rows: list[dict], columns: list[str]) -> None:
+    def table(self, rows: list[dict], columns: list[str], cut: tuple[str, ...] = ()) -> None:
+        """Aligned columns, every cell escaped; those of the columns ``cut`` (a key, or
+        made from one) cut at KEY_WIDTH unless --wide."""
         if self.json:
             for row in rows:
                 print(json.dumps(row))
             return
-        cells = [[c.upper() for c in columns]] + [[_cell(r.get(c), c in TIMES) for c in columns] for r in rows]
-        widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-        for row in cells:
-            print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        widths = [self.width if c in cut else None for c in columns]
+        cells = [[c.upper() for c in columns]] + [
+            [shown(_cell(r.get(c), c in TIMES), w) for c, w in zip(columns, widths, strict=True)] for r in rows
+        ]
+        _print_aligned(cells)
 
     def event(self, e: Event) -> None:
         obj = {f: getattr(e, f) for f in EVENT}
@@ -601,9 +746,9 @@ class Output:
         if e.adopted:  # it ran already (a new leader learnt of it): not a new start
             obj["adopted"] = True
         kind = "running" if e.adopted else e.kind
-        text = f"{when(e.at)} {e.seq} {kind} {e.group}/{e.key} node={e.node} pid={e.pid}"
+        text = f"{when(e.at)} {e.seq} {kind} {e.group}/{self.key(e.key)} node={shown(e.node)} pid={e.pid}"
         if e.kind == "exited":
-            text += f" reason={_cell(e.reason)}"
+            text += f" reason={shown(_cell(e.reason))}"
             if e.signal is not None:
                 text += f" signal={e.signal}"
             elif e.exit_code is not None:
@@ -613,8 +758,15 @@ class Output:
     def error(self, kind: str, message: str, status: int) -> int:
         if self.json:
             print(json.dumps({"error": kind, "message": message}), flush=True)
-        print(f"forsetictl: {message}", file=sys.stderr, flush=True)
+        print(f"forsetictl: {shown(message)}", file=sys.stderr, flush=True)  # whole, escaped
         return status
+
+
+def _print_aligned(cells: list[list[str]]) -> None:
+    """Rows of shown cells, each column as wide as its widest cell (in terminal columns)."""
+    widths = [max(display_width(row[i]) for row in cells) for i in range(len(cells[0]))]
+    for row in cells:
+        print("  ".join(v + " " * (w - display_width(v)) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _cell(value, is_time: bool = False) -> str:

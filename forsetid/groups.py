@@ -22,7 +22,8 @@ class Groups:
         """Add (or, told to, replace) a group: what happened, or why not."""
         if msg.name in self.calls and not msg.replace:
             text = (
-                f"group '{msg.name}' exists already; add it with replace (forsetictl add-call --replace) to change it"
+                f"group '{msg.name}' exists already; to change it, add it with replace (forsetictl add-call "
+                f"{msg.name} --replace --command ..., the option anywhere before a --)"
             )
             return p.Error(id=msg.id, kind=p.GROUP_EXISTS, message=text)
         what = "replaced" if msg.name in self.calls else "added"

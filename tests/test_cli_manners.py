@@ -61,6 +61,35 @@ def test_add_call_replace_and_remove_call(solo):  # noqa: F811
     assert "jobs" not in ctl("calls", endpoint=ep).stdout
 
 
+def test_add_call_options_after_the_command_words_and_the_dashes_form(solo):  # noqa: F811
+    ep = solo.endpoint("node1")
+    assert ctl("add-call", "temp", "--command", "sleep", "30", endpoint=ep).returncode == 0  # the tour's form
+    r = ctl("add-call", "temp", "--command", "sleep", "3601", endpoint=ep)
+    assert r.returncode == 3 and "(forsetictl add-call temp --replace --command ..., the option anywhere" in r.stderr
+    r = ctl("add-call", "temp", "--command", "sleep", "3601", "--replace", "--restart", "always", "--arg", "7",
+            "--json", endpoint=ep)  # fmt: skip
+    assert (r.returncode, json.loads(r.stdout)) == (0, {"added": "temp", "replace": True}), r
+    r = ctl("add-call", "dashes", "--replace", "--", "grep", "-v", "--replace", "{key}", endpoint=ep)
+    assert (r.returncode, r.stdout) == (0, "added dashes\n"), r
+    r = ctl("add-call", "mixed", "--command", "ls", "--arg", "-x", "--ready", "--", "-l", "--json", endpoint=ep)
+    assert (r.returncode, r.stdout) == (0, "added mixed\n"), r
+    r = ctl("add-call", "odd", "--command", "--", "-program", "-h", endpoint=ep)  # a first word with '-'
+    assert r.returncode == 0, r
+    calls = {json.loads(x)["name"]: json.loads(x) for x in ctl("--json", "calls", endpoint=ep).stdout.splitlines()}
+    assert (calls["temp"]["command"], calls["temp"]["restart"], calls["temp"]["args"]) == (
+        ["sleep", "3601"], "always", ["7"],
+    )  # fmt: skip
+    assert calls["dashes"]["command"] == ["grep", "-v", "--replace", "{key}"]
+    assert (calls["mixed"]["command"], calls["mixed"]["args"], calls["mixed"]["ready"]) == (
+        ["ls", "-l", "--json"], ["-x"], True,
+    )  # fmt: skip
+    assert calls["odd"]["command"] == ["-program", "-h"]
+    r = ctl("--json", "get", "temp", "t", endpoint=ep)  # the command runs as it was given
+    pid = json.loads(r.stdout)["pid"]
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        assert f.read().split(b"\0")[:3] == [b"sleep", b"3601", b"7"]
+
+
 def test_an_unknown_placeholder_is_a_usage_error_the_request_never_left(solo):  # noqa: F811
     ep = solo.endpoint("node1")
     r = ctl("--json", "add-call", "bad", "--command", "echo", "{nope}", endpoint=ep)
@@ -95,11 +124,14 @@ def test_global_options_after_the_command_the_later_one_wins(solo, tmp_path):  #
     # --config before and --endpoint after (or the other way round): one or the other.
     r = bare("--config", str(solo.configs["node1"]), "nodes", "--endpoint", ep)
     assert r.returncode == 2 and "one or the other" in r.stderr
-    # After --command, everything is the command's.
+    # After --command's words, forsetictl's options are still forsetictl's; after --, the command's.
     r = bare("add-call", "argv", "--endpoint", ep, "--command", "printf", "%s", "--json", "--timeout", "1")
-    assert (r.returncode, r.stdout) == (0, "added argv\n"), r
-    calls = [json.loads(x) for x in bare("calls", "--endpoint", ep, "--json").stdout.splitlines()]
-    assert [c["command"] for c in calls if c["name"] == "argv"] == [["printf", "%s", "--json", "--timeout", "1"]]
+    assert (r.returncode, json.loads(r.stdout)) == (0, {"added": "argv", "replace": False}), r
+    r = bare("add-call", "argv2", "--endpoint", ep, "--command", "printf", "%s", "--", "--json", "--timeout", "1")
+    assert (r.returncode, r.stdout) == (0, "added argv2\n"), r
+    calls = {c["name"]: c for c in map(json.loads, bare("calls", "--endpoint", ep, "--json").stdout.splitlines())}
+    assert calls["argv"]["command"] == ["printf", "%s"]
+    assert calls["argv2"]["command"] == ["printf", "%s", "--json", "--timeout", "1"]
 
 
 def test_version():
@@ -240,8 +272,9 @@ def test_help_on_every_argument():
     for command in ("get", "add-call", "events", "remove-call", "ls"):
         r = bare(command, "--help")
         assert r.returncode == 0 and "--timeout S" in r.stdout and "the later one wins" in r.stdout, r
-    assert "everything belongs to the command's argv" in bare("--help").stdout
-    assert "options included" in bare("add-call", "--help").stdout
+    assert "the words after -- are the command's" in bare("--help").stdout
+    r = bare("add-call", "--help")
+    assert "up to the next\nadd-call option" in r.stdout and "add-call temp --replace -- sleep 3601" in r.stdout
 
 
 @pytest.mark.parametrize(
@@ -258,6 +291,9 @@ def test_help_on_every_argument():
         ["add-call", "g"],
         ["add-call", "g", "--entry", "m:f", "--command", "true"],
         ["add-call", "g", "--command"],
+        ["add-call", "g", "--command", "--replace"],
+        ["add-call", "g", "--replace", "--"],
+        ["add-call", "g", "--entry", "m:f", "--", "true"],
         ["add-call", "g", "--entry", "m:f", "--start-timeout", "-1"],
         ["add-call", "g", "--entry", "m:f", "--restart", "sometimes"],
         ["remove-call"],
