@@ -151,6 +151,9 @@ def _add_call_options(p: argparse.ArgumentParser) -> None:
         help="start a key's process again when it exits: on-failure (an abnormal exit, its node gone) or always "
         "(any exit but a stop); default never",
     )
+    p.add_argument(
+        "--mailbox", type=int, metavar="N", help="requests a process may hold unanswered (default 1000; 0: no calls)"
+    )
     p.add_argument("--replace", action="store_true", help="replace the group if it exists (else: exit status 3)")
 
 
@@ -610,6 +613,7 @@ def add_call(client: Client, args, out: Output) -> int:
             ("endpoint", args.process_endpoint),
             ("log", args.log),
             ("restart", args.restart),
+            ("mailbox", args.mailbox),
         )
         if v is not None
     }

@@ -152,3 +152,7 @@ def test_the_cli_calls_and_sends(three):
     assert r.returncode == 1 and "no process" in r.stderr, r
     r = ctl("--json", "call", "talk", "gone", "exit 3", endpoint=ep)
     assert r.returncode == 3 and '"gone"' in r.stdout, r
+    r = ctl("add-call", "quiet", "--entry", "apps:talker", "--mailbox", "0", endpoint=ep)
+    assert r.returncode == 0, r
+    r = ctl("call", "quiet", "k", "x", endpoint=ep)
+    assert r.returncode == 3 and "takes no messages" in r.stderr, r
