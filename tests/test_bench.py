@@ -55,7 +55,7 @@ def test_bench_json_smoke():
         "call, key on the caller's node median",
         "call, key on another node p99",
         "calls, 4 in flight (1 DEALER)",
-        "sends, 4 in flight (1 DEALER)",
+        "sends taken by the process, 4 in flight",
         "process SIGKILL -> gone at a waiting caller median",
         "worker SIGKILL -> gone at a waiting caller median",
     ):
