@@ -89,7 +89,7 @@ class Busy(ForsetiError):
 
 AUTHENTICATION = "authentication"  # the kind of an AccessDenied raised for a refused handshake
 
-_ERRORS = {cls.kind: cls for cls in (SpawnError, UnknownGroup, NoWorker, AccessDenied, NotFound, Gone, Busy)}
+_ERRORS = {cls.kind: cls for cls in (SpawnError, UnknownGroup, NoWorker, AccessDenied, NotFound, Gone, Busy, Timeout)}
 _ERRORS[p.NO_LEADER] = Timeout  # the node answered at once that no leader does
 
 

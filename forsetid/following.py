@@ -109,6 +109,7 @@ class Following:
         for fid, (client, client_id, request) in list(self.forwards.items()):
             if isinstance(request, p.Request) and p.expired(request.deadline, self.wall()):
                 del self.forwards[fid]  # its caller gave up: not sent again (nor started later)
+                out += self._answer(client, client_id, self._no_leader(client_id))  # (what waits behind it)
             elif isinstance(request, (p.AddCall, p.RemoveCall)):
                 del self.forwards[fid]
                 text = (

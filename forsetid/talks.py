@@ -43,6 +43,10 @@ class Away:
 
     talk: Waiting
     location: p.Location
+    since: float  # wall clock
+
+
+AWAY_TTL = 60.0  # seconds a talk sent elsewhere without a deadline waits for its answer, at most
 
 
 class Talks:
@@ -94,15 +98,10 @@ class Talks:
         if p.expired(msg.deadline, self.wall()):
             return [Dropped(f"a call to {msg.group}/{msg.key} past its deadline")]  # its caller gave up
         k = (msg.group, msg.key)
-        if msg.here:
+        if msg.here:  # passed on by another node: this node's process, or none
             proc = self.processes.by_key.get(k)
             if proc is None or proc.location is None:
-                return [
-                    Reply(
-                        talk.client,
-                        p.Error(id=msg.id, kind=p.NOT_FOUND, message=f"{k[0]}/{k[1]} is not on {self.node}"),
-                    )
-                ]
+                return [_error(talk, p.NOT_FOUND, f"{k[0]}/{k[1]} is not on {self.node}")]
             return self.mailboxes.deliver(proc.token, talk.client, msg)
         if k in self.behind:
             self.behind[k].append(talk)
@@ -139,7 +138,7 @@ class Talks:
             kind, text = reply.kind, reply.message
         else:
             kind, text = p.BAD_MESSAGE, f"unexpected '{p.tag(reply)}' from the leader"
-        return [Reply(t.client, p.Error(id=t.msg.id, kind=kind, message=text)) for t in talks]
+        return [_error(t, kind, text) for t in talks]
 
     def _route(self, talk: Waiting, loc: p.Location) -> list:
         if loc.node == self.node:
@@ -153,7 +152,7 @@ class Talks:
             self.unrouted.append((talk, loc))
             return self._ask(p.Nodes(), None) if len(self.unrouted) == 1 else []
         ours = next(self.ids)
-        self.away[ours] = Away(talk, loc)
+        self.away[ours] = Away(talk, loc, self.wall())
         return [ToPeer(endpoint, msgspec.structs.replace(talk.msg, id=ours, here=True, args=[]))]
 
     def _endpoints(self, reply: p.Msg) -> list:
@@ -181,6 +180,14 @@ class Talks:
             return self._again(talk, msg.message)
         return [Reply(talk.client, msgspec.structs.replace(msg, id=talk.msg.id))]
 
+    def expire(self) -> None:
+        """Forget the talks sent elsewhere whose callers gave up (another node drops a
+        request past its deadline, unanswered), or that waited ``AWAY_TTL``."""
+        now = self.wall()
+        gone = [i for i, a in self.away.items() if p.expired(a.talk.msg.deadline, now) or now - a.since > AWAY_TTL]
+        for i in gone:
+            del self.away[i]
+
     def exited(self, loc: p.Location, why: str) -> list:
         """A process elsewhere ended, or its node was lost (``why``): the talks sent to
         it hear ``gone`` now (its node may never answer)."""
@@ -192,10 +199,13 @@ class Talks:
         """Look a talk up once more (it was not delivered anywhere); the second time
         it is ``gone`` (``not-found`` if it was not to start the key)."""
         if talk.retried:
-            kind = p.GONE if talk.msg.create else p.NOT_FOUND
-            return [Reply(talk.client, p.Error(id=talk.msg.id, kind=kind, message=why))]
+            return [_error(talk, p.GONE if talk.msg.create else p.NOT_FOUND, why)]
         talk.retried = True
         return self._go(talk)
 
     def _gone(self, talk: Waiting, text: str) -> Reply:
-        return Reply(talk.client, p.Error(id=talk.msg.id, kind=p.GONE, message=text))
+        return _error(talk, p.GONE, text)
+
+
+def _error(talk: Waiting, kind: str, text: str) -> Reply:
+    return Reply(talk.client, p.Error(id=talk.msg.id, kind=kind, message=text))

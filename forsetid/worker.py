@@ -237,8 +237,11 @@ class Worker(Following):
         return [ToLeader(lookup)]
 
     def _forget_forward(self, fid: int) -> list:
-        self.forwards.pop(fid, None)
-        return []
+        forward = self.forwards.pop(fid, None)
+        if forward is None or forward[0] != TALK:
+            return []  # (its client gave up long ago)
+        text = f"node {self.node}: the leader did not answer in {FORWARD_TTL:g} s"
+        return self.talks.resolved(fid, p.Error(id=fid, kind="timeout", message=text))  # what waits behind it goes on
 
     @property
     def idle(self) -> bool:
@@ -266,6 +269,7 @@ class Worker(Following):
             if self.lease is not None:
                 self.lease.sent(ping.id)
             out.append(ToLeader(ping))
+            self.talks.expire()
         if now - self.last_heard > self.patience:
             out += self._lose_leader(now)
         elif self.by_election and not self.welcomed and now - self.switched_at >= self._search_gap():
