@@ -8,18 +8,22 @@ from .ready import ready as ready  # (the one name loaded at once)
 _FROM_PROTOCOL = {"Call", "Location", "NodeInfo"}
 _FROM_CLIENT = {
     "AccessDenied",
+    "Busy",
     "Client",
     "Event",
     "EventStream",
     "ForsetiError",
+    "Gone",
+    "NotFound",
     "NoWorker",
     "SpawnError",
     "Timeout",
     "UnknownGroup",
 }
 _FROM_SECURITY = {"KeyFileError", "keygen"}
+_FROM_MAILBOX = {"NoMailbox", "Request", "aserve", "amailbox", "mailbox", "serve"}
 
-__all__ = sorted(_FROM_PROTOCOL | _FROM_CLIENT | _FROM_SECURITY | {"ready"})
+__all__ = sorted(_FROM_PROTOCOL | _FROM_CLIENT | _FROM_SECURITY | _FROM_MAILBOX | {"ready"})
 
 
 def __getattr__(name: str):
@@ -35,4 +39,8 @@ def __getattr__(name: str):
         from . import security
 
         return getattr(security, name)
+    if name in _FROM_MAILBOX:
+        from . import inbox
+
+        return getattr(inbox, name)
     raise AttributeError(f"module 'forsetictl' has no attribute {name!r}")

@@ -17,7 +17,7 @@ import msgspec
 
 from forsetid.const import GROUP_MAX, GROUP_PATTERN, GROUP_RULE
 
-from .client import AccessDenied, Client, Event, ForsetiError, Timeout
+from .client import AccessDenied, Client, Event, ForsetiError, NotFound, Timeout
 from .completion import SHELLS, commands, script
 from .config import ENDPOINT_ENV, KEY_ENV, LOCAL_CONFIG, ConfigError, client_keys, from_env, resolve
 from .security import KeyFileError
@@ -76,6 +76,12 @@ def _no_options(p: argparse.ArgumentParser) -> None:
 def _get_options(p: argparse.ArgumentParser) -> None:
     _group_key(p)
     p.add_argument("args", nargs="*", metavar="ARG", help="extra start arguments (after --, one that starts with '-')")
+
+
+def _talk_options(p: argparse.ArgumentParser) -> None:
+    _group_key(p)
+    p.add_argument("data", metavar="DATA", help="the payload; - reads it from stdin")
+    p.add_argument("--no-create", dest="create", action="store_false", help="exit status 1 if it does not run")
 
 
 def _group_options(p: argparse.ArgumentParser) -> None:
@@ -144,6 +150,9 @@ def _add_call_options(p: argparse.ArgumentParser) -> None:
         choices=["never", "on-failure", "always"],
         help="start a key's process again when it exits: on-failure (an abnormal exit, its node gone) or always "
         "(any exit but a stop); default never",
+    )
+    p.add_argument(
+        "--mailbox", type=int, metavar="N", help="requests a process may hold unanswered (default 1000; 0: no calls)"
     )
     p.add_argument("--replace", action="store_true", help="replace the group if it exists (else: exit status 3)")
 
@@ -332,6 +341,8 @@ names, and GROUP and NODE from the cluster the line names (a half-second timeout
 SUBCOMMANDS = {
     "get": ("get-or-create; prints the location", _get_options, {}),
     "find": ("the location, or exit status 1", _group_key, {}),
+    "call": ("deliver DATA to its process (get-or-create first) and print the reply", _talk_options, {}),
+    "send": ("deliver DATA to its process (get-or-create first), one way", _talk_options, {}),
     "stop": ("terminate it (SIGTERM, then SIGKILL); exit status 1 if absent", _group_key, {}),
     "ls": ("registered processes", _group_options, {}),
     "nodes": ("workers: name, state, processes, capacity", _no_options, {}),
@@ -501,6 +512,32 @@ def find(client: Client, args, out: Output) -> int:
     return OK
 
 
+def call(client: Client, args, out: Output) -> int:
+    return _talk(client, args, out, one_way=False)
+
+
+def send(client: Client, args, out: Output) -> int:
+    return _talk(client, args, out, one_way=True)
+
+
+def _talk(client: Client, args, out: Output, one_way: bool) -> int:
+    data = sys.stdin.buffer.read() if args.data == "-" else os.fsencode(args.data)
+    try:
+        if one_way:
+            client.send(args.group, args.key, data, create=args.create)
+            if out.json:
+                out.line({"sent": True, "group": args.group, "key": args.key}, "")
+            return OK
+        reply = client.call(args.group, args.key, data, create=args.create)
+    except NotFound:
+        return out.error("not-found", f"no process for {args.group}/{args.key}", NOT_FOUND)
+    if out.json:
+        out.line({"reply": reply.decode(errors="replace")}, "")
+    else:
+        sys.stdout.buffer.write(reply + (b"" if reply.endswith(b"\n") else b"\n"))
+    return OK
+
+
 def stop(client: Client, args, out: Output) -> int:
     if not client.stop(args.group, args.key):
         return out.error("not-found", f"no process for {args.group}/{args.key}", NOT_FOUND)
@@ -576,6 +613,7 @@ def add_call(client: Client, args, out: Output) -> int:
             ("endpoint", args.process_endpoint),
             ("log", args.log),
             ("restart", args.restart),
+            ("mailbox", args.mailbox),
         )
         if v is not None
     }
@@ -656,8 +694,8 @@ def keygen(args, out: Output) -> int:
     return OK
 
 
-COMMANDS = {"get": get, "find": find, "stop": stop, "ls": ls, "nodes": nodes, "calls": calls,
-            "add-call": add_call, "remove-call": remove_call, "drain": drain, "undrain": undrain,
+COMMANDS = {"get": get, "find": find, "call": call, "send": send, "stop": stop, "ls": ls, "nodes": nodes,
+            "calls": calls, "add-call": add_call, "remove-call": remove_call, "drain": drain, "undrain": undrain,
             "events": events, "leader": leader}  # fmt: skip
 
 EVENT = ["seq", "kind", "group", "key", "node", "pid", "exit_code", "signal", "reason", "at"]

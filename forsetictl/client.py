@@ -69,9 +69,27 @@ class AccessDenied(ForsetiError):
     kind = p.FORBIDDEN
 
 
+class NotFound(ForsetiError):
+    """A call or send with ``create=False`` to a key that runs nowhere."""
+
+    kind = p.NOT_FOUND
+
+
+class Gone(ForsetiError):
+    """The process exited, or its node was lost, before it answered (the message says how)."""
+
+    kind = p.GONE
+
+
+class Busy(ForsetiError):
+    """The process's mailbox is full (``calls.NAME.mailbox`` requests unanswered)."""
+
+    kind = p.BUSY
+
+
 AUTHENTICATION = "authentication"  # the kind of an AccessDenied raised for a refused handshake
 
-_ERRORS = {cls.kind: cls for cls in (SpawnError, UnknownGroup, NoWorker, AccessDenied)}
+_ERRORS = {cls.kind: cls for cls in (SpawnError, UnknownGroup, NoWorker, AccessDenied, NotFound, Gone, Busy, Timeout)}
 _ERRORS[p.NO_LEADER] = Timeout  # the node answered at once that no leader does
 
 
@@ -131,6 +149,7 @@ class Client:
         self._poller: zmq.Poller | None = None  # the socket and its monitor, until a handshake succeeds
         self._publishers: list[str] | None = None  # where events come from (every candidate's, with etcd)
         self._cache = cache
+        self.max_payload = p.MAX_PAYLOAD  # bytes of a call's payload (cluster.max_payload in a config file)
         self.near: NearCache | None = None  # opened on the first lookup
         self.requests = 0  # requests sent: what the near cache saves shows here
 
@@ -173,6 +192,35 @@ class Client:
 
     def search_key(self, key: str) -> Location | None:
         return self.find("default", key)
+
+    def call(
+        self, group: str, key: str, payload: bytes, *, args: list | None = None, create: bool = True,
+        timeout: float | None = None,
+    ) -> bytes:  # fmt: skip
+        """Deliver ``payload`` to the process of (group, key), started first as ``get``
+        would unless ``create`` is false (then NotFound), and return its reply. Gone if
+        it exits (or its node is lost) before it answers, Busy if its mailbox is full."""
+        return self._talk(group, key, payload, args, create, False, timeout).payload
+
+    def send(
+        self, group: str, key: str, payload: bytes, *, args: list | None = None, create: bool = True,
+        timeout: float | None = None,
+    ) -> None:  # fmt: skip
+        """As :meth:`call`, one way: returns once the payload is in the process's mailbox."""
+        self._talk(group, key, payload, args, create, True, timeout)
+
+    def _talk(self, group, key, payload, args, create, one_way, timeout):
+        if len(payload) > self.max_payload:
+            text = f"a payload of {len(payload)} bytes is over the limit of {self.max_payload} (cluster.max_payload)"
+            raise ForsetiError(text, p.TOO_LARGE)
+        wait = self.timeout if timeout is None else timeout
+        talk = p.Talk(group=group, key=key, payload=bytes(payload), args=list(args or ()), create=create,
+                      one_way=one_way, deadline=time.time() + wait)  # fmt: skip
+        saved, self.timeout = self.timeout, wait
+        try:
+            return self._request(talk)
+        finally:
+            self.timeout = saved
 
     def stop(self, group: str, key: str) -> bool:
         """Terminate it (SIGTERM, then SIGKILL after stop_timeout); False if none ran."""
@@ -312,6 +360,8 @@ class Client:
         self.requests += 1
         sock = self._sock or self._connect()
         msg.id = next(self._ids)
+        if isinstance(msg, p.Request):  # (a talk has its own)
+            msg.deadline = msg.deadline or time.time() + self.timeout
         try:
             sock.send(p.encode(msg))
         except zmq.Again:

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from .const import DEFAULT_EVENTS, DEFAULT_LEADER, DEFAULT_LISTEN, GROUP_MAX, GROUP_PATTERN, GROUP_RULE
-from .protocol import Call
+from .protocol import MAX_PAYLOAD, Call
 from .store import BACKENDS
 
 if sys.version_info >= (3, 11):
@@ -50,6 +50,7 @@ class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True):
     heartbeat: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     liveness: Annotated[int, msgspec.Meta(ge=1)] = 3
     partition: Literal["keep", "stop"] = "keep"  # "stop": a worker's processes die before the leader takes it for down
+    max_payload: Annotated[int, msgspec.Meta(ge=0, le=256 << 20)] = MAX_PAYLOAD  # bytes of a call's payload
 
 
 class NodeConfig(msgspec.Struct, forbid_unknown_fields=True):

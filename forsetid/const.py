@@ -22,6 +22,11 @@ READY, NOT_READY = "R", "E"
 READY_LINE_MAX = 4096  # bytes; what is longer is cut there
 
 
+# The mailbox: a process's endpoint and id (see protocol's mailbox frames).
+MAILBOX_ENV = "FORSETI_MAILBOX"
+MAILBOX_ID_ENV = "FORSETI_MAILBOX_ID"
+
+
 def ready_line(tag: str, text: str = "") -> bytes:
     """One line for the ready pipe (a newline in ``text`` would end it early)."""
     return f"{tag} {text}".replace("\n", " ").encode() + b"\n"

@@ -36,6 +36,22 @@ class ToLeader:
 
 
 @dataclass(slots=True)
+class ToPeer:
+    """Send ``msg`` to another node's client endpoint (a call to a process it hosts)."""
+
+    endpoint: str
+    msg: p.Msg
+
+
+@dataclass(slots=True)
+class ToProcess:
+    """Send ``frames`` to a process on the mailbox socket (``peer``: its DEALER)."""
+
+    peer: bytes
+    frames: list[bytes]
+
+
+@dataclass(slots=True)
 class Start:
     """Start a process through the fork server: everything it needs, decided already
     (the command with its placeholders filled, the arguments, the environment)."""
@@ -86,6 +102,14 @@ class Renew:
 @dataclass(slots=True)
 class RefillSpare:
     """A start that took the fork server's spare is registered: fork the next spare."""
+
+
+@dataclass(slots=True)
+class Dropped:
+    """A request dropped because its caller gave up (its deadline passed): logged
+    rate-limited, never answered."""
+
+    text: str
 
 
 @dataclass(slots=True)

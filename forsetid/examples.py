@@ -54,3 +54,28 @@ def _sleep(seconds: float | None) -> None:
         while True:
             time.sleep(3600)
     time.sleep(seconds)
+
+
+def echo_calls(key: str, *args) -> None:
+    """Answer each call with its payload; b"hang" is never answered (the bench waits on
+    it for a ``gone``)."""
+    for request in forsetictl.mailbox():
+        if request.payload != b"hang":
+            request.reply(request.payload)
+
+
+def chat(key: str, *args) -> None:
+    """A user's chat session: ``post TEXT`` keeps a line and answers how many there are;
+    ``read`` answers them all, one per line. Its history lives as long as the process."""
+    history: list[bytes] = []
+
+    def handle(payload: bytes) -> bytes:
+        verb, _, text = payload.partition(b" ")
+        if verb == b"post":
+            history.append(text)
+            return b"%d" % len(history)
+        if verb == b"read":
+            return b"\n".join(history)
+        return b"unknown request (post TEXT | read)"
+
+    forsetictl.serve(handle)

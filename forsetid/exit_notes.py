@@ -32,6 +32,21 @@ def ended(exit_code: int | None, signum: int | None) -> str:
         return f"killed by signal {signum}"
 
 
+def how_it_ended(exit_code: int | None, signal: int | None, reason: str = "exit", drain: bool = False) -> str:
+    """How a process ended, in words: its code or signal, or what became of its node."""
+    if drain:
+        return "its node was drained"
+    if reason == "node-down":
+        return "its node went down"
+    if reason == "shutdown":
+        return "its node shut down"
+    if reason == "partition":
+        return "its node lost the leader (partition stop)"
+    if signal is None and exit_code is None:
+        return "its exit went unreported"
+    return ended(exit_code, signal)
+
+
 class ExitNotes:
     def __init__(self, timers: Timers, lines: int = LINES, every: float = EVERY) -> None:
         self.timers, self.lines, self.every = timers, lines, every

@@ -37,6 +37,7 @@ class Following:
     # The worker's parts this uses (``worker.Worker.__init__`` makes them).
     node: str
     clock: Callable[[], float]
+    wall: Callable[[], float]
     heartbeat: float
     silence: float
     patience: float
@@ -52,6 +53,7 @@ class Following:
 
     hello: Callable[[], p.Hello]
     _no_leader: Callable[[int], p.Error]
+    _answer: Callable[[bytes, int, p.Msg], list]
 
     def follow(self, leaders: list[tuple[str, str]]) -> None:
         """Where a leader may be, (name, endpoint): the one leader, or every candidate
@@ -78,9 +80,9 @@ class Following:
             out.append(Note(logging.WARNING, text + " until it is back"))
         self.leader_lost, self.welcomed, self.last_heard = True, False, now
         self.patience = min(2 * self.patience, max(10.0, self.silence))
-        for client, client_id, _ in self.forwards.values():
-            out.append(Reply(client, self._no_leader(client_id)))
-        self.forwards.clear()
+        forwards, self.forwards = self.forwards, {}
+        for client, client_id, _ in forwards.values():
+            out += self._answer(client, client_id, self._no_leader(client_id))
         # Any leader of an older term has lost its lease by now (silence > lease): a
         # rebuilt etcd, whose terms start again, is followed too.
         self.term = self.elected_term = 0
@@ -105,7 +107,10 @@ class Following:
         if self.leaving:  # (a new leader must know it too, not take it for down)
             out.append(ToLeader(p.Leaving()))
         for fid, (client, client_id, request) in list(self.forwards.items()):
-            if isinstance(request, (p.AddCall, p.RemoveCall)):
+            if isinstance(request, p.Request) and p.expired(request.deadline, self.wall()):
+                del self.forwards[fid]  # its caller gave up: not sent again (nor started later)
+                out += self._answer(client, client_id, self._no_leader(client_id))  # (what waits behind it)
+            elif isinstance(request, (p.AddCall, p.RemoveCall)):
                 del self.forwards[fid]
                 text = (
                     f"the leader changed before it answered '{p.tag(request)}': see `forsetictl calls`, and try again"

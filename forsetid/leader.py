@@ -62,6 +62,7 @@ class Leader(Hellos, Restarting, Admin):
         expected: Iterable[str] = (),
         durable: bool = False,
     ) -> None:
+        self.wall = clock
         self.groups = Groups(calls)
         self.calls = self.groups.calls
         # What `info` answers (the daemon's name, role and events endpoint).
@@ -93,9 +94,14 @@ class Leader(Hellos, Restarting, Admin):
     # -- entry point --
 
     def handle(self, peer: bytes, msg: p.Msg) -> Out:
+        if isinstance(msg, p.Request) and p.expired(msg.deadline, self.wall()):
+            return []  # its caller gave up: it costs nothing more
         handler = self._handlers.get(type(msg))
         if handler is None:
-            return [Reply(peer, _error(msg, p.BAD_MESSAGE, f"the leader does not accept '{p.tag(msg)}' messages"))]
+            text = f"the leader does not accept '{p.tag(msg)}' messages"
+            if isinstance(msg, p.Talk):
+                text += ": calls and sends go to a worker's client endpoint (node.listen)"
+            return [Reply(peer, _error(msg, p.BAD_MESSAGE, text))]
         if self.members.heard(peer) is None and isinstance(msg, _WORKERS_ONLY):
             self.starts.predecessor()  # a worker that some leader knew, and we do not
             if not isinstance(msg, p.Ping):
@@ -197,6 +203,8 @@ class Leader(Hellos, Restarting, Admin):
         if self.starts.recovering_until is not None:
             self.starts.held.append((peer, msg))  # its start may be under way on a worker yet to say hello
             return []
+        if p.expired(msg.deadline, self.wall()):
+            return []  # held, and its caller gave up meanwhile: nothing is started for it
         suspended = self.suspensions.nodes(msg.group)
         node = self.placement.choose(exclude=suspended)
         if node is None and self.placement.any_held():
@@ -246,6 +254,7 @@ class Leader(Hellos, Restarting, Admin):
                 processes=self.store.count(w.name),
                 capacity=w.capacity,
                 suspended=self.suspensions.groups(w.name),
+                listen=w.listen,
             )
             for w in sorted(self.placement.workers.values(), key=lambda w: w.name)
         ]

@@ -94,6 +94,9 @@ class RateLimitedLog:
     def warning(self, fmt: str, *args) -> None:
         self._log(log.warning, fmt, args)
 
+    def info(self, fmt: str, *args) -> None:
+        self._log(log.info, fmt, args)
+
     def exception(self, fmt: str, *args) -> None:
         self._log(log.exception, fmt, args)
 

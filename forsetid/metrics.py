@@ -33,6 +33,8 @@ from .config import ConfigError, metrics_address
 # Start latency, seconds: a spare's start takes ~1 ms, a command's tens of ms, a
 # ready process as long as it likes (start_timeout is 10 s by default).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Call latency, seconds: a round trip is ~0.1-0.3 ms; what the process takes is its own.
+CALL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 
 WORKER_STATES = ("up", "draining", "down", "left")
 SMALL = 10_000  # keys a leader may walk every heartbeat for its snapshot (~2 ms)
@@ -94,6 +96,15 @@ class Metrics:
             "forseti_requests", "Client requests to this worker (node.listen), by kind and outcome.",
             ["kind", "outcome"], registry=r,
         )  # fmt: skip
+        self.calls = Counter(
+            "forseti_calls", "Calls and sends through this worker (node.listen), by group, kind (call, send) and "
+            "outcome (ok, gone, busy, not-found, no-mailbox, too-large...).", ["group", "kind", "outcome"], registry=r,
+        )  # fmt: skip
+        self.call_seconds = Histogram(
+            "forseti_call_seconds", "Seconds from a call's arrival at this worker to its answer (sends: until in "
+            "the mailbox), by group and kind.", ["group", "kind"], buckets=CALL_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.mailboxes = None  # a worker's Mailboxes: its ``held`` is the mailbox depth
         self.refused = Counter("forseti_refused", "Messages refused, by why.", ["why"], registry=r)
         for why in (p.BAD_MESSAGE, p.FORBIDDEN):
             self.refused.labels(why)
@@ -151,6 +162,12 @@ class _State(Collector):
         if epoch:
             info.add_metric([], {"epoch": epoch})
         yield info
+        if self.metrics.mailboxes is not None:
+            depth = GaugeMetricFamily(
+                "forseti_mailbox_depth", "Requests in this worker's mailboxes, waiting or unanswered."
+            )
+            depth.add_metric([], self.metrics.mailboxes.held)  # (an int the loop keeps: one read)
+            yield depth
         if snap is None:
             return
         procs = GaugeMetricFamily(

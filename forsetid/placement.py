@@ -20,6 +20,7 @@ from typing import Literal
 class WorkerLoad:
     name: str
     capacity: int = 0  # 0 = no limit
+    listen: str = ""  # its client endpoint (node.listen)
     load: int = 0  # registered processes plus starts under way
     up: bool = True
     draining: bool = False  # takes no new process (forsetictl drain)

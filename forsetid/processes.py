@@ -19,10 +19,11 @@ from dataclasses import dataclass
 
 from . import protocol as p
 from .cache import LocationCache
-from .const import NOT_READY, READY, READY_FD_ENV
+from .const import MAILBOX_ENV, MAILBOX_ID_ENV, NOT_READY, READY, READY_FD_ENV
 from .crashloop import CrashGuard
 from .effects import Note, Signal, Start, ToLeader
 from .exit_notes import ExitNotes, ended
+from .mailboxes import Mailboxes
 from .templates import fill
 from .timers import Timers
 
@@ -46,9 +47,20 @@ class Proc:
 
 class Processes:
     def __init__(
-        self, node: str, cache: LocationCache, guard: CrashGuard, timers: Timers, tokens, wall: Callable[[], float]
+        self,
+        node: str,
+        cache: LocationCache,
+        guard: CrashGuard,
+        timers: Timers,
+        tokens,
+        wall: Callable[[], float],
+        mailboxes: Mailboxes | None = None,
+        mailbox: str = "",
     ) -> None:
+        """``mailbox``: the endpoint where processes find their mailboxes ("": none)."""
         self.node = node
+        self.mailboxes = mailboxes if mailboxes is not None else Mailboxes(wall, tokens)
+        self.mailbox = mailbox
         self.cache = cache  # a worker knows its own processes first hand
         self.guard = guard
         self.timers = timers
@@ -100,6 +112,8 @@ class Processes:
             why = "the node is shutting down" if self.shutting_down else "it is already starting or stopping here"
             return [ToLeader(p.SpawnFailed(id=msg.id, group=msg.group, key=msg.key, reason=why))]
         proc = Proc(next(self.tokens), msg.id, msg.group, msg.key, msg.call, msg.args)
+        if self.mailbox and msg.call.mailbox:
+            self.mailboxes.open_box(proc.token, f"{msg.group}/{msg.key}", msg.call.mailbox)
         self.procs[proc.token] = proc
         self.by_key[k] = proc
         self.timers.after(msg.call.start_timeout, self._start_timed_out, proc.token)
@@ -152,6 +166,8 @@ class Processes:
         endpoint = self.endpoint(proc)
         if endpoint is not None:
             env["FORSETI_ENDPOINT"] = endpoint
+        if proc.token in self.mailboxes.boxes:
+            env[MAILBOX_ENV], env[MAILBOX_ID_ENV] = self.mailbox, str(proc.token)
         if proc.call.ready:
             env[READY_FD_ENV] = ""  # the fork server puts the fd's number there
         return env
@@ -170,6 +186,7 @@ class Processes:
             return []
         proc.pid, proc.running = pid, running or proc.call.command is not None
         self.by_pid[pid] = proc
+        self.mailboxes.rename(token, f"{proc.group}/{proc.key} (pid {pid})")
         if proc.failed:  # it timed out before the fork server answered
             return [Signal(pid, signal.SIGKILL)]
         return self._progress(proc)
@@ -179,7 +196,7 @@ class Processes:
         if proc is None or proc.failed:
             return []
         self.by_key.pop((proc.group, proc.key), None)
-        return self._failure(proc, reason)
+        return self._failure(proc, reason) + self.mailboxes.close_box(token, "could not start")
 
     def on_ready(self, token: int, line: str) -> list:
         """The line a process wrote on its ready pipe (``const.ready_line``)."""
@@ -197,18 +214,19 @@ class Processes:
         if self.by_key.get((proc.group, proc.key)) is proc:  # (the key may be starting anew)
             del self.by_key[(proc.group, proc.key)]
         code, sig = (None, -returncode) if returncode < 0 else (returncode, None)
+        gone = self.mailboxes.close_box(proc.token, ended(code, sig))
         if proc.location is None:
             if proc.failed:
-                return []
+                return gone
             how = f"the process {ended(code, sig)} before it was ready"
-            return [*self._failure(proc, how), *self._crashed(proc.group)]
+            return [*self._failure(proc, how), *self._crashed(proc.group), *gone]
         self.cache.forget(proc.location)
         reason = proc.stopping or "exit"
         at, drain = self.wall(), proc.drain
         exited = p.Exited(location=proc.location, exit_code=code, signal=sig, reason=reason, at=at, drain=drain)
         if reason == "partition":
             self.unreported.append(exited)
-        out = [ToLeader(exited)]
+        out = [*gone, ToLeader(exited)]
         if reason == "exit":  # nobody asked for it: said, and a crash counted
             out += self.notes.exited(proc.group, proc.key, self.node, pid, code, sig)
             if returncode != 0:

@@ -38,7 +38,9 @@ from . import templates
 from .const import GROUP_MAX, GROUP_PATTERN
 
 VERSION = 1
-MAX_MESSAGE = 1 << 20  # bytes a client may send; ZeroMQ drops larger frames (MAXMSGSIZE)
+MAX_PAYLOAD = 1 << 20  # bytes of a call's payload (cluster.max_payload's default)
+ENVELOPE = 64 << 10  # what a request may add to its payload: group, key, args
+MAX_MESSAGE = MAX_PAYLOAD + ENVELOPE  # bytes a client may send; ZeroMQ drops larger frames (MAXMSGSIZE)
 MAX_PEER_MESSAGE = 64 << 20  # at the leader's ROUTER, where a worker's hello lists all it runs
 
 Group = Annotated[str, msgspec.Meta(min_length=1, max_length=GROUP_MAX, pattern=GROUP_PATTERN)]
@@ -63,6 +65,11 @@ GROUP_EXISTS = "group-exists"  # add-call of a group that exists, without replac
 UNKNOWN_NODE = "unknown-node"  # drain or undrain of a node the leader does not know
 FORBIDDEN = "forbidden"  # the request is outside the sender's role (security.curve)
 NOT_LEADER = "not-leader"  # a standby candidate (backend "etcd"): ``Error.leader`` names the leader if known
+NOT_FOUND = "not-found"  # a call or send with create=False: the key runs nowhere
+GONE = "gone"  # the process exited (or its node was lost) before it answered
+BUSY = "busy"  # the process's mailbox is full (calls.NAME.mailbox)
+NO_MAILBOX = "no-mailbox"  # the group takes no messages (calls.NAME.mailbox = 0)
+TOO_LARGE = "too-large"  # a payload over cluster.max_payload
 
 
 class Call(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -77,6 +84,7 @@ class Call(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     endpoint: str | None = None
     log: str | None = None  # a file per key for the process's output (placeholders as in command)
     restart: Restart = "never"  # what the leader does when a process of the group exits (restarts.py)
+    mailbox: Annotated[int, msgspec.Meta(ge=0)] = 1000  # requests a process holds unanswered (0: no mailbox)
 
     def __post_init__(self) -> None:
         if (self.entry is None) == (self.command is None):
@@ -121,6 +129,7 @@ class NodeInfo(msgspec.Struct):
     processes: int
     capacity: int
     suspended: list[str] = []  # groups that crash-looped here, for a while
+    listen: str = ""  # the node's client endpoint (node.listen), where calls to its processes go
 
 
 class Msg(msgspec.Struct, tag_field="t", kw_only=True):
@@ -131,12 +140,29 @@ class Msg(msgspec.Struct, tag_field="t", kw_only=True):
 # -- requests (client -> worker or leader; a worker forwards what it cannot answer) --
 
 
+DEADLINE_SLACK = 0.25  # seconds: a deadline counts as passed only this long after it (clocks differ a little)
+
+
+class Request(Msg, kw_only=True):
+    """What a client asks. ``deadline``: the wall-clock time (Unix seconds) after which
+    its caller no longer waits (0: none). Every daemon on its way drops a request whose
+    deadline has passed (:func:`expired`): not answered, not forwarded, and a ``get``
+    or ``call`` whose caller has given up starts no process."""
+
+    deadline: float = 0.0
+
+
+def expired(deadline: float, now: float) -> bool:
+    """Whether a request's caller no longer waits, by this daemon's clock ``now``."""
+    return 0 < deadline < now - DEADLINE_SLACK
+
+
 # Get and find: ``seq`` and ``epoch`` say which events the asker has applied already (a
 # client's near cache); a worker whose cache has not seen them yet asks the leader
 # instead of answering from it, so that nobody hears of a process after its exit.
 
 
-class Get(Msg, tag="get"):
+class Get(Request, tag="get"):
     group: Group
     key: Key
     args: list[Arg] = []
@@ -144,31 +170,31 @@ class Get(Msg, tag="get"):
     epoch: str = ""
 
 
-class Find(Msg, tag="find"):
+class Find(Request, tag="find"):
     group: Group
     key: Key
     seq: int = 0
     epoch: str = ""
 
 
-class Stop(Msg, tag="stop"):
+class Stop(Request, tag="stop"):
     group: Group
     key: Key
 
 
-class List(Msg, tag="ls"):
+class List(Request, tag="ls"):
     group: Group | None = None
 
 
-class Nodes(Msg, tag="nodes"):
+class Nodes(Request, tag="nodes"):
     pass
 
 
-class Calls(Msg, tag="calls"):
+class Calls(Request, tag="calls"):
     pass
 
 
-class AddCall(Msg, tag="add-call"):
+class AddCall(Request, tag="add-call"):
     """Add a group; one of that name is replaced only with ``replace`` (else ``group-exists``)."""
 
     name: Group
@@ -176,25 +202,40 @@ class AddCall(Msg, tag="add-call"):
     replace: bool = False
 
 
-class Drain(Msg, tag="drain"):
+class Drain(Request, tag="drain"):
     """The node takes no new process; ``stop``: its processes are stopped too."""
 
     node: str
     stop: bool = False
 
 
-class Undrain(Msg, tag="undrain"):
+class Undrain(Request, tag="undrain"):
     node: str
 
 
-class RemoveCall(Msg, tag="remove-call"):
+class RemoveCall(Request, tag="remove-call"):
     """Remove a group: its running processes go on until they exit; new gets fail."""
 
     name: Group
 
 
-class Info(Msg, tag="info"):
+class Info(Request, tag="info"):
     pass
+
+
+class Talk(Request, tag="call"):
+    """Deliver ``payload`` to the process of (group, key), started first as ``get``
+    would unless ``create`` is false; ``one_way``: a send, answered ``ok`` once in the
+    mailbox; else a call, answered ``reply``. A worker sends a talk on to the node that hosts the key as a
+    client would, with ``here`` true."""
+
+    group: Group
+    key: Key
+    payload: bytes
+    args: list[Arg] = []
+    create: bool = True
+    one_way: bool = False
+    here: bool = False  # sent on by the caller's node: only the process on this node, else not-found
 
 
 # -- replies --
@@ -227,6 +268,12 @@ class CallList(Msg, tag="call-list"):
 
 class Ok(Msg, tag="ok"):
     pass
+
+
+class Answer(Msg, tag="reply"):
+    """A process's reply to a call."""
+
+    payload: bytes
 
 
 class Seat(msgspec.Struct, frozen=True):
@@ -276,6 +323,7 @@ class Hello(Msg, tag="hello"):
     node: str
     incarnation: str
     capacity: int = 0
+    listen: str = ""  # its client endpoint (node.listen): where other nodes send calls to its processes
     processes: list[Location] = []
     starting: list[Starting] = []
     welcomed_by: str = ""
@@ -396,13 +444,13 @@ class Tick(Msg, tag="tick"):
 
 
 Message = Union[  # noqa: UP007 (a table: requests, replies, worker <-> leader, events)
-    Get, Find, Stop, List, Nodes, Calls, AddCall, RemoveCall, Drain, Undrain, Info,
-    Found, Stopped, Locations, NodeList, CallList, Ok, InfoReply, Error,
+    Get, Find, Stop, List, Nodes, Calls, AddCall, RemoveCall, Drain, Undrain, Info, Talk,
+    Found, Stopped, Locations, NodeList, CallList, Ok, Answer, InfoReply, Error,
     Hello, Welcome, Suspend, Leaving, Ping, Pong, Spawn, Spawned, SpawnFailed, Kill, Exited,
     Event, Tick, Elected,
 ]  # fmt: skip
 
-CLIENT_REQUESTS = (Get, Find, Stop, List, Nodes, Calls, AddCall, RemoveCall, Drain, Undrain, Info)
+CLIENT_REQUESTS = (Get, Find, Stop, List, Nodes, Calls, AddCall, RemoveCall, Drain, Undrain, Info, Talk)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
@@ -455,6 +503,37 @@ def _version_error(version: Any, req_id: int) -> Error:
         kind=VERSION_MISMATCH,
         message=f"protocol version {version} is not supported; this peer speaks version {VERSION}",
     )
+
+
+# -- mailbox frames: a worker and its processes (FORSETI_MAILBOX) --
+#
+# A process connects a DEALER to $FORSETI_MAILBOX and sends [b"hello", ID], ID being
+# $FORSETI_MAILBOX_ID. The worker then sends it [b"call", N, PAYLOAD] (a request that
+# waits for a reply) or [b"send", N, PAYLOAD] (one way), N a request number in ASCII
+# digits; the process answers each with [b"reply", N, PAYLOAD] (a one-way request as
+# soon as it takes it: that frees its place in the mailbox; the payload is ignored).
+
+
+class MailboxHello(msgspec.Struct, frozen=True):
+    id: int
+
+
+class MailboxReply(msgspec.Struct, frozen=True):
+    number: int
+    payload: bytes
+
+
+def mailbox_request(number: int, one_way: bool, payload: bytes) -> list[bytes]:
+    return [b"send" if one_way else b"call", b"%d" % number, payload]
+
+
+def mailbox_frame(frames: list[bytes]) -> MailboxHello | MailboxReply | None:
+    """What a process sent on the mailbox socket (None: nothing we know)."""
+    if len(frames) == 2 and frames[0] == b"hello" and frames[1].isdigit():
+        return MailboxHello(int(frames[1]))
+    if len(frames) == 3 and frames[0] == b"reply" and frames[1].isdigit():
+        return MailboxReply(int(frames[1]), bytes(frames[2]))
+    return None
 
 
 def topic(group: str) -> bytes:

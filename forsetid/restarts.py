@@ -41,7 +41,7 @@ from . import protocol as p
 from .crashloop import Suspensions
 from .effects import LeaderOut, Note, Reply
 from .event_log import EventLog
-from .exit_notes import ended
+from .exit_notes import how_it_ended as _how
 from .members import Members
 from .placement import Placement
 from .registry import Registry
@@ -83,20 +83,6 @@ def restarts(
     if policy == "on-failure" and exit_code == 0 and signal is None:
         return None  # a clean exit
     return "failed"
-
-
-def _how(exit_code: int | None, signal: int | None, reason: p.Reason, drain: bool) -> str:
-    if drain:
-        return "its node was drained"
-    if reason == "node-down":
-        return "its node went down"
-    if reason == "shutdown":
-        return "its node shut down"
-    if reason == "partition":
-        return "its node lost the leader (partition stop)"
-    if signal is None and exit_code is None:
-        return "its exit went unreported"
-    return ended(exit_code, signal)
 
 
 class Restarts:

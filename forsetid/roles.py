@@ -4,7 +4,7 @@ every message by its kind, before any decision sees it.
 
 * ``readers`` may look: ``find``, ``ls``, ``nodes``, ``calls``, ``info`` (and follow
   the events: any key that passed the handshake may subscribe);
-* ``clients`` also ``get`` and ``stop``;
+* ``clients`` also ``get``, ``stop``, ``call`` and ``send``;
 * ``admins`` also ``add-call``, ``remove-call``, ``drain`` and ``undrain``;
 * ``workers`` join the cluster, each only as the node its key file names
   (``workers/node1.key`` is node1), and forward what their own clients may ask (a
@@ -20,7 +20,7 @@ from . import protocol as p
 ROLES = ("workers", "admins", "clients", "readers")  # the folders of security.authorized
 
 _READ = (p.Find, p.List, p.Nodes, p.Calls, p.Info)
-_CLIENT = (*_READ, p.Get, p.Stop)
+_CLIENT = (*_READ, p.Get, p.Stop, p.Talk)
 _ADMIN = (*_CLIENT, p.AddCall, p.RemoveCall, p.Drain, p.Undrain)
 _WORKER = (*_ADMIN, p.Hello, p.Ping, p.Spawned, p.SpawnFailed, p.Exited, p.Suspend, p.Leaving)
 ALLOWED: dict[str, tuple[type, ...]] = {"readers": _READ, "clients": _CLIENT, "admins": _ADMIN, "workers": _WORKER}

@@ -22,10 +22,13 @@ import msgspec
 from . import protocol as p
 from .cache import LocationCache
 from .crashloop import CrashGuard
-from .effects import Note, RefillSpare, Reply, ToLeader
+from .effects import Dropped, Note, RefillSpare, Reply, ToLeader
+from .exit_notes import how_it_ended
 from .following import Following, name_wait
 from .lease import Lease
+from .mailboxes import Mailboxes
 from .processes import Processes
+from .talks import TALK, Talks
 from .timers import Timers
 
 FORWARD_TTL = 60.0  # seconds a forwarded request is remembered; clients give up sooner
@@ -48,8 +51,15 @@ class Worker(Following):
         leaders: list[tuple[str, str]] | None = None,
         election_lease: float = 0.0,
         lease: Lease | None = None,
+        listen: str = "",
+        mailbox: str = "",
+        max_payload: int = p.MAX_PAYLOAD,
     ) -> None:
+        """``listen``: this node's client endpoint, told the leader for other nodes' calls;
+        ``mailbox``: the endpoint of its processes' mailboxes ("": none)."""
         self.node = node
+        self.listen = listen
+        self.wall = wall
         self.follow(leaders or [("", "")])
         # What `info` answers (the daemon's name, role and events endpoint).
         self.about = about or p.InfoReply(node=node, role="worker", events="", silence=heartbeat * liveness)
@@ -69,7 +79,9 @@ class Worker(Following):
         self.timers = Timers(clock)
         self._ids = p.request_ids()
         self.guard = CrashGuard(max_retries, max_time, clock)
-        self.processes = Processes(node, self.cache, self.guard, self.timers, self._ids, wall)
+        self.mailboxes = Mailboxes(wall, self._ids)
+        self.processes = Processes(node, self.cache, self.guard, self.timers, self._ids, wall, self.mailboxes, mailbox)
+        self.talks = Talks(node, self.cache, self.processes, self.mailboxes, self.calls, self._ask, wall, max_payload)
         self.forwards: dict[int, tuple[bytes, int, p.Msg]] = {}
         self.hello_id = 0
         self.welcomed = False
@@ -94,6 +106,7 @@ class Worker(Following):
             node=self.node,
             incarnation=self.incarnation,
             capacity=self.capacity,
+            listen=self.listen,
             processes=procs.running(),
             starting=procs.starting(),
             calls=self.calls,
@@ -144,6 +157,12 @@ class Worker(Following):
         client, client_id, request = forward
         if isinstance(msg, p.Found) and msg.location is not None:
             self.cache.learn(msg.location, msg.seq, msg.epoch)
+        return self._answer(client, client_id, msg)
+
+    def _answer(self, client: bytes, client_id: int, msg: p.Msg) -> list:
+        """The leader's answer (or an error in its place) to a request we forwarded."""
+        if client == TALK:  # a lookup of our own, for calls and sends
+            return self.talks.resolved(client_id, msg)
         return [Reply(client, msgspec.structs.replace(msg, id=client_id))]
 
     def on_event(self, msg: p.Event | p.Tick | p.Elected) -> list:
@@ -156,6 +175,8 @@ class Worker(Following):
         if self.cache.resets != resets:  # emptied: our own processes are known anyway
             for loc in self.processes.running():
                 self.cache.learn(loc, self.cache.seq)
+        if isinstance(msg, p.Event) and msg.kind == "exited" and msg.location.node != self.node:
+            return self.talks.exited(msg.location, how_it_ended(msg.exit_code, msg.signal, msg.reason or "exit"))
         if isinstance(msg, p.Event) and msg.kind == "started" and msg.location.node == self.node:
             # One of ours is registered (its caller has its answer): only now may the next
             # spare's fork take the CPU. The fork server replaces only a spare it handed out.
@@ -165,12 +186,16 @@ class Worker(Following):
     # -- clients --
 
     def on_client(self, client: bytes, msg: p.Msg) -> list:
+        if isinstance(msg, p.Request) and p.expired(msg.deadline, self.wall()):
+            return [Dropped(f"'{p.tag(msg)}' past its deadline")]  # its caller gave up: it costs nothing more
         if isinstance(msg, (p.Get, p.Find)):
             loc = self.cache.get(msg.group, msg.key)
             if loc is not None and self.cache.has_seen(msg.seq, msg.epoch):
                 return [
                     Reply(client, p.Found(id=msg.id, location=loc, seq=self.cache.seq, epoch=self.cache.epoch or ""))
                 ]
+        elif isinstance(msg, p.Talk):
+            return self.talks.on_client(client, msg)
         elif isinstance(msg, p.Info):
             return [Reply(client, self._info(msg.id))]
         elif not isinstance(msg, p.CLIENT_REQUESTS):
@@ -195,9 +220,28 @@ class Worker(Following):
             epoch=self.leader_epoch or "" if joined else "",
         )  # fmt: skip
 
+    def on_peer(self, msg: p.Msg) -> list:
+        """Another node's answer to a call or send we sent it."""
+        return self.talks.on_peer(msg)
+
+    def on_process(self, peer: bytes, frames: list[bytes]) -> list:
+        """What a process sent on the mailbox socket."""
+        return self.mailboxes.on_process(peer, frames)
+
+    def _ask(self, lookup: p.Msg) -> list:
+        """Send the leader a lookup of our own (``talks.py``), its answer to come back there."""
+        if self.leader_lost:
+            return self.talks.resolved(lookup.id, self._no_leader(lookup.id))
+        self.forwards[lookup.id] = (TALK, lookup.id, lookup)
+        self.timers.after(FORWARD_TTL, self._forget_forward, lookup.id)
+        return [ToLeader(lookup)]
+
     def _forget_forward(self, fid: int) -> list:
-        self.forwards.pop(fid, None)
-        return []
+        forward = self.forwards.pop(fid, None)
+        if forward is None or forward[0] != TALK:
+            return []  # (its client gave up long ago)
+        text = f"node {self.node}: the leader did not answer in {FORWARD_TTL:g} s"
+        return self.talks.resolved(fid, p.Error(id=fid, kind="timeout", message=text))  # what waits behind it goes on
 
     @property
     def idle(self) -> bool:
@@ -225,6 +269,7 @@ class Worker(Following):
             if self.lease is not None:
                 self.lease.sent(ping.id)
             out.append(ToLeader(ping))
+            self.talks.expire()
         if now - self.last_heard > self.patience:
             out += self._lose_leader(now)
         elif self.by_election and not self.welcomed and now - self.switched_at >= self._search_gap():

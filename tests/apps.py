@@ -45,3 +45,43 @@ def until_signalled(key, *args):
     forsetictl.ready()
     while True:
         time.sleep(3600)
+
+
+def talker(key, *args):
+    """Answer each call with KEY:PAYLOAD; b"exit N" exits with code N, b"sleep S" answers
+    after S seconds (b"hold PATH S": makes the file PATH first), b"pid" answers the pid."""
+    for request in forsetictl.mailbox():
+        if request.payload.startswith(b"hold "):
+            _, path, seconds = request.payload.split()
+            open(path, "w").close()
+            request = type(request)(request._number, request.one_way, b"sleep " + seconds, request._send)
+        if request.payload.startswith(b"exit "):
+            os._exit(int(request.payload.split()[1]))
+        if request.payload.startswith(b"sleep "):
+            time.sleep(float(request.payload.split()[1]))
+        if request.payload == b"pid":
+            request.reply(b"%d" % os.getpid())
+            continue
+        request.reply(key.encode() + b":" + request.payload)
+
+
+def journal(key, *args):
+    """Keep every payload; a call answers with all of them so far, joined by commas."""
+    seen = []
+
+    def handle(payload):
+        if payload != b"?":
+            seen.append(payload)
+        return b",".join(seen)
+
+    forsetictl.serve(handle)
+
+
+def async_talker(key, *args):
+    import asyncio
+
+    async def handle(payload):
+        await asyncio.sleep(0)
+        return b"async " + payload
+
+    asyncio.run(forsetictl.aserve(handle))

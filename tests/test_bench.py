@@ -52,6 +52,12 @@ def test_bench_json_smoke():
         "exit -> find is None on another node p99",
         "worker SIGKILL -> find is None on another node median",
         "worker SIGKILL -> find is None on another node p99",
+        "call, key on the caller's node median",
+        "call, key on another node p99",
+        "calls, 4 in flight (1 DEALER)",
+        "sends taken by the process, 4 in flight",
+        "process SIGKILL -> gone at a waiting caller median",
+        "worker SIGKILL -> gone at a waiting caller median",
     ):
         assert expected in names
     for r in report["results"]:

@@ -4,7 +4,9 @@ one without a restart policy, one "always", one "on-failure", so that restarts r
 everything else. It runs twice, with cluster.partition "keep" and "stop". A sampler
 checks all along that no key has two live processes: with "stop" at every sample, with
 "keep" a frozen worker's copies excepted until it is back and its duplicates are
-stopped (they go on running meanwhile, SPEC section 9). At the end every
+stopped (they go on running meanwhile, as "keep" allows). Clients also call the processes
+of a fourth group: every answer must come from a process of the key called, and no call
+may keep its caller waiting past its timeout. At the end every
 key has at most one live process, every process the dictionary lists is alive, none is
 orphaned, and every error a client saw was a clean ForsetiError. Prints its figures (run
 with -s to see them live; they are printed in any case)."""
@@ -16,11 +18,12 @@ import os
 import random
 import signal
 import statistics
+import sys
 import threading
 import time
 
 import pytest
-from cluster import managed, wait_for
+from cluster import HERE, managed, wait_for
 from test_cluster import alive
 
 from forsetictl import Client, ForsetiError
@@ -33,8 +36,15 @@ CALLS = {
     "chaos": SLEEP,
     "chaos-always": {**SLEEP, "restart": "always"},
     "chaos-fail": {**SLEEP, "restart": "on-failure"},
+    # Answers each call with its pid (a command: its environment, in /proc, says its key).
+    "chaos-talk": {
+        "command": [sys.executable, str(HERE / "pid_process.py")],
+        "restart": "on-failure",
+        "stop_timeout": 1.0,
+    },
 }
-RESTARTING = ("chaos-always", "chaos-fail")
+RESTARTING = ("chaos-always", "chaos-fail", "chaos-talk")
+TIMEOUT = 1.0  # each client's; no call may keep its caller waiting longer (a little slack for a loaded machine)
 # With "stop", freezes past the processes' lease are what the sampling is most about.
 ACTIONS = {
     "keep": ["kill-worker", "kill-worker", "freeze-worker", "kill-leader", "kill-process"],
@@ -72,18 +82,23 @@ def test_chaos(make_cluster, capsys, partition):
     errors = collections.Counter()
     samples: dict[str, str] = {}  # one message per kind of error
     unclean: list[str] = []
+    violations: list[str] = []
     lock = threading.Lock()
 
     def client_loop(seed: int) -> None:
         rnd = random.Random(seed)
         node = rnd.choice(c.node_names)
-        client = Client(c.endpoint(node), timeout=1.0)
+        client = Client(c.endpoint(node), timeout=TIMEOUT)
         try:
             while not stop.is_set():
                 group, key, roll = rnd.choice(list(CALLS)), rnd.choice(KEYS), rnd.random()
-                op = "get" if roll < 0.5 else "find" if roll < 0.8 else "stop"
+                op = "call" if roll < 0.2 else "get" if roll < 0.55 else "find" if roll < 0.8 else "stop"
+                began = time.monotonic()
                 try:
-                    if op == "get":
+                    if op == "call":
+                        pid = int(client.call("chaos-talk", key, b"pid"))
+                        answered(key, pid)
+                    elif op == "get":
                         client.get(group, key)
                     elif op == "find":
                         client.find(group, key)
@@ -93,7 +108,7 @@ def test_chaos(make_cluster, capsys, partition):
                         ops[op] += 1
                 except ForsetiError as exc:
                     with lock:
-                        kind = f"{type(exc).__name__}({exc.kind})"
+                        kind = f"{op}: {type(exc).__name__}({exc.kind})"
                         errors[kind] += 1
                         samples.setdefault(kind, str(exc))
                     client.close()
@@ -101,13 +116,28 @@ def test_chaos(make_cluster, capsys, partition):
                 except Exception as exc:  # anything else is a defect
                     with lock:
                         unclean.append(repr(exc))
+                finally:
+                    if op == "call" and time.monotonic() - began > TIMEOUT + 0.5:
+                        with lock:
+                            violations.append(f"a call to {key} kept its caller {time.monotonic() - began:.2f} s")
         finally:
             client.close()
+
+    def answered(key: str, pid: int) -> None:
+        """The process that answered a call is one of that key's (checked while it lives)."""
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
+        except OSError:
+            return  # gone since it answered
+        with lock:
+            ops["call answered"] += 1
+            if env.get(b"FORSETI_KEY") != key.encode() or env.get(b"FORSETI_GROUP") != b"chaos-talk":
+                violations.append(f"a call to chaos-talk/{key} was answered by pid {pid} ({env.get(b'FORSETI_KEY')})")
 
     kills = collections.Counter()
     recoveries = collections.defaultdict(list)
     frozen: set[str] = set()  # nodes whose copies are excused: frozen, or back and not yet reconciled
-    violations: list[str] = []
     sampled = collections.Counter()
 
     def sampler() -> None:
@@ -247,4 +277,5 @@ def test_chaos(make_cluster, capsys, partition):
     assert not unclean, unclean
     assert not violations, violations
     assert sum(ops.values()) > 100 and sum(kills.values()) >= 3 and sampled["samples"] > 10, figures
+    assert ops["call answered"] > 10, figures
     assert figures["restart_log_lines"] > 0 or not kills["process-killed"], figures

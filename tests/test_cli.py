@@ -98,7 +98,7 @@ def test_ls_nodes_calls_and_add_call(solo):
     assert r.stdout.splitlines()[0].split() == ["GROUP", "KEY", "NODE", "PID", "ENDPOINT", "STARTED_AT"]
     r = ctl("--json", "nodes", endpoint=ep)
     assert [json.loads(x) for x in r.stdout.splitlines()] == [
-        {"name": "node1", "state": "up", "processes": 2, "capacity": 0, "suspended": []}
+        {"name": "node1", "state": "up", "processes": 2, "capacity": 0, "suspended": [], "listen": ep}
     ]
     r = ctl("add-call", "jobs", "--arg", "x", "--command", "sh", "-c", 'exec sleep 600 "$0"', endpoint=ep)
     assert r.returncode == 0, r.stderr

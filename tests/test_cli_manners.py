@@ -206,6 +206,7 @@ def test_json_is_complete_one_object_per_line(solo):  # noqa: F811
         "endpoint": None,
         "log": None,
         "restart": "never",
+        "mailbox": 1000,
         "suspended_on": [],
     }
     assert calls["late_cmd"]["command"] == ["true"] and calls["late_cmd"]["entry"] is None

@@ -54,7 +54,10 @@ def test_args_reach_the_entry_function(make_cluster, tmp_path):
     loc = client.get_key("k1", ["a1", 2, True])
     got = wait_for(lambda: out.exists() and out.stat().st_size and json.loads(out.read_text()), what="record")
     assert got["key"] == "k1" and got["args"] == ["a1", 2, True] and got["pid"] == loc.pid
+    mailbox, mailbox_id = got["env"].pop("FORSETI_MAILBOX"), got["env"].pop("FORSETI_MAILBOX_ID")
     assert got["env"] == {"FORSETI_GROUP": "default", "FORSETI_KEY": "k1", "FORSETI_NODE": loc.node}
+    assert mailbox.startswith("ipc:///tmp/forseti-") and mailbox_id.isdigit()
+    assert oct(os.stat(mailbox[len("ipc://") :].rpartition("/")[0]).st_mode & 0o777) == "0o700"
     assert client.search_key("k1") == loc
     assert client.stop("default", "k1") is True
     assert client.search_key("k1") is None

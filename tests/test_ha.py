@@ -20,6 +20,7 @@ from test_cluster import alive
 
 from forsetictl.client import Client, ForsetiError
 from forsetictl.localetcd import LocalEtcd
+from forsetid.protocol import DEADLINE_SLACK
 
 FAST = {"heartbeat": 0.3, "liveness": 4}
 
@@ -180,6 +181,30 @@ def test_with_etcd_frozen_the_leader_steps_down_lookups_go_on_and_new_keys_wait(
     fresh = wait_for(lambda: _get(node2, "new"), timeout=10, what="a new key once a leader is back")
     assert alive(fresh.pid) and alive(loc.pid)
     assert sorted(x.key for x in c.client("node1").processes()) == ["known", "new"]
+
+
+def test_a_get_whose_caller_gave_up_during_an_etcd_outage_starts_nothing(ha, etcd):
+    """Gets of new keys asked while no leader leads, each given up after 0.25 s, are held
+    nowhere: once a leader is back, none of them starts a process."""
+    c = ha(lease=2.0)
+    c.wait_leader()
+    c.client("node1").get("sleeper", "before")
+    etcd.pause()
+    try:
+        wait_for(lambda: c.current_leader() is None, timeout=6, what="the leader to step down")
+        # Given up within the worker's patience: still waiting there when a leader is back.
+        for i in range(4):
+            with pytest.raises(ForsetiError):
+                c.client(f"node{1 + i % 2}", timeout=0.25).get("sleeper", f"abandoned{i}")
+        given_up = time.time() + DEADLINE_SLACK  # (the daemons' tolerance of other clocks)
+        wait_for(lambda: time.time() > given_up, what="the last deadline to pass")
+    finally:
+        etcd.resume()
+    c.wait_leader(timeout=15)
+    node1 = c.client("node1", timeout=1.0)
+    wait_for(lambda: _get(node1, "after"), timeout=10, what="a new key once a leader is back")
+    assert sorted(x.key for x in node1.processes()) == ["after", "before"]
+    assert not [e for e in managed(c).values() if e.get("FORSETI_KEY", "").startswith("abandoned")]
 
 
 def _get(client, key: str, group: str = "sleeper"):

@@ -847,3 +847,27 @@ def test_an_elected_leader_records_run_time_groups_and_answers_its_waiters_when_
     assert to == CLIENT and (error.id, error.kind) == (4, p.NOT_LEADER)
     # With backend memory nothing is recorded.
     assert records(make(["node1"]).handle(CLIENT, p.AddCall(id=2, name="x", call=p.Call(command=["true"])))) == []
+
+
+# -- deadlines: a request whose caller gave up costs nothing --
+
+
+def test_a_request_past_its_deadline_is_dropped_and_a_held_get_starts_nothing_once_given_up():
+    now, wall = [50.0], [1000.0]
+    leader = Leader(CALLS, heartbeat=1.0, liveness=3, clock=lambda: wall[0], monotonic=lambda: now[0],
+                    recovering=True)  # fmt: skip
+    hello(leader, "node1")
+    late = p.Get(id=3, group="users", key="late", deadline=wall[0] - 1.0)
+    assert leader.handle(CLIENT, late) == []  # not answered: its caller no longer listens
+    for key, id in (("given-up", 4), ("wanted", 5)):
+        leader.handle(CLIENT, p.Get(id=id, group="users", key=key, deadline=wall[0] + (1.0 if id == 4 else 60.0)))
+    now[0], wall[0] = 60.0, 1010.0  # the recovery is over: the first caller gave up meanwhile
+    leader.members.last_seen.update(node1=60.0)
+    assert [m.key for _, m in leader.expire() if isinstance(m, p.Spawn)] == ["wanted"]
+    assert p.expired(1009.0, 1010.0) and not p.expired(1009.9, 1010.0) and not p.expired(0.0, 1010.0)
+
+
+def test_a_call_sent_to_the_leader_is_told_where_calls_go():
+    leader = make(["node1"])
+    ((to, err),) = leader.handle(CLIENT, p.Talk(id=4, group="users", key="k", payload=b"x"))
+    assert to == CLIENT and err.kind == p.BAD_MESSAGE and "node.listen" in err.message

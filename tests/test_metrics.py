@@ -237,3 +237,36 @@ def test_start_failure_reasons_come_in_a_few_kinds(reason, kind):
     from forsetid.metrics import failure_kind
 
     assert failure_kind(reason) == kind
+
+
+def test_calls_are_counted_by_outcome_with_their_latency_and_the_mailbox_depth(make_cluster, tmp_path):
+    address = f"127.0.0.1:{free_port()}"
+    calls = {"talk": {"entry": "apps:talker"}, "small": {"entry": "apps:talker", "mailbox": 1}}
+    c = make_cluster(workers=0, calls=calls, wait=False)
+    c.add("node1", metrics=address)
+    c.wait_up()
+    client = c.client("node1")
+    for i in range(3):
+        assert client.call("talk", "k", b"%d" % i) == b"k:%d" % i
+    client.send("talk", "k", b"one way")
+    with pytest.raises(Exception, match="exited with code 4"):
+        client.call("talk", "dies", b"exit 4")
+    held = tmp_path / "held"
+    waiter = threading.Thread(
+        target=c.client("node1", timeout=20).call, args=("small", "s", b"hold %s 2" % bytes(held))
+    )
+    waiter.start()
+    wait_for(held.exists, 5, 0.01, "the call to be taken")
+    samples = scrape(address)
+    assert value(samples, "forseti_mailbox_depth") == 1  # the call being answered
+    with pytest.raises(Exception, match="full"):
+        client.send("small", "s", b"more")
+    waiter.join(10)
+    samples = scrape(address)
+    assert value(samples, "forseti_calls_total", group="talk", kind="call", outcome="ok") == 3
+    assert value(samples, "forseti_calls_total", group="talk", kind="send", outcome="ok") == 1
+    assert value(samples, "forseti_calls_total", group="talk", kind="call", outcome="gone") == 1
+    assert value(samples, "forseti_calls_total", group="small", kind="send", outcome="busy") == 1
+    assert value(samples, "forseti_call_seconds_count", group="talk", kind="call") == 3
+    assert value(samples, "forseti_mailbox_depth") == 0
+    assert "a call refused (busy)" in c.log("node1")

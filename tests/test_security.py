@@ -19,6 +19,7 @@ import zmq.auth
 from cluster import ROOT, free_port, shipped, wait_for
 from conftest import ROLES
 
+from forsetictl import AccessDenied, Client
 from forsetid import protocol as p
 
 
@@ -316,3 +317,24 @@ def _up(client) -> int:
         return sum(n.state == "up" for n in client.nodes())
     except Exception:
         return 0
+
+
+def test_calls_cross_nodes_over_curve_and_a_reader_may_not_call(make_cluster, keys):
+    """A call through one node to a process on the other: the hop between the nodes is a
+    CURVE connection too (a worker's key), and the reader role may not call or send."""
+    c = make_cluster(
+        workers=2, tcp=True, wait=False, calls={"talk": {"entry": "apps:talker"}},
+        security=lambda name: security(keys, name),
+    )  # fmt: skip
+    wait_for(lambda: ask(keys, c.endpoint("leader"), p.Nodes(), "admin"), 10, 0.1, "the secure cluster up")
+    wait_for(lambda: len(ask(keys, c.endpoint("leader"), p.Nodes(), "admin").items) == 2, 10, 0.05, "both workers")
+    alice = {"key": keys / "alice.key_secret", "server_key": keys / "server.key"}
+    with Client(c.endpoint("node1"), **alice) as one, Client(c.endpoint("node2"), **alice) as two:
+        locs = [one.get("talk", f"k{i}") for i in range(2)]
+        assert {loc.node for loc in locs} == {"node1", "node2"}
+        for client in (one, two):
+            for loc in locs:
+                assert client.call("talk", loc.key, b"pid") == b"%d" % loc.pid
+    reader = {"key": keys / "reader.key_secret", "server_key": keys / "server.key"}
+    with Client(c.endpoint("node1"), **reader) as r, pytest.raises(AccessDenied):
+        r.call("talk", "k0", b"x")

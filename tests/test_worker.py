@@ -4,7 +4,7 @@ import logging
 import signal
 
 from forsetid import protocol as p
-from forsetid.effects import Exit, Note, RefillSpare, Reply, Signal, Start, ToLeader
+from forsetid.effects import Dropped, Exit, Note, RefillSpare, Reply, Signal, Start, ToLeader
 from forsetid.processes import Proc
 from forsetid.worker import Worker
 
@@ -458,6 +458,18 @@ def test_a_clean_shutdown_tells_the_leader_first():
     started(worker, "a", pid=1001)
     out = worker.shutdown()
     assert out[0] == ToLeader(p.Leaving()) and signals(out) == [(1001, signal.SIGTERM)]
+
+
+def test_a_client_request_past_its_deadline_is_dropped_and_not_sent_again_to_a_new_leader():
+    worker, _ = make()
+    wall = [1000.0]
+    worker.wall = lambda: wall[0]
+    (dropped,) = worker.on_client(b"cli", p.Get(id=1, group="users", key="k", deadline=998.0))
+    assert isinstance(dropped, Dropped)  # not answered: logged (rate-limited), and no more
+    (sent,) = worker.on_client(b"cli", p.Get(id=2, group="users", key="j", deadline=1001.0))
+    assert isinstance(sent, ToLeader) and sent.msg.deadline == 1001.0
+    wall[0] = 1002.0  # its caller gave up; then the worker goes to another leader
+    assert not any(isinstance(e, ToLeader) and isinstance(e.msg, p.Get) for e in worker._switch(0, "test"))
 
 
 # -- a hello refused --

@@ -30,6 +30,8 @@ import msgspec
 from ..client import Client, ForsetiError
 from ..config import ConfigError, resolve_endpoint
 from ..localcluster import ClusterError, LocalCluster
+from .calls import PHASES as TALK_PHASES
+from .calls import talks
 from .curve import PHASES as CURVE_PHASES
 from .curve import curve_bench
 from .detect import detection
@@ -66,7 +68,7 @@ def run(args) -> int:
     if args.simulate:
         return simulate(args)
     own = not (args.config or args.endpoint)
-    phases = CURVE_PHASES if args.curve else failover_phases(args) if args.failover else 12 + 2 * own
+    phases = CURVE_PHASES if args.curve else failover_phases(args) if args.failover else 12 + 2 * own + TALK_PHASES
     progress = Progress(not args.json, phases=phases)
     try:
         if args.curve:
@@ -112,6 +114,7 @@ def _bench(args, progress: Progress, own: bool) -> Report:
         bench.starts(COMMAND_GROUP, "command")
         bench.forks(args.forks - args.forks // 2)
         bench.exits()
+        talks(bench, cluster)
         detection(bench, cluster, args.losses)  # last: it kills and restarts the cluster's workers
         return bench.report
     finally:

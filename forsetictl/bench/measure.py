@@ -18,10 +18,11 @@ from .baselines import EchoServer, bare_forks, raw_round_trips
 from .report import BenchError, Progress, Report, stats
 from .timing import PHASE_SECONDS, clock, dealer, pipeline, sequential
 
-ENTRY_GROUP, COMMAND_GROUP = "bench-entry", "bench-command"
+ENTRY_GROUP, COMMAND_GROUP, TALK_GROUP = "bench-entry", "bench-command", "bench-talk"
 GROUPS = {
     ENTRY_GROUP: p.Call(entry="forsetid.examples:sleeper"),
     COMMAND_GROUP: p.Call(command=["sleep", "600"], stop_timeout=2.0),
+    TALK_GROUP: p.Call(entry="forsetid.examples:echo_calls"),
 }
 
 

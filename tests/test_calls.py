@@ -1,0 +1,158 @@
+"""call and send through a real cluster: get-or-create then deliver, on the caller's node
+and on another; every failure answered (gone, busy, no-mailbox, not-found, too large);
+order; a process in any language; deadlines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from cluster import HERE, ROOT, wait_for
+from test_cli import ctl
+
+from forsetictl import Busy, ForsetiError, Gone, NotFound, UnknownGroup
+
+CALLS = {
+    "talk": {"entry": "apps:talker"},
+    "journal": {"entry": "apps:journal"},
+    "small": {"entry": "apps:talker", "mailbox": 2},
+    "mute": {"entry": "forsetid.examples:sleeper", "mailbox": 0},
+    "aio": {"entry": "apps:async_talker"},
+    "raw": {"command": [sys.executable, str(HERE / "dealer_process.py")]},
+}
+
+
+@pytest.fixture
+def three(make_cluster):
+    return make_cluster(workers=3, calls=CALLS)
+
+
+def test_call_starts_the_key_then_answers_and_send_is_one_way(three):
+    client = three.client("node1")
+    assert client.call("talk", "alice", b"hello") == b"alice:hello"
+    loc = client.find("talk", "alice")
+    assert loc is not None
+    assert client.call("talk", "alice", b"pid") == b"%d" % loc.pid  # the one process of the key
+    client.send("journal", "j", b"a")
+    client.send("journal", "j", b"b")
+    assert client.call("journal", "j", b"?") == b"a,b"
+
+
+def test_a_call_reaches_the_key_on_whichever_node_it_runs(three):
+    """Through each node, to a process that runs on one of them: the same process answers."""
+    locs = [three.client("node1").get("talk", f"k{i}") for i in range(3)]
+    assert sorted(loc.node for loc in locs) == ["node1", "node2", "node3"]
+    for via in ("node1", "node2", "node3"):
+        client = three.client(via)
+        for loc in locs:
+            assert client.call("talk", loc.key, b"pid") == b"%d" % loc.pid
+
+
+def test_order_from_one_client_to_one_key(three):
+    """Sends and calls from one client arrive in the order sent, from another node too."""
+    here, there = three.client("node1"), three.client("node2")
+    loc = here.get("journal", "ordered")
+    client = there if loc.node == "node1" else here  # (one of them is another node than the key's)
+    payloads = [b"%d" % i for i in range(200)]
+    for payload in payloads:
+        client.send("journal", "ordered", payload)
+    assert client.call("journal", "ordered", b"?") == b",".join(payloads)
+
+
+def test_create_false_is_not_found_and_starts_nothing(three):
+    client = three.client("node2")
+    with pytest.raises(NotFound):
+        client.call("talk", "nobody", b"x", create=False)
+    with pytest.raises(NotFound):
+        client.send("talk", "nobody", b"x", create=False)
+    assert client.find("talk", "nobody") is None
+    with pytest.raises(UnknownGroup):
+        client.call("nope", "k", b"x")
+
+
+def test_a_process_that_exits_answers_its_callers_gone(three):
+    client = three.client("node1")
+    loc = client.get("talk", "crash")
+    other = three.client(next(n for n in ("node1", "node2", "node3") if n != loc.node))
+    results = {}
+
+    def waiter():
+        try:
+            other.call("talk", "crash", b"sleep 30", timeout=20)
+        except ForsetiError as exc:
+            results["error"] = exc
+            results["at"] = time.monotonic()
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.3)  # (its call is in the mailbox, unanswered)
+    began = time.monotonic()
+    os.kill(loc.pid, signal.SIGKILL)
+    t.join(10)
+    assert isinstance(results.get("error"), Gone), results
+    assert "killed by SIGKILL" in str(results["error"]) and results["at"] - began < 2.0
+    with pytest.raises(Gone, match="exited with code 7"):
+        client.call("talk", "crash2", b"exit 7")
+
+
+def test_a_full_mailbox_is_busy_and_a_group_without_one_refuses(three, tmp_path):
+    """Mailbox 2: a call being answered and a send not yet taken fill it."""
+    client = three.client("node1")
+    client.get("small", "k")
+    held = tmp_path / "held"
+    other = three.client("node1", timeout=20)
+    t = threading.Thread(target=other.call, args=("small", "k", b"hold %s 2" % bytes(held)))
+    t.start()
+    wait_for(held.exists, 5, 0.01, "the process to take the first call")
+    client.send("small", "k", b"waits its turn")
+    with pytest.raises(Busy, match="full"):
+        client.send("small", "k", b"one more")
+    with pytest.raises(Busy):
+        client.call("small", "k", b"one more")
+    t.join(10)
+    assert client.call("small", "k", b"again") == b"k:again"  # room again
+    with pytest.raises(ForsetiError) as info:
+        client.call("mute", "k", b"x")
+    assert info.value.kind == "no-mailbox"
+
+
+def test_a_payload_over_the_limit_is_refused_before_it_leaves(three):
+    client = three.client("node1")
+    with pytest.raises(ForsetiError) as info:
+        client.call("talk", "big", b"x" * (client.max_payload + 1))
+    assert info.value.kind == "too-large"
+    assert client.find("talk", "big") is None
+    assert client.call("talk", "big", b"x" * 100_000) == b"big:" + b"x" * 100_000
+
+
+def test_asyncio_and_a_process_in_any_language(three):
+    client = three.client("node3")
+    assert client.call("aio", "a", b"hi") == b"async hi"
+    assert client.call("raw", "r", b"hi") == b"raw call hi"
+    client.send("raw", "r", b"one way")  # (its reply is dropped)
+    assert client.call("raw", "r", b"again") == b"raw call again"
+
+
+def test_the_cli_calls_and_sends(three):
+    ep = three.endpoint("node1")
+    r = ctl("call", "talk", "cli", "hello", endpoint=ep)
+    assert r.returncode == 0 and r.stdout == "cli:hello\n", r
+    cmd = [sys.executable, "-m", "forsetictl", "--endpoint", ep, "send", "journal", "cli", "-"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(cmd, input="from stdin", capture_output=True, text=True, timeout=20, env=env)
+    assert r.returncode == 0 and r.stdout == "", r
+    r = ctl("call", "journal", "cli", "?", endpoint=ep)
+    assert r.stdout == "from stdin\n", r
+    r = ctl("call", "talk", "nobody", "x", "--no-create", endpoint=ep)
+    assert r.returncode == 1 and "no process" in r.stderr, r
+    r = ctl("--json", "call", "talk", "gone", "exit 3", endpoint=ep)
+    assert r.returncode == 3 and '"gone"' in r.stdout, r
+    r = ctl("add-call", "quiet", "--entry", "apps:talker", "--mailbox", "0", endpoint=ep)
+    assert r.returncode == 0, r
+    r = ctl("call", "quiet", "k", "x", endpoint=ep)
+    assert r.returncode == 3 and "takes no messages" in r.stderr, r
