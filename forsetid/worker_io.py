@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
-import tempfile
 import time
 
 import zmq
@@ -32,14 +30,14 @@ from .effects import (
     ToProcess,
 )
 from .lease import Lease, lease_seconds
-from .loop import Loop, Part, RateLimitedLog
+from .loop import Loop, Part
 from .spawner import Spawner, lease_clock
+from .talk_io import TalkIO
 from .worker import Worker
 
 log = logging.getLogger("forsetid")
 
 _KINDS = {cls: p.tag(cls) for cls in p.CLIENT_REQUESTS}  # Get -> "get"...
-_REFUSED_CALLS = (p.BUSY, p.TOO_LARGE, p.NO_MAILBOX)  # logged (rate-limited) as they are answered
 
 
 def _outcome(effects: list) -> str:
@@ -69,10 +67,7 @@ class WorkerIO(Part):
         # partition = "stop": the fork server (Spawner(lease=True)) holds the processes' lease.
         stop = cluster.partition == "stop"
         lease = Lease(lease_seconds(cluster.heartbeat, cluster.liveness), lease_clock) if stop else None
-        # The processes' mailboxes: one socket, in a folder only this user may enter.
-        self.mailbox_dir = tempfile.mkdtemp(prefix=f"forseti-{node.name[:20]}-", dir="/tmp")
-        self.mailbox = self._mailbox_socket(f"ipc://{self.mailbox_dir}/mailbox", cluster.max_payload)
-        self.peers: dict[str, zmq.Socket] = {}  # another node's client endpoint -> our socket to it
+        self.talk_io = TalkIO(loop, node.name, cluster.max_payload)  # mailboxes and other nodes
         self.worker = Worker(
             node.name,
             node.capacity,
@@ -86,10 +81,12 @@ class WorkerIO(Part):
             election_lease=cluster.lease if cluster.backend == "etcd" else 0.0,
             lease=lease,
             listen=node.listen,
-            mailbox=f"ipc://{self.mailbox_dir}/mailbox",
+            mailbox=self.talk_io.endpoint,
             max_payload=cluster.max_payload,
         )
         self.processes = self.worker.processes  # where the fork server's reports go
+        w = self.worker
+        self.talk_io.attach(lambda *a: self.carry_out(w.on_process(*a)), lambda msg: self.carry_out(w.on_peer(msg)))
         self.ready_fds: dict[int, tuple[int, bytes]] = {}  # fd -> (token, bytes so far)
         self.metrics = loop.metrics
         self.began: dict[tuple[str, str], float] = {}  # (group, key) -> when its Start was carried out
@@ -106,15 +103,13 @@ class WorkerIO(Part):
         self.carry = {
             Reply: self._reply, ToLeader: self._to_leader, Start: self._start, Signal: self._signal,
             Reconnect: self._reconnect, RefillSpare: self._refill, Note: self.note, Renew: self._renew,
-            ToPeer: self._to_peer, ToProcess: self._to_process, Dropped: self._dropped,
+            ToPeer: self.talk_io.to_peer, ToProcess: self.talk_io.to_process, Dropped: self.talk_io.dropped,
             Exit: self._exit,
         }  # fmt: skip
-        self.call_log = RateLimitedLog()  # calls refused or dropped: one line in a while
         if self.metrics is not None:  # (with metrics off, nothing of this is in the way)
             self.carry.update(
                 {Start: self._start_counted, ToLeader: self._to_leader_counted, Reply: self._reply_counted}
             )
-            self.talks: dict[tuple[bytes, int], tuple[str, str, float]] = {}  # a call's caller -> group, kind, began
             self.metrics.mailboxes = self.worker.mailboxes
         if len(leaders) > 1:
             where = "one of the candidates " + ", ".join(name for name, _, _ in leaders)
@@ -128,13 +123,8 @@ class WorkerIO(Part):
     # -- effects --
 
     def _reply(self, effect: Reply) -> None:
-        msg = effect.msg
-        if isinstance(msg, p.Error) and msg.kind in _REFUSED_CALLS:
-            self.call_log.info("a call refused (%s): %s", msg.kind, msg.message)
-        self.loop.send(self.clients, effect.peer, msg)
-
-    def _dropped(self, effect: Dropped) -> None:
-        self.call_log.info("dropped: %s (its caller gave up)", effect.text)
+        self.talk_io.answering(effect.msg)
+        self.loop.send(self.clients, effect.peer, effect.msg)
 
     def _to_leader(self, effect: ToLeader) -> None:
         if not self.loop.send_one(self.dealer, p.encode(effect.msg)):
@@ -151,30 +141,6 @@ class WorkerIO(Part):
             self.loop.watch(fd, self._on_ready)
         if pid is not None:  # a spare took it (and, with no ready pipe, runs the entry already)
             self.carry_out(self.processes.on_spawned(s.token, pid, running=fd is None))
-
-    def _to_peer(self, effect: ToPeer) -> None:
-        sock = self.peers.get(effect.endpoint)
-        if sock is None:
-            sock = self.peers[effect.endpoint] = self.loop.socket(zmq.DEALER, self._on_peer)
-            sock.connect(effect.endpoint)
-        if not self.loop.send_one(sock, p.encode(effect.msg)):
-            log.warning("node at %s is not keeping up: a call to it dropped", effect.endpoint)
-
-    def _to_process(self, effect: ToProcess) -> None:
-        self.loop.unchecked.add(self.mailbox)
-        try:
-            self.mailbox.send_multipart([effect.peer, *effect.frames], zmq.NOBLOCK)
-        except zmq.ZMQError as exc:  # the process is gone (its exit answers its callers) or not reading
-            log.debug("a request to a process dropped: %s", exc)
-
-    def _mailbox_socket(self, endpoint: str, max_payload: int) -> zmq.Socket:
-        sock = self.loop.ctx.socket(zmq.ROUTER)  # (no CURVE: it never leaves this machine)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, max_payload + p.ENVELOPE)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self.loop.bind(sock, endpoint)
-        self.loop.watch(sock, self._on_mailbox)
-        return sock
 
     def _signal(self, effect: Signal) -> None:
         self.spawner.signal(effect.pid, effect.signum)
@@ -200,26 +166,13 @@ class WorkerIO(Part):
         count = self.metrics.request
         for client, msg in self.loop.receive(sock):
             if isinstance(msg, p.Talk):
-                self._talk_began(client, msg)
+                self.talk_io.began(client, msg)
             effects = self.worker.on_client(client, msg)
             count(_KINDS.get(type(msg), "other"), _outcome(effects))
             self.carry_out(effects)
 
-    def _talk_began(self, client: bytes, msg: p.Talk) -> None:
-        now = time.monotonic()
-        if len(self.talks) >= 10_000:  # (those never answered: their callers gave up)
-            self.talks = {k: v for k, v in self.talks.items() if now - v[2] < 60.0}
-        self.talks[(client, msg.id)] = (msg.group, "send" if msg.one_way else "call", now)
-
     def _reply_counted(self, effect: Reply) -> None:
-        began = self.talks.pop((effect.peer, effect.msg.id), None) if self.talks else None
-        if began is not None:
-            group, kind, at = began
-            msg = effect.msg
-            outcome = msg.kind if isinstance(msg, p.Error) else "ok"
-            self.metrics.calls.labels(group, kind, outcome).inc()
-            if outcome == "ok":
-                self.metrics.call_seconds.labels(group, kind).observe(time.monotonic() - at)
+        self.talk_io.answered(effect, self.metrics)
         self._reply(effect)
 
     def _start_counted(self, s: Start) -> None:
@@ -257,14 +210,6 @@ class WorkerIO(Part):
             self.carry_out(self.worker.on_leader(msg))
             if sock is not self.dealer:  # it went to another leader: the rest went with the old socket
                 break
-
-    def _on_peer(self, sock: zmq.Socket) -> None:
-        for msg in self.loop.decoded(sock, "answer from another node"):
-            self.carry_out(self.worker.on_peer(msg))
-
-    def _on_mailbox(self, sock: zmq.Socket) -> None:
-        for frames in self.loop.waiting(sock):
-            self.carry_out(self.worker.on_process(frames[0], frames[1:]))
 
     def _on_event(self, sock: zmq.Socket) -> None:
         for msg in self.loop.decoded(sock, "event"):
@@ -358,7 +303,7 @@ class WorkerIO(Part):
 
     def close(self) -> None:
         self.spawner.close()
-        shutil.rmtree(self.mailbox_dir, ignore_errors=True)
+        self.talk_io.close()
         for fd in self.ready_fds:
             os.close(fd)
         self.ready_fds.clear()
