@@ -58,3 +58,8 @@ class Lease:
 
     def lapsed(self) -> bool:
         return self.clock() >= self.until
+
+    def adrift(self) -> bool:
+        """Lapsed after being held: the leader that renewed it fell silent (before the
+        first answer, the worker has not joined yet: that is no sign of a split)."""
+        return self.until != -math.inf and self.clock() >= self.until

@@ -128,6 +128,7 @@ class Worker(Following):
             self.patience = self.silence
             self.calls.update(msg.calls)
             del self.processes.unreported[: self.hello_exits]  # that leader has them now
+            self._forget_hearsay()
             renewed = [] if self.lease is None else self.lease.answered(msg.id)
             which = f"{msg.leader} (term {msg.term})" if msg.term else f"(epoch {msg.epoch})"
             return [*renewed, Note(logging.INFO, f"{self.node} {news} {which}")]
@@ -157,20 +158,37 @@ class Worker(Following):
         resets = self.cache.resets
         self.cache.apply(msg)
         if self.cache.resets != resets:  # emptied: our own processes are known anyway
-            for loc in self.processes.running():
-                self.cache.learn(loc, self.cache.seq)
+            self._learn_own()
         if isinstance(msg, p.Event) and msg.kind == "started" and msg.location.node == self.node:
             # One of ours is registered (its caller has its answer): only now may the next
             # spare's fork take the CPU. The fork server replaces only a spare it handed out.
             return [RefillSpare()]
         return []
 
+    def _forget_hearsay(self) -> None:
+        """A welcome comes after a hello, and a hello after a silence, a reconnect or a new
+        leader: whatever the events said before may have changed unheard meanwhile (they
+        may be stuck on a connection that has not noticed the network is back). Only this
+        worker's own processes are known first hand."""
+        self.cache.clear()
+        self._learn_own()
+
+    def _learn_own(self) -> None:
+        for loc in self.processes.running():
+            self.cache.learn(loc, self.cache.seq)
+
+    def _adrift(self) -> bool:
+        """With partition "stop", a lease held once and lapsed: no leader has vouched for
+        this worker in time, its processes are dead, and what its cache knows of others'
+        may be stale by as long; it answers "no leader" until a leader answers it again."""
+        return self.lease is not None and self.lease.adrift()
+
     # -- clients --
 
     def on_client(self, client: bytes, msg: p.Msg) -> list:
         if isinstance(msg, (p.Get, p.Find)):
             loc = self.cache.get(msg.group, msg.key)
-            if loc is not None and self.cache.has_seen(msg.seq, msg.epoch):
+            if loc is not None and self.cache.has_seen(msg.seq, msg.epoch) and not self._adrift():
                 return [
                     Reply(client, p.Found(id=msg.id, location=loc, seq=self.cache.seq, epoch=self.cache.epoch or ""))
                 ]
@@ -179,7 +197,7 @@ class Worker(Following):
         elif not isinstance(msg, p.CLIENT_REQUESTS):
             error = p.Error(id=msg.id, kind=p.BAD_MESSAGE, message=f"'{p.tag(msg)}' is not a client request")
             return [Reply(client, error)]
-        if self.leader_lost:
+        if self.leader_lost or self._adrift():
             return [Reply(client, self._no_leader(msg.id))]
         fid = next(self._ids)
         self.forwards[fid] = (client, msg.id, msg)

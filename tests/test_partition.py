@@ -246,3 +246,34 @@ def test_the_fork_server_kills_everything_when_its_lease_ends_unrenewed():
         os.close(r)
     finally:
         sp.close()
+
+
+def test_stop_a_worker_whose_lease_lapsed_answers_no_leader_instead_of_from_its_cache():
+    """Its processes are dead and what it knows of others' may be stale by as long: it
+    says "no leader" at once (neither a guess nor a forward that hangs) until a leader
+    answers it again. Before its first welcome, a lapsed lease is no sign of a split."""
+    from test_worker import WALL, Clock
+
+    from forsetid import protocol as p
+    from forsetid.effects import Reply, ToLeader
+    from forsetid.lease import Lease
+    from forsetid.worker import Worker
+
+    clock, lease_clock = Clock(), Clock()
+    worker = Worker("node1", clock=clock, wall=lambda: WALL, lease=Lease(2.5, lease_clock))
+    assert not worker.lease.adrift()
+    (early,) = worker.on_client(b"cli", p.Nodes(id=1))
+    assert isinstance(early, ToLeader)  # forwarded: answered once welcomed
+    worker.on_leader(p.Welcome(id=worker.hello().id, epoch="e1"))
+    loc = p.Location("users", "k", "node2", 77)
+    worker.on_event(p.Event(seq=1, epoch="e1", kind="started", location=loc))
+    get = p.Get(id=2, group="users", key="k")
+    assert worker.on_client(b"cli", get) == [Reply(b"cli", p.Found(id=2, location=loc, seq=1, epoch="e1"))]
+    lease_clock.now += 2.5  # no pong answered since: lapsed
+    assert worker.lease.adrift()
+    for request in (get, p.Get(id=2, group="users", key="new"), p.Nodes(id=2)):
+        ((reply,),) = [worker.on_client(b"cli", request)]
+        assert isinstance(reply, Reply) and reply.msg.kind == p.NO_LEADER, reply
+    worker.on_leader(p.Welcome(id=worker.hello().id, epoch="e1"))  # answered again: renewed
+    assert not worker.lease.adrift()
+    assert isinstance(worker.on_client(b"cli", get)[0], ToLeader)  # (the welcome emptied the cache)
