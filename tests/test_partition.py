@@ -277,3 +277,51 @@ def test_stop_a_worker_whose_lease_lapsed_answers_no_leader_instead_of_from_its_
     worker.on_leader(p.Welcome(id=worker.hello().id, epoch="e1"))  # answered again: renewed
     assert not worker.lease.adrift()
     assert isinstance(worker.on_client(b"cli", get)[0], ToLeader)  # (the welcome emptied the cache)
+
+
+@pytest.mark.parametrize("partition", ["stop", "keep"])
+def test_a_start_lost_with_its_silent_worker_goes_elsewhere_when_no_copy_can_run(partition):
+    """With "stop", a worker silent for heartbeat x liveness has outlived its lease: its
+    fork server killed all and starts nothing, so a start under way there is placed on
+    another worker and its caller answered from there. With "keep" it may still run."""
+    from test_leader import CLIENT, Leader, answer, get, hello, peer, replies, spawn_of
+
+    from forsetid import protocol as p
+
+    now = [0.0]
+    leader = Leader({"users": p.Call(command=["sleep", "600"])}, heartbeat=1.0, liveness=3,
+                    clock=lambda: 1.0, monotonic=lambda: now[0], partition=partition)  # fmt: skip
+    hello(leader, "node1")
+    hello(leader, "node2")
+    node, _ = spawn_of(get(leader, "k", id=7))
+    assert node == "node1"
+    now[0] = 2.0
+    leader.handle(peer("node2"), p.Ping())
+    now[0] = 3.5
+    out = leader.expire()  # node1 is down
+    if partition == "keep":
+        (err,) = replies(out)
+        assert err.kind == p.SPAWN_FAILED and err.id == 7 and "node node1 went down" in err.message
+        return
+    assert replies(out) == []
+    again, loc = answer(leader, out)
+    assert loc.node == "node2" and replies(again) == [p.Found(id=7, location=loc, seq=1, epoch=leader.epoch)]
+    assert replies(get(leader, "k", id=8)) == [p.Found(id=8, location=loc, seq=1, epoch=leader.epoch)]
+    assert CLIENT not in {to for to, m in out if isinstance(m, p.Error)}
+
+
+def test_a_start_lost_with_a_dead_daemon_goes_elsewhere_and_fails_when_none_can_take_it():
+    from test_leader import Leader, answer, get, hello, pairs, replies, spawn_of
+
+    from forsetid import protocol as p
+
+    leader = Leader({"users": p.Call(command=["sleep", "600"])})
+    hello(leader, "node1")
+    hello(leader, "node2")
+    assert spawn_of(get(leader, "k", id=7))[0] == "node1"
+    out = pairs(leader.node_down("node1", "its connection closed", dead=True))
+    _, loc = answer(leader, out)
+    assert loc.node == "node2"
+    assert spawn_of(get(leader, "j", id=9))[0] == "node2"
+    (err,) = replies(pairs(leader.node_down("node2", "its connection closed", dead=True)))
+    assert err.kind == p.SPAWN_FAILED and err.id == 9 and "node node2 went down" in err.message  # none left
