@@ -108,9 +108,14 @@ class Leader(Hellos, Restarting, Admin):
 
     def next_deadline(self) -> float | None:
         """When ``expire`` has work besides the heartbeat's: the end of a recovery (the
-        restarts wait for it), or the next restart."""
+        restarts wait for it), or the next restart; and the moment a worker may fall
+        silent too long, so that it is down then, not up to a heartbeat later (with
+        partition "stop" its processes are dead since its lease lapsed, half a
+        heartbeat before: answers that name them are wrong meanwhile)."""
         end = self.starts.deadline()
-        return end if end is not None else self.restarts.next_due()
+        end = end if end is not None else self.restarts.next_due()
+        silent = self.members.next_silent
+        return silent if end is None else end if silent is None else min(end, silent)
 
     def expire(self) -> Out:
         """Take every worker that has been silent too long for dead; end a recovery

@@ -847,3 +847,20 @@ def test_an_elected_leader_records_run_time_groups_and_answers_its_waiters_when_
     assert to == CLIENT and (error.id, error.kind) == (4, p.NOT_LEADER)
     # With backend memory nothing is recorded.
     assert records(make(["node1"]).handle(CLIENT, p.AddCall(id=2, name="x", call=p.Call(command=["true"])))) == []
+
+
+def test_a_silent_worker_is_down_at_the_end_of_its_silence_not_at_the_next_heartbeat():
+    """(With partition "stop" its processes died half a heartbeat before: every moment
+    later is a moment of answers naming dead processes.)"""
+    now = [0.0]
+    leader = Leader(CALLS, heartbeat=1.0, liveness=3, clock=lambda: 1.0, monotonic=lambda: now[0])
+    hello(leader, "node1")
+    now[0] = 0.4
+    hello(leader, "node2", id=2)
+    now[0] = 1.0
+    leader.expire()
+    assert leader.next_deadline() == 3.0  # node1, last heard at 0
+    now[0] = 3.01
+    leader.expire()
+    assert {n: i.state for n, i in node_info(leader).items()} == {"node1": "down", "node2": "up"}
+    assert leader.next_deadline() == pytest.approx(3.4)  # node2's

@@ -258,6 +258,7 @@ def test_a_real_split(split, net, capsys, partition, victim, how):
         watch.end()
         for probe in probes.values():
             probe.close()
+    majority_dead = watch.stale(t_cut, t_heal, majority)
     after = watch.stale(t_heal)
     late = watch.stale(t_heal + BACK)
     killed = [pid for pid, (_, node) in before.items() if node in majority and pid not in changed and not alive(pid)]
@@ -265,7 +266,8 @@ def test_a_real_split(split, net, capsys, partition, victim, how):
         f"{partition}, {victim}'s machine cut ({how}): majority served {t_served - t_cut:.2f} s after the cut, "
         f"every node right {t_right - t_heal:.2f} s after the heal; answers {len(watch.answers)}, "
         f"dead ones: from the cut-off node during the split {len(during)}, after the heal {len(after)} "
-        f"({len(late)} of them {BACK:g} s or more after it); majority's processes killed {len(killed)}; "
+        f"({len(late)} of them {BACK:g} s or more after it), from the majority during the split "
+        f"{len(majority_dead)}; majority's processes killed {len(killed)}; "
         f"errors {dict(watch.errors)}; samples {watch.samples}, doubled {len(watch.doubled)}"
     )
     if lost is not None:
