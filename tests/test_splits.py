@@ -221,6 +221,7 @@ SCENARIOS = [
     ("stop", "worker", "both"),
     ("keep", "leader", "both"),
     ("stop", "worker", "outgoing"),
+    ("stop", "worker", "incoming"),
 ]
 
 
