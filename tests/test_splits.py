@@ -284,3 +284,25 @@ def test_a_real_split(split, net, capsys, partition, victim, how):
         assert not during and not after, (during + after)[:5]
     if lost is not None:
         lost.check()
+
+
+def test_what_a_dead_run_left_is_swept_and_nothing_else():
+    """Namespaces, bridges and veths named for a run whose process is gone are removed
+    (whatever still runs in such a namespace is killed); a live run's are left alone."""
+    why = netns.unusable()
+    if why is not None:
+        pytest.skip(why)
+    dead = 4194304 + 7  # above any pid (pid_max is at most 2^22): no process has it
+    mine = netns.Net(1)
+    try:
+        netns._ip("netns", "add", f"fzs{dead}a-1")
+        netns._ip("link", "add", f"fzb{dead}a", "type", "bridge")
+        netns.sweep()
+        assert f"fzs{dead}a-1" not in netns._ip("netns", "list").stdout
+        assert netns._ip("link", "show", f"fzb{dead}a", check=False).returncode != 0
+        assert mine.ns(1) in netns._ip("netns", "list").stdout  # (this run's: alive)
+    finally:
+        netns._ip("netns", "del", f"fzs{dead}a-1", check=False)
+        netns._ip("link", "del", f"fzb{dead}a", check=False)
+        mine.close()
+    assert mine.ns(1) not in netns._ip("netns", "list").stdout
