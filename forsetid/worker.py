@@ -246,6 +246,9 @@ class Worker(Following):
             if self.lease is not None:
                 self.lease.sent(ping.id)
             out.append(ToLeader(ping))
+        if self.forwards and self._adrift():  # (looked at once a heartbeat, with the ping)
+            out += [Reply(client, self._no_leader(client_id)) for client, client_id, _ in self.forwards.values()]
+            self.forwards.clear()
         if now - self.last_heard > self.patience:
             out += self._lose_leader(now)
         elif self.by_election and not self.welcomed and now - self.switched_at >= self._search_gap():

@@ -269,8 +269,13 @@ def test_stop_a_worker_whose_lease_lapsed_answers_no_leader_instead_of_from_its_
     worker.on_event(p.Event(seq=1, epoch="e1", kind="started", location=loc))
     get = p.Get(id=2, group="users", key="k")
     assert worker.on_client(b"cli", get) == [Reply(b"cli", p.Found(id=2, location=loc, seq=1, epoch="e1"))]
+    (waiting,) = worker.on_client(b"cli", p.Get(id=5, group="users", key="asked-before"))
+    assert isinstance(waiting, ToLeader)
     lease_clock.now += 2.5  # no pong answered since: lapsed
     assert worker.lease.adrift()
+    clock.now += 1.0  # its next ping: what it forwarded is answered at once, not at the client's timeout
+    answers = [e.msg for e in worker.expire() if isinstance(e, Reply)]  # (the early nodes too)
+    assert {(m.id, m.kind) for m in answers} == {(1, p.NO_LEADER), (5, p.NO_LEADER)} and worker.forwards == {}
     for request in (get, p.Get(id=2, group="users", key="new"), p.Nodes(id=2)):
         ((reply,),) = [worker.on_client(b"cli", request)]
         assert isinstance(reply, Reply) and reply.msg.kind == p.NO_LEADER, reply
