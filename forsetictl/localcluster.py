@@ -186,13 +186,19 @@ class LocalCluster:
         run = ["-m", "forsetid"]
         if self.profile_dir:
             run = ["-m", "cProfile", "-o", os.path.join(self.profile_dir, f"{name}.prof"), *run]
-        cmd = [sys.executable, *run, "--config", str(self.configs[name]), "--log-level", self.log_level]
+        cmd = self.wrap(
+            name, [sys.executable, *run, "--config", str(self.configs[name]), "--log-level", self.log_level]
+        )
         env = {**os.environ, **self.env, self.MARK: self.tag}
         with open(self.dir / f"{name}.log", "ab") as log:
             # A session of its own: the daemon and its fork server are one process group.
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.procs[name] = proc
         return proc
+
+    def wrap(self, name: str, cmd: list[str]) -> list[str]:
+        """How daemon ``name`` is run (e.g. in a network namespace of its own: the tests)."""
+        return cmd
 
     def _endpoint(self, name: str) -> str:
         if name not in self.listen:

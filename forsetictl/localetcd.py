@@ -32,6 +32,22 @@ def etcd_binary() -> str:
     return found
 
 
+def member_args(
+    name: str, client: str, peer: str, cluster: str, data: Path, tuned: tuple[int, int] | None = None
+) -> list[str]:
+    """The arguments of one etcd member ``name`` serving ``client`` and ``peer`` URLs, of
+    the cluster ``cluster`` (``--initial-cluster``: ``NAME=PEER_URL,...``)."""
+    args = [
+        "--name", name, "--data-dir", str(data),
+        "--listen-client-urls", client, "--advertise-client-urls", client,
+        "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+        "--initial-cluster", cluster, "--log-level", "warn",
+    ]  # fmt: skip
+    if tuned is not None:
+        args += ["--heartbeat-interval", str(tuned[0]), "--election-timeout", str(tuned[1])]
+    return args
+
+
 class LocalEtcd:
     """``tuned``: etcd's raft heartbeat and election timeout in ms (default: etcd's own,
     100 and 1000), e.g. (50, 500) for a faster lapse of a leader's lease."""
@@ -41,17 +57,7 @@ class LocalEtcd:
         self.dir = Path(tempfile.mkdtemp(prefix="forseti-etcd-", dir="/tmp"))
         self.url = f"http://127.0.0.1:{free_port()}"
         peer = f"http://127.0.0.1:{free_port()}"
-        cmd = [
-            binary,
-            "--name", "local",
-            "--data-dir", str(self.dir / "data"),
-            "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"local={peer}",
-            "--log-level", "warn",
-        ]  # fmt: skip
-        if tuned is not None:
-            cmd += ["--heartbeat-interval", str(tuned[0]), "--election-timeout", str(tuned[1])]
+        cmd = [binary, *member_args("local", self.url, peer, f"local={peer}", self.dir / "data", tuned)]
         env = {**os.environ, LocalCluster.MARK: self.dir.name}
         with open(self.dir / "etcd.log", "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

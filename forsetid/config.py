@@ -46,6 +46,7 @@ class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True):
     backend: str = "memory"  # a name in store.BACKENDS
     etcd: list[str] = []  # backend "etcd": its v3 endpoints (HTTP/JSON gateway), tried in turn
     lease: Annotated[float, msgspec.Meta(ge=1.0)] = 2.0  # seconds a leader holds office unrenewed
+    etcd_election: Annotated[float, msgspec.Meta(gt=0)] = 1.0  # etcd's own --election-timeout, in seconds
     candidates: list[Candidate] = []  # backend "etcd": in place of leader and events
     heartbeat: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     liveness: Annotated[int, msgspec.Meta(ge=1)] = 3
@@ -161,7 +162,7 @@ def parse(raw: dict, path: str = "<config>") -> Config:
 def _election(raw: dict, cluster: ClusterConfig, path: str) -> None:
     """The keys of backend "etcd" go together, and with no other backend."""
     if cluster.backend != "etcd":
-        for key in ("etcd", "lease", "candidates"):
+        for key in ("etcd", "lease", "etcd_election", "candidates"):
             if key in raw:
                 raise ConfigError(f'{path}: cluster.{key}: only with cluster.backend = "etcd"')
         return

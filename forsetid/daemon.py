@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import logging
+import math
 import os
 import sys
 import uuid
@@ -20,7 +21,7 @@ from .check import report
 from .config import Config, ConfigError, check_role, load, protected
 from .keys import authorized, curve_keys
 from .leader_io import LeaderIO
-from .lease import lease_seconds
+from .lease import failover_seconds, lease_seconds
 from .loop import Loop
 from .spawner import Spawner
 from .worker_io import WorkerIO
@@ -68,19 +69,22 @@ def build(config: Config) -> Loop:
 
 
 def failover_stops(config: Config) -> str | None:
-    """With partition "stop" and an elected leader, whether a worker's processes may be
-    stopped by a failover itself: their lease (heartbeat x liveness less half a
-    heartbeat, from the last answered ping, up to a heartbeat before the leader died)
-    must outlast the etcd lease's lapse (plus etcd's half-second sweep)."""
+    """With partition "stop" and an elected leader, whether a failover itself may stop
+    a worker's processes: their lease (heartbeat x liveness less half a heartbeat, from
+    the last answered ping, sent up to a heartbeat before the leader was lost) must
+    outlast the longest failover (``lease.failover_seconds``)."""
     c = config.cluster
     if c.partition != "stop" or c.backend != "etcd" or config.node.role == "leader":
         return None
-    if lease_seconds(c.heartbeat, c.liveness) - c.heartbeat > c.lease + 0.5:
+    covered = lease_seconds(c.heartbeat, c.liveness) - c.heartbeat
+    longest, parts = failover_seconds(c.heartbeat, c.lease, c.etcd_election)
+    if covered > longest:
         return None
     return (
-        f'cluster.partition = "stop" with cluster.lease = {c.lease:g}: a failover may stop this worker\'s '
-        f"processes, whose lease ({lease_seconds(c.heartbeat, c.liveness):g} s) can lapse before a new leader "
-        "answers; raise cluster.liveness (or lower cluster.lease) so that heartbeat x (liveness - 1.5) > lease + 0.5"
+        f'cluster.partition = "stop": a failover may stop this worker\'s processes: they outlive a lost leader by '
+        f"{covered:g} s (heartbeat x (liveness - 1.5)), and a failover may take up to {longest:g} s = {parts}, "
+        f"with cluster.etcd_election = {c.etcd_election:g} (etcd's --election-timeout); raise cluster.liveness "
+        f"to at least {math.floor(longest / c.heartbeat + 1.5) + 1}"
     )
 
 

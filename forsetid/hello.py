@@ -41,6 +41,7 @@ class Hellos:
     about: p.InfoReply
     calls: dict[str, p.Call]
     restart_started: Callable[[tuple[str, str], Pending, p.Location | None], Out]  # (restarts.Restarting)
+    _get: Callable[[bytes, p.Get], Out]  # (leader.Leader)
 
     durable: bool
 
@@ -128,12 +129,21 @@ class Hellos:
                 out += [Reply(w, p.Error(id=req, kind=p.SPAWN_FAILED, message=error)) for w, req in wait.waiters]
         return out
 
-    def _fail_pending(self, node: str, what: str) -> Out:
-        """Answer the starts under way on ``node``: they will never finish."""
+    def _fail_pending(self, node: str, what: str, again: bool = False) -> Out:
+        """Answer the starts under way on ``node``: they will never finish. ``again``: no
+        copy of them can run there (see ``Leader.node_down``), so each of their gets is
+        placed again, elsewhere, as if it came now, if another worker can take it; else
+        they fail."""
         out: Out = []
         for k, wait in self.starts.drop_node(node):
-            text = f"cannot start {k[0]}/{k[1]}: node {node} {what}"
-            out += [Reply(waiter, p.Error(id=req, kind=p.SPAWN_FAILED, message=text)) for waiter, req in wait.waiters]
             stops = self.restarts.failed(k, True, f"node {node} {what}")  # a restart goes elsewhere at once
             out += [Reply(waiter, p.Stopped(id=req, found=True)) for waiter, req in stops]
+            elsewhere = again and self.placement.choose(exclude=self.suspensions.nodes(k[0])) is not None
+            if elsewhere and wait.spawn is not None and not stops:
+                args = wait.spawn.args
+                for waiter, req in wait.waiters:
+                    out += self._get(waiter, p.Get(id=req, group=k[0], key=k[1], args=args))
+                continue
+            text = f"cannot start {k[0]}/{k[1]}: node {node} {what}"
+            out += [Reply(waiter, p.Error(id=req, kind=p.SPAWN_FAILED, message=text)) for waiter, req in wait.waiters]
         return out

@@ -61,6 +61,7 @@ class Leader(Hellos, Restarting, Admin):
         term: int = 0,
         expected: Iterable[str] = (),
         durable: bool = False,
+        partition: str = "keep",
     ) -> None:
         self.wall = clock
         self.groups = Groups(calls)
@@ -74,6 +75,7 @@ class Leader(Hellos, Restarting, Admin):
         self.about = msgspec.structs.replace(self.about, epoch=self.epoch)
         self.term = term  # of its election (backend "etcd"), told in every welcome
         self.durable = durable  # a successor reads its Records (backend "etcd")
+        self.partition_stop = partition == "stop"  # a worker silent this long has killed all it ran
         self.expected = set(expected)  # the workers its predecessors knew (from etcd)
         self.unplaced: list[tuple[bytes, p.Get]] = []  # gets waiting for a joined worker's record
         self.monotonic = monotonic
@@ -112,9 +114,14 @@ class Leader(Hellos, Restarting, Admin):
 
     def next_deadline(self) -> float | None:
         """When ``expire`` has work besides the heartbeat's: the end of a recovery (the
-        restarts wait for it), or the next restart."""
+        restarts wait for it), or the next restart; and the moment a worker may fall
+        silent too long, so that it is down then, not up to a heartbeat later (with
+        partition "stop" its processes are dead since its lease lapsed, half a
+        heartbeat before: answers that name them are wrong meanwhile)."""
         end = self.starts.deadline()
-        return end if end is not None else self.restarts.next_due()
+        end = end if end is not None else self.restarts.next_due()
+        silent = self.members.next_silent
+        return silent if end is None else end if silent is None else min(end, silent)
 
     def expire(self) -> Out:
         """Take every worker that has been silent too long for dead; end a recovery
@@ -149,10 +156,13 @@ class Leader(Hellos, Restarting, Admin):
             out += self.record(f"members/{node}", None)
         return out
 
-    def node_down(self, node: str, why: str | None = None) -> Out:
-        """Its processes are reported exited ("node-down") and its starts fail; if it
-        comes back, it is told to say hello again. ``why``: for the log (default: its
-        silence)."""
+    def node_down(self, node: str, why: str | None = None, dead: bool = False) -> Out:
+        """Its processes are reported exited ("node-down"); if it comes back, it is told
+        to say hello again. ``why``: for the log (default: its silence). Its starts under
+        way are placed again elsewhere when no copy of them can run there: the daemon is
+        ``dead`` (its connection closed: its fork server killed all it started), or,
+        with partition "stop", its silence outlasted its lease (its fork server killed
+        all and starts nothing until a leader answers it); otherwise they fail."""
         self.members.forget(node)
         self.placement.down(node)
         out = self.registry.keep_only(node, [], "node-down")
@@ -162,7 +172,12 @@ class Leader(Hellos, Restarting, Admin):
         else:
             text = f"{why or f'no word for {self.silence:g} s'}; {len(out)} of its processes reported exited"
             note = Note(logging.WARNING, f"worker {node} is down: {text}")
-        return [note, *out, *self._fail_pending(node, "went down"), *self.record(f"members/{node}", None)]
+        return [
+            note,
+            *out,
+            *self._fail_pending(node, "went down", dead or self.partition_stop),
+            *self.record(f"members/{node}", None),
+        ]
 
     def recorded(self, key: str) -> Out:
         """A record a successor reads is written (backend "etcd"): a worker so recorded

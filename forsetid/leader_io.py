@@ -81,7 +81,7 @@ class LeaderIO(Candidacy, Part):
         self.leader = Leader(
             calls, cluster.nodes, open_store(cluster.backend), cluster.heartbeat, cluster.liveness, about=about,
             recovering=True, epoch=str(term) if term else None, term=term, expected=expected or (),
-            durable=self.campaign is not None,
+            durable=self.campaign is not None, partition=cluster.partition,
         )  # fmt: skip
         if self.metrics is not None:
             self.metrics.elections.inc()
@@ -157,7 +157,7 @@ class LeaderIO(Candidacy, Part):
                 for (group, _), _ in self.leader.starts.of_node(node):
                     self.metrics.start_failures.labels(group, "node-down").inc()
             self.closes.forget(node)
-            self.carry_out(self.leader.node_down(node, "its connection closed"))
+            self.carry_out(self.leader.node_down(node, "its connection closed", dead=True))
         finally:
             self.loop.unchecked.add(self.router)
 

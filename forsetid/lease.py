@@ -35,6 +35,24 @@ def lease_seconds(heartbeat: float, liveness: int) -> float:
     return heartbeat * liveness - heartbeat / 2
 
 
+ETCD_SWEEP = 0.5  # seconds between etcd's looks for lapsed leases
+
+
+def failover_seconds(heartbeat: float, lease: float, etcd_election: float) -> tuple[float, str]:
+    """The longest a failover may leave the workers without a leader's answer, with
+    etcd's raft leader lost along with the leader (the worst case), and how it adds up:
+    etcd's members notice and elect a new raft leader within twice their election
+    timeout; the new raft leader extends every lease by one election timeout as it takes
+    office; the leader's lease then runs its TTL (whole seconds, and no less than etcd's
+    minimum of 1.5 election timeouts); etcd's sweep finds it lapsed within half a second;
+    a standby is elected at once, announces it, and each worker's hello is welcomed
+    within a heartbeat."""
+    ttl = max(1, math.ceil(lease), math.ceil(1.5 * etcd_election))
+    parts = [(2 * etcd_election, "etcd's election"), (etcd_election, "its lease extension"), (ttl, "the lease's TTL"),
+             (ETCD_SWEEP, "etcd's sweep"), (heartbeat, "the workers' move")]  # fmt: skip
+    return sum(s for s, _ in parts), " + ".join(f"{s:g} s ({what})" for s, what in parts)
+
+
 class Lease:
     def __init__(self, seconds: float, clock: Callable[[], float]) -> None:
         self.seconds, self.clock = seconds, clock
@@ -58,3 +76,8 @@ class Lease:
 
     def lapsed(self) -> bool:
         return self.clock() >= self.until
+
+    def adrift(self) -> bool:
+        """Lapsed after being held: the leader that renewed it fell silent (before the
+        first answer, the worker has not joined yet: that is no sign of a split)."""
+        return self.until != -math.inf and self.clock() >= self.until

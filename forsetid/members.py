@@ -14,6 +14,7 @@ class Members:
         self.node_of: dict[bytes, str] = {}  # ROUTER identity -> worker name
         self.incarnation: dict[str, str] = {}
         self.last_seen: dict[str, float] = {}
+        self.next_silent: float | None = None  # the soonest a worker may be down, as of the last look
 
     def heard(self, peer: bytes) -> str | None:
         """The worker behind ``peer``, now heard from (None: not a registered worker)."""
@@ -23,7 +24,10 @@ class Members:
         return node
 
     def silent(self) -> list[str]:
+        """The workers silent too long; ``next_silent`` is then when the next may be."""
         limit = self.clock() - self.silence
+        heard = [seen for seen in self.last_seen.values() if seen >= limit]
+        self.next_silent = min(heard) + self.silence if heard else None
         return [node for node, seen in self.last_seen.items() if seen < limit]
 
     def restarted(self, node: str, incarnation: str) -> bool:

@@ -142,6 +142,7 @@ class Worker(Following):
             self.patience, self.taken_since = self.silence, None
             self.calls.update(msg.calls)
             del self.processes.unreported[: self.hello_exits]  # that leader has them now
+            self._forget_hearsay()
             renewed = [] if self.lease is None else self.lease.answered(msg.id)
             which = f"{msg.leader} (term {msg.term})" if msg.term else f"(epoch {msg.epoch})"
             return [*renewed, Note(logging.INFO, f"{self.node} {news} {which}")]
@@ -173,8 +174,7 @@ class Worker(Following):
         resets = self.cache.resets
         self.cache.apply(msg)
         if self.cache.resets != resets:  # emptied: our own processes are known anyway
-            for loc in self.processes.running():
-                self.cache.learn(loc, self.cache.seq)
+            self._learn_own()
         if isinstance(msg, p.Event) and msg.kind == "exited" and msg.location.node != self.node:
             return self.talks.exited(msg.location, how_it_ended(msg.exit_code, msg.signal, msg.reason or "exit"))
         if isinstance(msg, p.Event) and msg.kind == "started" and msg.location.node == self.node:
@@ -183,6 +183,24 @@ class Worker(Following):
             return [RefillSpare()]
         return []
 
+    def _forget_hearsay(self) -> None:
+        """A welcome comes after a hello, and a hello after a silence, a reconnect or a new
+        leader: whatever the events said before may have changed unheard meanwhile (they
+        may be stuck on a connection that has not noticed the network is back). Only this
+        worker's own processes are known first hand."""
+        self.cache.clear()
+        self._learn_own()
+
+    def _learn_own(self) -> None:
+        for loc in self.processes.running():
+            self.cache.learn(loc, self.cache.seq)
+
+    def _adrift(self) -> bool:
+        """With partition "stop", a lease held once and lapsed: no leader has vouched for
+        this worker in time, its processes are dead, and what its cache knows of others'
+        may be stale by as long; it answers "no leader" until a leader answers it again."""
+        return self.lease is not None and self.lease.adrift()
+
     # -- clients --
 
     def on_client(self, client: bytes, msg: p.Msg) -> list:
@@ -190,7 +208,7 @@ class Worker(Following):
             return [Dropped(f"'{p.tag(msg)}' past its deadline")]  # its caller gave up: it costs nothing more
         if isinstance(msg, (p.Get, p.Find)):
             loc = self.cache.get(msg.group, msg.key)
-            if loc is not None and self.cache.has_seen(msg.seq, msg.epoch):
+            if loc is not None and self.cache.has_seen(msg.seq, msg.epoch) and not self._adrift():
                 return [
                     Reply(client, p.Found(id=msg.id, location=loc, seq=self.cache.seq, epoch=self.cache.epoch or ""))
                 ]
@@ -201,7 +219,7 @@ class Worker(Following):
         elif not isinstance(msg, p.CLIENT_REQUESTS):
             error = p.Error(id=msg.id, kind=p.BAD_MESSAGE, message=f"'{p.tag(msg)}' is not a client request")
             return [Reply(client, error)]
-        if self.leader_lost:
+        if self.leader_lost or self._adrift():
             return [Reply(client, self._no_leader(msg.id))]
         fid = next(self._ids)
         self.forwards[fid] = (client, msg.id, msg)
@@ -270,6 +288,10 @@ class Worker(Following):
                 self.lease.sent(ping.id)
             out.append(ToLeader(ping))
             self.talks.expire()
+        if self.forwards and self._adrift():  # (looked at once a heartbeat, with the ping)
+            forwards, self.forwards = self.forwards, {}
+            for client, client_id, _ in forwards.values():
+                out += self._answer(client, client_id, self._no_leader(client_id))
         if now - self.last_heard > self.patience:
             out += self._lose_leader(now)
         elif self.by_election and not self.welcomed and now - self.switched_at >= self._search_gap():

@@ -56,6 +56,24 @@ def _outcome(effects: list) -> str:
     return "local"
 
 
+def across_machines(sock: zmq.Socket, heartbeat: float, beat: bool) -> None:
+    """A connection that a split left dead is found and replaced in heartbeats, not in
+    TCP's retransmission backoff (seconds to minutes after the network is back): a
+    connect gives up after a heartbeat and tries again, and with ``beat`` (the events)
+    ZeroMQ's own heartbeats close a connection that answers none for two heartbeats, on
+    both ends (``HEARTBEAT_TTL``: the publisher drops it too). Not on the DEALER to the
+    leader: a connection closed there makes the leader take this worker for down at
+    once (fast detection), which must mean that the daemon is gone, not the network;
+    the worker's own silence rule replaces that socket (README, "Partitions: the timing
+    argument")."""
+    ms = max(100, round(heartbeat * 1000))
+    sock.setsockopt(zmq.CONNECT_TIMEOUT, ms)
+    if beat:
+        sock.setsockopt(zmq.HEARTBEAT_IVL, ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 2 * ms)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, 2 * ms)
+
+
 class WorkerIO(Part):
     def __init__(
         self, loop: Loop, config: Config, about: p.InfoReply, spawner: Spawner, leaders: list[tuple[str, str, str]]
@@ -94,8 +112,10 @@ class WorkerIO(Part):
         self.clients = loop.socket(zmq.ROUTER, on_client, cluster.max_payload + p.ENVELOPE, serves=True)
         self.clients.setsockopt(zmq.ROUTER_MANDATORY, 1)
         loop.bind(self.clients, node.listen)
+        self.heartbeat = cluster.heartbeat
         self.sub = loop.socket(zmq.SUB, self._on_event)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        across_machines(self.sub, cluster.heartbeat, beat=True)
         for _, _, events in leaders:  # only the leader publishes; a new one says so at once
             self.sub.connect(events)
         self.dealer = self._connect()
@@ -196,6 +216,7 @@ class WorkerIO(Part):
 
     def _connect(self) -> zmq.Socket:
         dealer = self.loop.socket(zmq.DEALER, self._on_leader)
+        across_machines(dealer, self.heartbeat, beat=False)
         dealer.connect(self.worker.endpoint)
         return dealer
 

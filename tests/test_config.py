@@ -410,7 +410,14 @@ def test_a_failover_that_would_stop_the_processes_of_partition_stop_is_warned_of
     from forsetid.daemon import failover_stops
 
     cfg = config.load(write(tmp_path, HA.replace("lease = 2.0", 'lease = 2.0\npartition = "stop"')))
-    assert "a failover may stop this worker's processes" in failover_stops(cfg)
-    cfg.cluster.liveness = 5  # heartbeat 1: a lease of 4.5 s, more than a lapse of 2 s plus a heartbeat
+    why = failover_stops(cfg)  # heartbeat 1, liveness 3: they outlive a lost leader by 1.5 s
+    assert "a failover may stop this worker's processes" in why and "outlive a lost leader by 1.5 s" in why
+    # etcd's election (2 x 1 s), its lease extension (1 s), the TTL (2 s), etcd's sweep, the workers' move
+    assert "up to 6.5 s = 2 s (etcd's election) + 1 s" in why and "raise cluster.liveness to at least 9" in why
+    cfg.cluster.liveness = 9  # they outlive a lost leader by 7.5 s
     assert failover_stops(cfg) is None
+    cfg.cluster.liveness, cfg.cluster.etcd_election, cfg.cluster.lease = 6, 0.5, 1.0  # a tuned etcd: 4 s
+    assert failover_stops(cfg) is None
+    cfg.cluster.liveness = 5
+    assert "up to 4 s" in failover_stops(cfg)
     assert failover_stops(config.load(write(tmp_path, HA))) is None  # "keep"

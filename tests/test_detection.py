@@ -84,7 +84,7 @@ def test_a_frozen_worker_keeps_its_connection_and_is_caught_by_heartbeats(make_c
         finally:
             c.kill("node1", signal.SIGCONT)
     assert {(e.key, e.reason) for e in got} == {(loc.key, "node-down") for loc in mine}
-    assert took >= 1.0, took  # not before its silence: nothing closed
+    assert took >= 1.0 - 0.2, took  # not before its silence (counted from its last ping): nothing closed
     assert "no word for 1 s" in c.log("leader")
 
 

@@ -871,3 +871,20 @@ def test_a_call_sent_to_the_leader_is_told_where_calls_go():
     leader = make(["node1"])
     ((to, err),) = leader.handle(CLIENT, p.Talk(id=4, group="users", key="k", payload=b"x"))
     assert to == CLIENT and err.kind == p.BAD_MESSAGE and "node.listen" in err.message
+
+
+def test_a_silent_worker_is_down_at_the_end_of_its_silence_not_at_the_next_heartbeat():
+    """(With partition "stop" its processes died half a heartbeat before: every moment
+    later is a moment of answers naming dead processes.)"""
+    now = [0.0]
+    leader = Leader(CALLS, heartbeat=1.0, liveness=3, clock=lambda: 1.0, monotonic=lambda: now[0])
+    hello(leader, "node1")
+    now[0] = 0.4
+    hello(leader, "node2", id=2)
+    now[0] = 1.0
+    leader.expire()
+    assert leader.next_deadline() == 3.0  # node1, last heard at 0
+    now[0] = 3.01
+    leader.expire()
+    assert {n: i.state for n, i in node_info(leader).items()} == {"node1": "down", "node2": "up"}
+    assert leader.next_deadline() == pytest.approx(3.4)  # node2's

@@ -21,7 +21,8 @@ def test_first_lines_say_what_each_daemon_binds_and_connects_to(make_cluster):
     c = make_cluster(workers=1)
     assert f"workers and clients at {c.endpoint('leader')}, events at {c.cluster['events']}" in c.log("leader")
     assert f"worker node1: clients at {c.endpoint('node1')}, leader at {c.endpoint('leader')}" in c.log("node1")
-    assert "node1 joined the leader (epoch" in c.log("node1")
+    # (the leader lists it up as it sends the welcome: the worker's word may come a moment later)
+    wait_for(lambda: "node1 joined the leader (epoch" in c.log("node1"), 5, 0.02, "the worker's word on its welcome")
     assert "worker node1 joined (0 running, 0 starting" in c.log("leader")
 
 

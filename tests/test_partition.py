@@ -246,3 +246,87 @@ def test_the_fork_server_kills_everything_when_its_lease_ends_unrenewed():
         os.close(r)
     finally:
         sp.close()
+
+
+def test_stop_a_worker_whose_lease_lapsed_answers_no_leader_instead_of_from_its_cache():
+    """Its processes are dead and what it knows of others' may be stale by as long: it
+    says "no leader" at once (neither a guess nor a forward that hangs) until a leader
+    answers it again. Before its first welcome, a lapsed lease is no sign of a split."""
+    from test_worker import WALL, Clock
+
+    from forsetid import protocol as p
+    from forsetid.effects import Reply, ToLeader
+    from forsetid.lease import Lease
+    from forsetid.worker import Worker
+
+    clock, lease_clock = Clock(), Clock()
+    worker = Worker("node1", clock=clock, wall=lambda: WALL, lease=Lease(2.5, lease_clock))
+    assert not worker.lease.adrift()
+    (early,) = worker.on_client(b"cli", p.Nodes(id=1))
+    assert isinstance(early, ToLeader)  # forwarded: answered once welcomed
+    worker.on_leader(p.Welcome(id=worker.hello().id, epoch="e1"))
+    loc = p.Location("users", "k", "node2", 77)
+    worker.on_event(p.Event(seq=1, epoch="e1", kind="started", location=loc))
+    get = p.Get(id=2, group="users", key="k")
+    assert worker.on_client(b"cli", get) == [Reply(b"cli", p.Found(id=2, location=loc, seq=1, epoch="e1"))]
+    (waiting,) = worker.on_client(b"cli", p.Get(id=5, group="users", key="asked-before"))
+    assert isinstance(waiting, ToLeader)
+    lease_clock.now += 2.5  # no pong answered since: lapsed
+    assert worker.lease.adrift()
+    clock.now += 1.0  # its next ping: what it forwarded is answered at once, not at the client's timeout
+    answers = [e.msg for e in worker.expire() if isinstance(e, Reply)]  # (the early nodes too)
+    assert {(m.id, m.kind) for m in answers} == {(1, p.NO_LEADER), (5, p.NO_LEADER)} and worker.forwards == {}
+    for request in (get, p.Get(id=2, group="users", key="new"), p.Nodes(id=2)):
+        ((reply,),) = [worker.on_client(b"cli", request)]
+        assert isinstance(reply, Reply) and reply.msg.kind == p.NO_LEADER, reply
+    worker.on_leader(p.Welcome(id=worker.hello().id, epoch="e1"))  # answered again: renewed
+    assert not worker.lease.adrift()
+    assert isinstance(worker.on_client(b"cli", get)[0], ToLeader)  # (the welcome emptied the cache)
+
+
+@pytest.mark.parametrize("partition", ["stop", "keep"])
+def test_a_start_lost_with_its_silent_worker_goes_elsewhere_when_no_copy_can_run(partition):
+    """With "stop", a worker silent for heartbeat x liveness has outlived its lease: its
+    fork server killed all and starts nothing, so a start under way there is placed on
+    another worker and its caller answered from there. With "keep" it may still run."""
+    from test_leader import CLIENT, Leader, answer, get, hello, peer, replies, spawn_of
+
+    from forsetid import protocol as p
+
+    now = [0.0]
+    leader = Leader({"users": p.Call(command=["sleep", "600"])}, heartbeat=1.0, liveness=3,
+                    clock=lambda: 1.0, monotonic=lambda: now[0], partition=partition)  # fmt: skip
+    hello(leader, "node1")
+    hello(leader, "node2")
+    node, _ = spawn_of(get(leader, "k", id=7))
+    assert node == "node1"
+    now[0] = 2.0
+    leader.handle(peer("node2"), p.Ping())
+    now[0] = 3.5
+    out = leader.expire()  # node1 is down
+    if partition == "keep":
+        (err,) = replies(out)
+        assert err.kind == p.SPAWN_FAILED and err.id == 7 and "node node1 went down" in err.message
+        return
+    assert replies(out) == []
+    again, loc = answer(leader, out)
+    assert loc.node == "node2" and replies(again) == [p.Found(id=7, location=loc, seq=1, epoch=leader.epoch)]
+    assert replies(get(leader, "k", id=8)) == [p.Found(id=8, location=loc, seq=1, epoch=leader.epoch)]
+    assert CLIENT not in {to for to, m in out if isinstance(m, p.Error)}
+
+
+def test_a_start_lost_with_a_dead_daemon_goes_elsewhere_and_fails_when_none_can_take_it():
+    from test_leader import Leader, answer, get, hello, pairs, replies, spawn_of
+
+    from forsetid import protocol as p
+
+    leader = Leader({"users": p.Call(command=["sleep", "600"])})
+    hello(leader, "node1")
+    hello(leader, "node2")
+    assert spawn_of(get(leader, "k", id=7))[0] == "node1"
+    out = pairs(leader.node_down("node1", "its connection closed", dead=True))
+    _, loc = answer(leader, out)
+    assert loc.node == "node2"
+    assert spawn_of(get(leader, "j", id=9))[0] == "node2"
+    (err,) = replies(pairs(leader.node_down("node2", "its connection closed", dead=True)))
+    assert err.kind == p.SPAWN_FAILED and err.id == 9 and "node node2 went down" in err.message  # none left

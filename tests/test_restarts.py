@@ -201,7 +201,7 @@ def test_a_stop_cancels_a_pending_restart_and_its_waiting_gets_hear_why():
     assert err.kind == p.SPAWN_FAILED and err.id == 4 and "stopped while it waited for its restart" in err.message
     t.pass_(20)
     keep_up(leader, t)
-    assert spawns(leader.expire()) == [] and leader.next_deadline() is None
+    assert spawns(leader.expire()) == [] and leader.restarts.next_due() is None
     assert replies(leader.handle(CLIENT, p.Stop(id=6, group="always", key="k"))) == [p.Stopped(id=6, found=False)]
 
 

@@ -514,3 +514,18 @@ def test_a_node_not_allowed_ends_the_daemon_at_once_naming_the_candidate():
     assert end == Exit(2, why)
     (note,) = refuse(worker, p.BAD_MESSAGE)  # anything else: said, not fatal
     assert isinstance(note, Note)
+
+
+def test_a_welcome_empties_the_cache_but_for_the_workers_own_processes():
+    """A welcome follows a silence, a reconnect or a new leader: what the events said
+    before may have changed unheard (events stuck on a connection in TCP backoff)."""
+    worker, _ = make()
+    proc, _ = started(worker, key="mine", pid=4242)
+    other = p.Location("users", "theirs", "node2", 77)
+    worker.on_event(p.Event(seq=1, epoch="e1", kind="started", location=other))
+    assert worker.cache.get("users", "theirs") == other
+    worker.on_leader(p.Welcome(id=worker.hello().id, epoch="e1"))  # the same leader, after a silence
+    assert worker.cache.get("users", "theirs") is None
+    assert worker.cache.get("users", "mine") == proc.location
+    (forwarded,) = worker.on_client(b"cli", p.Get(id=3, group="users", key="theirs"))
+    assert isinstance(forwarded, ToLeader)  # the leader says where it runs now

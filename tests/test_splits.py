@@ -1,0 +1,308 @@
+"""Real network splits: three machines (network namespaces on a bridge, tests/netns.py),
+each with an etcd member and a daemon of role "both", every node a candidate. One
+machine is cut off (both ways, or one way) while clients on every machine get every key
+in a loop, then put back. A sampler records every live process all along.
+
+Checked: with "stop" no key ever has two live processes and no process on the majority's
+side is killed by the failover; after the heal every node answers every key with its one
+live process, soon; no node answers with a process that was dead before it was asked,
+once it is back (and, with "stop", not while cut off either). Measured and printed: how
+long the majority waits before every key is served again, and how long after the heal
+until every node answers right."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import threading
+import time
+
+import netns
+import pytest
+from cluster import managed, wait_for
+from test_cluster import alive
+
+from forsetictl import Client, ForsetiError
+from forsetictl.client import Location
+
+GROUP = "split"
+CALLS = {
+    GROUP: {"command": ["sleep", "600"], "stop_timeout": 1.0},
+    # ready 2 s after it starts (a shell-written "R" line on the ready fd)
+    "late": {"command": ["sh", "-c", "sleep 2; eval 'echo R >&'$FORSETI_READY_FD; exec sleep 600"], "ready": True},
+}
+KEYS = [f"k{i}" for i in range(9)]
+BACK = 2 * netns.SPLIT["heartbeat"]  # after the heal: every node answers right within this
+SPLIT_SECONDS = 4.0  # the shortest split; longer while the majority is not served yet
+
+
+@pytest.fixture
+def net():
+    why = netns.unusable()
+    if why is not None:
+        pytest.skip(why)
+    machines = netns.Net(3)
+    try:
+        yield machines
+    finally:
+        machines.close()
+
+
+@pytest.fixture
+def split(net):
+    made: list[netns.SplitCluster] = []
+
+    def make(partition: str) -> netns.SplitCluster:
+        made.append(netns.SplitCluster(net, partition, CALLS))
+        return made[-1]
+
+    yield make
+    orphans = [pid for c in made for pid in c.close()]
+    assert not orphans, f"processes outlived their cluster: {orphans}"
+
+
+def live(c) -> dict[int, tuple[str, str]]:
+    """pid -> (key, node) of every live process of the group."""
+    return {
+        pid: (env["FORSETI_KEY"], env["FORSETI_NODE"])
+        for pid, env in managed(c).items()
+        if env.get("FORSETI_GROUP") == GROUP
+    }
+
+
+class Watch:
+    """A client on every machine getting every key in a loop, each answer kept with when
+    it was asked; a sampler that notes when each process was first seen gone, and every
+    sample in which a key had two live processes."""
+
+    def __init__(self, c) -> None:
+        self.c = c
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.answers: list[tuple[float, str, str, int]] = []  # (asked at, node, key, pid)
+        self.errors: collections.Counter = collections.Counter()
+        self.unclean: list[str] = []
+        self.seen: set[int] = set()
+        self.gone: dict[int, float] = {}  # pid -> when a sample first missed it
+        self.doubled: list[tuple[float, dict]] = []
+        self.samples = 0
+        loops = [(self._client, (node,)) for node in c.node_names]
+        self.threads = [threading.Thread(target=f, args=a) for f, a in [*loops, (self._sample, ())]]
+        for t in self.threads:
+            t.start()
+
+    def _client(self, node: str) -> None:
+        client = Client(self.c.endpoint(node), timeout=1.0)
+        try:
+            while not self.stop.is_set():
+                for key in KEYS:
+                    asked = time.monotonic()
+                    try:
+                        loc = client.get(GROUP, key)
+                        with self.lock:
+                            self.answers.append((asked, node, key, loc.pid))
+                    except ForsetiError as exc:
+                        with self.lock:
+                            self.errors[exc.kind] += 1
+                        client.close()
+                        client = Client(self.c.endpoint(node), timeout=1.0)
+                        self.stop.wait(0.05)
+                    except Exception as exc:  # anything else is a defect
+                        with self.lock:
+                            self.unclean.append(repr(exc))
+        finally:
+            client.close()
+
+    def _sample(self) -> None:
+        while not self.stop.wait(0.02):
+            at = time.monotonic()
+            now = live(self.c)
+            for pid in self.seen - set(now):
+                self.gone.setdefault(pid, at)
+            self.seen |= set(now)
+            self.samples += 1
+            keys = collections.Counter(key for key, _ in now.values())
+            twice = {k: n for k, n in keys.items() if n > 1}
+            if twice:
+                self.doubled.append((at, twice))
+
+    def stale(self, since: float = 0.0, until: float = float("inf"), nodes=None) -> list:
+        """Answers asked in [since, until) (through ``nodes``) with a process that was
+        gone before the question."""
+        with self.lock:
+            return [
+                (asked, node, key, pid)
+                for asked, node, key, pid in self.answers
+                if since <= asked < until and (nodes is None or node in nodes) and self.gone.get(pid, asked) < asked
+            ]
+
+    def end(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+
+def served(c, nodes: list[str], probes: dict) -> bool:
+    """Every node of ``nodes`` answers every key with its one live process on one of
+    ``nodes``."""
+    by_key = collections.defaultdict(list)
+    for pid, (key, node) in live(c).items():
+        if node in nodes:
+            by_key[key].append(pid)
+    try:
+        return all(by_key[key] == [probes[n].get(GROUP, key).pid] for n in nodes for key in KEYS)
+    except ForsetiError:
+        return False
+
+
+class LostStart:
+    """A new key whose start is under way on the machine about to be cut off (it takes
+    2 s to be ready), asked for through a node of the majority: with "stop" it is placed again
+    on a live worker once the cut-off one is down, and the caller answered in time."""
+
+    def __init__(self, c, cut_node: str, via: str) -> None:
+        self.c, self.result = c, None
+        mine = sorted(pid for pid, (_, node) in live(c).items() if node == cut_node)
+        os.kill(mine[0], signal.SIGKILL)  # one less there: the least loaded, where the new key goes
+        with Client(c.endpoint(via), timeout=1.0) as probe:
+            counts = lambda: {n.name: n.processes for n in probe.nodes()}[cut_node] == len(mine) - 1  # noqa: E731
+            wait_for(counts, 5, 0.02, "the leader to hear of the killed process's exit")
+        self.began = time.monotonic()
+        self.thread = threading.Thread(target=self._get, args=(via,))
+        self.thread.start()
+        wait_for(lambda: self._starting(cut_node), 5, 0.02, f"the start under way on {cut_node}")
+
+    def _starting(self, node: str) -> bool:
+        return any(
+            env.get("FORSETI_KEY") == "fresh" and env["FORSETI_NODE"] == node for env in managed(self.c).values()
+        )
+
+    def _get(self, via: str) -> None:
+        try:
+            with Client(self.c.endpoint(via), timeout=20.0) as client:
+                self.result = client.get("late", "fresh")
+        except ForsetiError as exc:
+            self.result = exc
+        self.took = time.monotonic() - self.began
+
+    def answered_by(self) -> str:
+        self.thread.join(30)
+        return self.result.node if isinstance(self.result, Location) else repr(self.result)
+
+    def check(self) -> None:
+        assert isinstance(self.result, Location), self.result
+        copies = [pid for pid, env in managed(self.c).items() if env.get("FORSETI_KEY") == "fresh"]
+        assert copies == [self.result.pid], copies
+
+
+def change(c, probe: Client, majority: list[str]) -> list[int]:
+    """What the majority does meanwhile, unseen by the cut-off machine: one process is
+    stopped, one is killed (SIGKILL); the clients' gets start them again."""
+    ours = sorted((key, pid) for pid, (key, node) in live(c).items() if node in majority)
+    (stopped, stopped_pid), (_, killed_pid) = ours[0], ours[1]
+    probe.stop(GROUP, stopped)
+    os.kill(killed_pid, signal.SIGKILL)
+    return [stopped_pid, killed_pid]
+
+
+def until(predicate, timeout: float, what: str) -> float:
+    """Poll ``predicate`` until true: when it was (monotonic), or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return time.monotonic()
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+SCENARIOS = [
+    ("stop", "leader", "both"),
+    ("stop", "worker", "both"),
+    ("keep", "leader", "both"),
+    ("stop", "worker", "outgoing"),
+    ("stop", "worker", "incoming"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("partition,victim,how", SCENARIOS, ids=["-".join(s) for s in SCENARIOS])
+def test_a_real_split(split, net, capsys, partition, victim, how):
+    c = split(partition)
+    assert not any("a failover may stop" in c.log(n) for n in c.node_names)  # (the settings cover etcd's election)
+    leader_at = c.first
+    cut = leader_at if victim == "leader" else leader_at % 3 + 1
+    cut_node = f"node{cut}"
+    majority = [n for n in c.node_names if n != cut_node]
+    for i, key in enumerate(KEYS):
+        c.client(c.node_names[i % 3]).get(GROUP, key)
+    probes = {n: Client(c.endpoint(n), timeout=1.0) for n in c.node_names}
+    lost = LostStart(c, cut_node, majority[0]) if victim == "worker" else None
+    before = live(c)
+    assert len(before) == len(KEYS) - (lost is not None)
+    watch = Watch(c)
+    try:
+        time.sleep(0.5)
+        t_cut = time.monotonic()
+        {"both": net.cut, "outgoing": net.cut_outgoing, "incoming": net.cut_incoming}[how](cut)
+        try:
+            t_served = until(lambda: served(c, majority, probes), 30, "the majority to serve every key")
+            changed = change(c, probes[majority[0]], majority)
+            time.sleep(max(0.5, t_cut + SPLIT_SECONDS - time.monotonic()))
+            during = watch.stale(t_cut, time.monotonic(), [cut_node])
+        finally:
+            t_heal = time.monotonic()
+            net.heal(cut)
+        t_right = until(lambda: served(c, c.node_names, probes), 20, "every node to answer every key right")
+        time.sleep(0.5)
+    finally:
+        watch.end()
+        for probe in probes.values():
+            probe.close()
+    majority_dead = watch.stale(t_cut, t_heal, majority)
+    after = watch.stale(t_heal)
+    late = watch.stale(t_heal + BACK)
+    killed = [pid for pid, (_, node) in before.items() if node in majority and pid not in changed and not alive(pid)]
+    report = (
+        f"{partition}, {victim}'s machine cut ({how}): majority served {t_served - t_cut:.2f} s after the cut, "
+        f"every node right {t_right - t_heal:.2f} s after the heal; answers {len(watch.answers)}, "
+        f"dead ones: from the cut-off node during the split {len(during)}, after the heal {len(after)} "
+        f"({len(late)} of them {BACK:g} s or more after it), from the majority during the split "
+        f"{len(majority_dead)}; majority's processes killed {len(killed)}; "
+        f"errors {dict(watch.errors)}; samples {watch.samples}, doubled {len(watch.doubled)}"
+    )
+    if lost is not None:
+        report += f"; a start lost to the split answered from {lost.answered_by()} {lost.took:.2f} s after the get"
+    with capsys.disabled():
+        print("\n" + report)
+    assert not watch.unclean, watch.unclean
+    assert not late, late[:5]
+    assert changed and not (set(changed) & {pid for _, _, _, pid in late})
+    if partition == "stop":
+        assert not watch.doubled, watch.doubled[:5]
+        assert not killed, f"the failover killed the majority's processes {killed}: {report}"
+        assert not during and not after, (during + after)[:5]
+    if lost is not None:
+        lost.check()
+
+
+def test_what_a_dead_run_left_is_swept_and_nothing_else():
+    """Namespaces, bridges and veths named for a run whose process is gone are removed
+    (whatever still runs in such a namespace is killed); a live run's are left alone."""
+    why = netns.unusable()
+    if why is not None:
+        pytest.skip(why)
+    dead = 4194304 + 7  # above any pid (pid_max is at most 2^22): no process has it
+    mine = netns.Net(1)
+    try:
+        netns._ip("netns", "add", f"fzs{dead}a-1")
+        netns._ip("link", "add", f"fzb{dead}a", "type", "bridge")
+        netns.sweep()
+        assert f"fzs{dead}a-1" not in netns._ip("netns", "list").stdout
+        assert netns._ip("link", "show", f"fzb{dead}a", check=False).returncode != 0
+        assert mine.ns(1) in netns._ip("netns", "list").stdout  # (this run's: alive)
+    finally:
+        netns._ip("netns", "del", f"fzs{dead}a-1", check=False)
+        netns._ip("link", "del", f"fzb{dead}a", check=False)
+        mine.close()
+    assert mine.ns(1) not in netns._ip("netns", "list").stdout
