@@ -267,19 +267,25 @@ def _up(c, count: int) -> bool:
 @pytest.mark.slow
 def test_a_screenshot_of_a_three_node_cluster(make_cluster, dashboards, page, tmp_path):
     """The picture in the README: FORSETI_SCREENSHOT=docs/dashboard.png writes it there."""
-    c = make_cluster(workers=3, cluster=FAST)
+    c = make_cluster(workers=3, cluster=FAST, calls={"flaky": {"entry": "forsetid.examples:exit_with", "args": [3]}})
+    d = dashboards(c.endpoint("node1"))
+    page.goto(d.url)
+    page.wait_for_selector('#nodes tr[data-node="node3"][data-state="up"]')
     client = c.leader()
     for i in range(12):
         client.get("sleeper", f"user-{i:02}")
-    for i in range(4):
+        if i % 4 == 3:  # in batches the page shows (a chart with more than one second in it)
+            page.wait_for_selector(f'#events li[data-key="user-{i:02}"]')
+    for i in range(3):
         client.stop("sleeper", f"user-{i:02}")
+    for i in range(2):
+        client.get("flaky", f"job-{i}")  # (it exits at once, with status 3: a failure)
     client.get("default", "session-42")
-    d = dashboards(c.endpoint("node1"))
-    page.goto(d.url)
-    page.wait_for_selector('#procs tr[data-key="session-42"]')
-    c.leader().drain("node3")
+    client.drain("node3")
     page.wait_for_selector('#nodes tr[data-node="node3"][data-state="draining"]')
-    page.wait_for_timeout(1200)  # (a chart drawn with its last second)
+    page.wait_for_selector('#events li.failed[data-key="job-1"]')
+    page.wait_for_selector('#procs tr[data-key="session-42"]')
+    page.wait_for_timeout(1100)  # (the chart is drawn each second)
     target = Path(os.environ.get("FORSETI_SCREENSHOT") or tmp_path / "dashboard.png")
     page.screenshot(path=str(target), full_page=True)
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -61,7 +61,9 @@ function showLeader(leader) {
   const seats = (leader.candidates || [])
     .filter((seat) => leader.candidates.length > 1 || seat.name !== leader.leader)
     .map((seat) => el("span", { class: `seat ${seat.state}`, "data-seat": seat.name }, `${seat.name}: ${seat.state}`));
-  const term = leader.epoch === null || leader.epoch === undefined ? "" : ` (term ${leader.epoch})`;
+  // A number: the term of an elected leader (backend "etcd"); a text: the one leader's epoch.
+  const epoch = leader.epoch ?? null;
+  const term = epoch === null ? "" : typeof epoch === "number" ? ` (term ${epoch})` : ` (epoch ${epoch})`;
   box.replaceChildren(el("span", { id: "leader-name" }, `leader: ${leader.leader || "none"}`), term, ...seats);
 }
 
