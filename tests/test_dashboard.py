@@ -2,7 +2,8 @@
 processes, the rates of the chart), protected mode, and, with a real cluster and a real
 headless browser (Debian's chromium driven by Playwright), the page as an operator uses
 it: nodes and keys appear, a new get appears live, a SIGKILLed worker shows down, a drain
-from the page takes effect, and a reader's page has no buttons and its POSTs are refused."""
+from the page takes effect, a failover shows as it happens (and the events go on from
+the new leader), and a reader's page has no buttons and its POSTs are refused."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from test_security import security
 from forsetictl.client import Event
 from forsetictl.dashboard.server import ListenError, listen_address
 from forsetictl.dashboard.state import Board, failed
+from forsetictl.localetcd import LocalEtcd
 from forsetid.protocol import Location
 
 CHROMIUM = "/usr/bin/chromium"
@@ -175,6 +177,12 @@ def browser():
         shutil.rmtree(profile, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def etcd():
+    with LocalEtcd() as server:
+        yield server
+
+
 @pytest.fixture
 def page(browser):
     tab = browser.new_page()
@@ -230,6 +238,29 @@ def test_a_drain_from_the_page_takes_effect_and_an_undrain_too(make_cluster, das
     page.click('#procs tr[data-key="k"] button.stop')
     page.wait_for_selector('#events li[data-kind="exited"][data-key="k"]')
     assert c.leader().find("sleeper", "k") is None
+
+
+@pytest.mark.slow
+def test_a_failover_shows_as_it_happens_and_the_events_follow_the_new_leader(make_cluster, etcd, dashboards, page):
+    c = make_cluster(workers=2, candidates=2, etcd=etcd.url, cluster={"heartbeat": 0.3, "liveness": 4})
+    first = c.wait_leader()
+    d = dashboards(c.endpoint("node1"))
+    page.goto(d.url)
+    page.wait_for_selector(f'#leader .seat.leader[data-seat="{first}"]')
+    c.kill(first, signal.SIGKILL)
+    page.wait_for_selector(f'#leader .seat.unreachable[data-seat="{first}"]')
+    second = c.wait_leader(other_than=first)
+    page.wait_for_selector(f'#leader .seat.leader[data-seat="{second}"]')
+    wait_for(lambda: _get(c, "after"), 10, 0.1, "a get through the new leader")
+    page.wait_for_selector('#events li[data-kind="started"][data-key="after"]')  # the stream went on
+    page.wait_for_selector('#procs tr[data-key="after"]')
+
+
+def _get(c, key: str) -> bool:
+    try:
+        return c.client("node1", timeout=1).get("sleeper", key) is not None
+    except Exception:
+        return False
 
 
 @pytest.mark.slow
