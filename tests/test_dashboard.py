@@ -52,6 +52,12 @@ def test_the_board_follows_starts_and_exits_and_pages_its_processes():
     assert [p["key"] for p in board.page(offset=100, limit=50)["items"]] == [f"k{i}" for i in range(100, 120)]
     assert board.page(key="11")["total"] == 11  # k011, k110..k119
     assert board.page(group="other")["total"] == 0
+    board.set_processes([Location(group=g, key=k, node="n", pid=1) for g in ("f", "g", "g1", "h") for k in "ab"])
+    assert [(p["group"], p["key"]) for p in board.page(group="g")["items"]] == [("g", "a"), ("g", "b")]
+    assert [p["group"] for p in board.page(group="g1", key="b")["items"]] == ["g1"]
+    assert board.page(group="h", offset=1)["items"] == [{**board.processes[("h", "b")]}]
+    assert board.page(offset=7, limit=5)["items"] == [board.processes[("h", "b")]]
+    board.set_processes([Location(group="g", key=f"k{i:03}", node="node1", pid=i) for i in range(120)])
     board.apply(event("started", "new", pid=500))
     board.apply(event("exited", "k000", pid=0, reason="stopped"))
     board.apply(event("exited", "k001", pid=999, reason="exit", exit_code=1))  # another pid's: not this one's

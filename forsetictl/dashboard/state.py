@@ -8,6 +8,7 @@ so that a page shows 50 rows of 100,000 and nothing sends the whole dictionary."
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections import deque
 
 import msgspec
@@ -73,7 +74,7 @@ class Board:
         self.stale = True  # processes to be asked for again (at start, after missed events)
         self.recent: deque[dict] = deque(maxlen=RECENT)
         self.rates = Rates()
-        self._sorted: list[tuple[str, str]] | None = None  # the keys in order, until a change
+        self._keys: list[tuple[str, str]] = []  # the processes' (group, key) in order, kept so
 
     # -- what the cluster said --
 
@@ -97,7 +98,7 @@ class Board:
 
     def set_processes(self, locations) -> None:
         self.processes = {(loc.group, loc.key): plain(loc) for loc in locations}
-        self._sorted = None
+        self._keys = sorted(self.processes)
         self.stale = False
 
     def apply(self, event) -> dict:
@@ -108,13 +109,14 @@ class Board:
             self.stale = True
         elif event.kind == "started":
             where = {f: shown[f] for f in ("group", "key", "node", "pid", "endpoint")}
+            if (event.group, event.key) not in self.processes:
+                insort(self._keys, (event.group, event.key))
             self.processes[(event.group, event.key)] = {**where, "started_at": event.at}
-            self._sorted = None
         elif event.kind == "exited":
             here = self.processes.get((event.group, event.key))
             if here is not None and here["pid"] == event.pid:
                 del self.processes[(event.group, event.key)]
-                self._sorted = None
+                del self._keys[bisect_left(self._keys, (event.group, event.key))]
         self.rates.count(event)
         self.recent.append(shown)
         return shown
@@ -143,14 +145,17 @@ class Board:
 
     def page(self, group: str = "", key: str = "", offset: int = 0, limit: int = PAGE) -> dict:
         """The processes of ``group`` (all: "") whose key contains ``key``, in (group,
-        key) order, ``limit`` of them from ``offset``, and how many match."""
-        if self._sorted is None:
-            self._sorted = sorted(self.processes)
-        found = [k for k in self._sorted if (not group or k[0] == group) and key in k[1]]
+        key) order, ``limit`` of them from ``offset``, and how many match. A group is a
+        range of the sorted keys (found by bisection); only a key's part is searched for
+        one by one."""
+        keys, lo, hi = self._keys, 0, len(self._keys)
+        if group:  # (group + "\0": the least text after group and all its keys)
+            lo, hi = bisect_left(keys, (group, "")), bisect_left(keys, (group + "\0", ""))
         offset = max(0, offset)
         limit = max(1, min(limit, PAGE_MAX))
-        return {
-            "total": len(found),
-            "offset": offset,
-            "items": [self.processes[k] for k in found[offset : offset + limit]],
-        }
+        if key:
+            found = [k for k in keys[lo:hi] if key in k[1]]
+            total, shown = len(found), found[offset : offset + limit]
+        else:  # (no copy of the range: 100,000 keys cost nothing more than 50)
+            total, shown = hi - lo, keys[lo + offset : min(hi, lo + offset + limit)]
+        return {"total": total, "offset": offset, "items": [self.processes[k] for k in shown]}
