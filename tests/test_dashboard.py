@@ -26,7 +26,7 @@ from forsetictl.client import Event
 from forsetictl.dashboard.server import ListenError, listen_address
 from forsetictl.dashboard.state import Board, failed
 from forsetictl.localetcd import LocalEtcd
-from forsetid.protocol import Location
+from forsetid.protocol import Location, NodeInfo
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -69,7 +69,7 @@ def test_the_board_follows_starts_and_exits_and_pages_its_processes():
     assert [e["kind"] for e in board.overview(1000.5)["events"]] == ["started", "exited", "exited", "missed"]
 
 
-def test_the_rates_count_starts_exits_and_failures_per_second_over_the_window():
+def test_the_charts_count_per_second_and_sample_each_node_over_the_window():
     board = Board()
     board.apply(event("started", "a", at=1000.2))
     board.apply(event("started", "b", at=1000.7, adopted=True))  # ran already: not a start
@@ -77,6 +77,14 @@ def test_the_rates_count_starts_exits_and_failures_per_second_over_the_window():
     board.apply(event("exited", "b", at=1001.1, reason="node-down"))
     assert board.rates.series(1001.5) == [[1000, 1, 1, 0], [1001, 0, 1, 1]]
     assert board.rates.series(1300.5) == [[1001, 0, 1, 1]]  # the oldest second is out of the window
+    board.set_nodes([NodeInfo(name="node1", state="up", processes=2, capacity=0)], None, 1000.2)
+    board.set_nodes([NodeInfo(name="node1", state="up", processes=3, capacity=0)], None, 1000.7)
+    board.set_nodes([NodeInfo(name="node1", state="up", processes=3, capacity=0)], None, 1001.5)  # no change
+    board.set_nodes([NodeInfo(name="node1", state="up", processes=1, capacity=0)], None, 1400.0)
+    assert board.loads.series() == [[1000, {"node1": 3}], [1400, {"node1": 1}]]  # (the older one: where lines start)
+    board.set_nodes([NodeInfo(name="node1", state="up", processes=0, capacity=0)], None, 1401.0)
+    board.set_nodes([NodeInfo(name="node1", state="up", processes=5, capacity=0)], None, 1800.0)
+    assert board.loads.series() == [[1401, {"node1": 0}], [1800, {"node1": 5}]]
     assert failed(event("exited", "a", reason="exit", signal=9))
     assert not failed(event("exited", "a", reason="stopped", signal=15))
     assert not failed(event("started", "a"))
@@ -191,10 +199,14 @@ def etcd():
 
 @pytest.fixture
 def page(browser):
+    """A new tab; the test fails if the page's JavaScript threw."""
     tab = browser.new_page()
     tab.set_default_timeout(WAIT)
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
     yield tab
     tab.close()
+    assert not errors, errors
 
 
 def states(c) -> dict[str, str]:
@@ -216,6 +228,7 @@ def test_the_nodes_and_a_started_key_appear_and_a_new_get_appears_live(make_clus
     assert str(loc.pid) in row.inner_text() and loc.node in row.inner_text()
     page.wait_for_selector('#events li[data-kind="started"][data-key="second"]')
     page.wait_for_function("document.querySelector('#proc-count').textContent === '(2)'")
+    assert [e.inner_text() for e in page.query_selector_all("#loads-legend span")] == ["node1", "node2", "node3"]
 
 
 @pytest.mark.slow

@@ -160,7 +160,7 @@ class Dashboard:
                     self.hub.publish("summary", self.board.summary())
             return
         with self.lock:
-            if self.board.set_nodes(nodes, leader):
+            if self.board.set_nodes(nodes, leader, time.time()):
                 self.hub.publish("summary", self.board.summary())
 
     def _role(self) -> str:

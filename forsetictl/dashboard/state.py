@@ -61,6 +61,27 @@ class Rates:
         return [[s, *self.seconds[s]] for s in sorted(self.seconds)]
 
 
+class Loads:
+    """Each node's processes over the last ``window`` seconds: one sample a second at
+    most (the last of that second), taken when the nodes' answer changes."""
+
+    def __init__(self, window: int = WINDOW) -> None:
+        self.window = window
+        self.samples: deque[list] = deque()  # [second, {node: processes}], oldest first
+
+    def sample(self, nodes: list[dict], now: float) -> None:
+        counts = {n["name"]: n["processes"] for n in nodes}
+        if self.samples and self.samples[-1][0] == int(now):
+            self.samples[-1][1] = counts
+        else:
+            self.samples.append([int(now), counts])
+        while len(self.samples) > 1 and self.samples[1][0] <= now - self.window:
+            self.samples.popleft()  # (the one before the window stays: where the lines start)
+
+    def series(self) -> list[list]:
+        return list(self.samples)
+
+
 class Board:
     """The dashboard's picture of the cluster."""
 
@@ -74,14 +95,17 @@ class Board:
         self.stale = True  # processes to be asked for again (at start, after missed events)
         self.recent: deque[dict] = deque(maxlen=RECENT)
         self.rates = Rates()
+        self.loads = Loads()
         self._keys: list[tuple[str, str]] = []  # the processes' (group, key) in order, kept so
 
     # -- what the cluster said --
 
-    def set_nodes(self, nodes, leader: dict | None) -> bool:
-        """The answers of ``nodes()`` and ``leader()``; True if the picture changed."""
+    def set_nodes(self, nodes, leader: dict | None, now: float) -> bool:
+        """The answers of ``nodes()`` and ``leader()`` at ``now``; True if the picture changed."""
         shown = sorted((plain(n) for n in nodes), key=lambda n: n["name"])
         changed = (shown, leader, None) != (self.nodes, self.leader, self.problem)
+        if shown != self.nodes or not self.loads.samples:
+            self.loads.sample(shown, now)
         self.nodes, self.leader, self.problem = shown, leader, None
         return changed
 
@@ -129,6 +153,7 @@ class Board:
             **self.summary(),
             "events": list(self.recent),
             "rates": self.rates.series(now),
+            "loads": self.loads.series(),
             "window": self.rates.window,
         }
 

@@ -8,6 +8,7 @@ const $ = (selector) => document.querySelector(selector);
 const EVENTS_KEPT = 200;
 const view = {
   summary: null, window: 300, rates: new Map(), // second -> [starts, exits, failures]
+  loads: [], // [second, {node: processes}], oldest first
   group: "", key: "", offset: 0, limit: 50, total: 0, pageTimer: null,
 };
 
@@ -172,8 +173,8 @@ function count(e) {
   view.rates.set(second, counts);
 }
 
-function drawChart() {
-  const canvas = $("#chart");
+// A canvas ready to draw the last `view.window` seconds on, with its axes up to `top`.
+function frame(canvas, top) {
   const ratio = window.devicePixelRatio || 1;
   const width = canvas.clientWidth, height = canvas.clientHeight;
   if (canvas.width !== width * ratio) { canvas.width = width * ratio; canvas.height = height * ratio; }
@@ -181,10 +182,8 @@ function drawChart() {
   g.setTransform(ratio, 0, 0, ratio, 0, 0);
   g.clearRect(0, 0, width, height);
   const now = Math.floor(Date.now() / 1000), first = now - view.window;
-  for (const second of view.rates.keys()) if (second < first) view.rates.delete(second);
-  let top = 1;
-  for (const counts of view.rates.values()) top = Math.max(top, ...counts);
-  const left = 30, bottom = height - 16, x = (s) => left + ((s - first) / view.window) * (width - left - 4);
+  const left = 30, bottom = height - 16;
+  const x = (s) => left + ((s - first) / view.window) * (width - left - 4);
   const y = (v) => bottom - (v / top) * (bottom - 8);
   g.strokeStyle = "#e2e5ea"; g.fillStyle = "#6b7483"; g.font = "11px system-ui, sans-serif"; g.lineWidth = 1;
   for (const v of [0, top / 2, top]) {
@@ -193,17 +192,69 @@ function drawChart() {
   }
   g.fillText(`-${view.window / 60} min`, left, height - 2);
   g.fillText("now", width - 26, height - 2);
+  return { g, x, y, first, now };
+}
+
+// One line from `first` to `now`: `value(second)` for each second (none where it is null).
+function line(f, color, value) {
+  f.g.strokeStyle = color; f.g.lineWidth = 1.5; f.g.beginPath();
+  let drawing = false;
+  for (let s = f.first; s <= f.now; s++) {
+    const v = value(s);
+    if (v === null) { drawing = false; continue; }
+    if (drawing) f.g.lineTo(f.x(s), f.y(v)); else f.g.moveTo(f.x(s), f.y(v));
+    drawing = true;
+  }
+  f.g.stroke();
+}
+
+function drawRates() {
+  const first = Math.floor(Date.now() / 1000) - view.window;
+  for (const second of view.rates.keys()) if (second < first) view.rates.delete(second);
+  let top = 1;
+  for (const counts of view.rates.values()) top = Math.max(top, ...counts);
+  const f = frame($("#chart"), top);
   const style = getComputedStyle(document.documentElement);
   ["--starts", "--exits", "--failures"].forEach((name, i) => {
-    g.strokeStyle = style.getPropertyValue(name).trim(); g.lineWidth = 1.5; g.beginPath();
-    for (let s = first; s <= now; s++) {
-      const counts = view.rates.get(s);
-      const v = counts ? counts[i] : 0;
-      if (s === first) g.moveTo(x(s), y(v)); else g.lineTo(x(s), y(v));
-    }
-    g.stroke();
+    line(f, style.getPropertyValue(name).trim(), (s) => (view.rates.get(s) || [0, 0, 0])[i]);
   });
   $("#chart-window").textContent = `(last ${view.window / 60} minutes)`;
+}
+
+const PALETTE = ["#2f6fdb", "#2e8b57", "#d98e04", "#8e44ad", "#c0392b", "#16a085", "#7f8c8d", "#d35400"];
+const LEGEND_MAX = 12;
+
+function sampleLoads(nodes) {
+  const second = Math.floor(Date.now() / 1000);
+  const counts = Object.fromEntries(nodes.map((n) => [n.name, n.processes]));
+  const last = view.loads[view.loads.length - 1];
+  if (last && last[0] === second) last[1] = counts; else view.loads.push([second, counts]);
+  while (view.loads.length > 1 && view.loads[1][0] <= second - view.window) view.loads.shift();
+}
+
+// Each node's processes, a step line from the samples (the last one holds until now).
+function drawLoads() {
+  const samples = view.loads;
+  const names = [...new Set(samples.flatMap(([, counts]) => Object.keys(counts)))].sort();
+  let top = 1;
+  for (const [, counts] of samples) top = Math.max(top, ...Object.values(counts));
+  const f = frame($("#loads"), top);
+  names.forEach((name, i) => {
+    let at = 0;
+    line(f, PALETTE[i % PALETTE.length], (s) => {
+      while (at + 1 < samples.length && samples[at + 1][0] <= s) at++;
+      return samples.length && samples[at][0] <= s ? samples[at][1][name] ?? null : null; // (none before the first)
+    });
+  });
+  const shown = names.slice(0, LEGEND_MAX).map((name, i) =>
+    el("span", { style: `--color: ${PALETTE[i % PALETTE.length]}` }, name));
+  if (names.length > LEGEND_MAX) shown.push(el("span", {}, `and ${names.length - LEGEND_MAX} more`));
+  $("#loads-legend").replaceChildren(...shown);
+}
+
+function drawChart() {
+  drawRates();
+  drawLoads();
 }
 
 // -- the stream --
@@ -214,13 +265,19 @@ function connect() {
     const o = JSON.parse(message.data);
     view.window = o.window;
     view.rates = new Map(o.rates.map((r) => [r[0], r.slice(1)]));
+    view.loads = o.loads;
     $("#events").replaceChildren();
     o.events.forEach(addEvent);
     showSummary(o);
     loadPage();
     drawChart();
   });
-  source.addEventListener("summary", (message) => { showSummary(JSON.parse(message.data)); pageSoon(); });
+  source.addEventListener("summary", (message) => {
+    const summary = JSON.parse(message.data);
+    showSummary(summary);
+    if (!summary.problem) sampleLoads(summary.nodes);
+    pageSoon();
+  });
   source.addEventListener("event", (message) => {
     const e = JSON.parse(message.data);
     addEvent(e);
