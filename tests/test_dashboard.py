@@ -135,9 +135,9 @@ class Dashboard:
             self.close()
             raise
 
-    def post(self, action: str, fields: dict) -> tuple[int, dict]:
-        request = urllib.request.Request(self.url + f"api/{action}", json.dumps(fields).encode(),
-                                         {"Content-Type": "application/json"})  # fmt: skip
+    def post(self, action: str, fields: dict, **headers: str) -> tuple[int, dict]:
+        headers = {"Content-Type": "application/json", **headers}
+        request = urllib.request.Request(self.url + f"api/{action}", json.dumps(fields).encode(), headers)
         try:
             with urllib.request.urlopen(request, timeout=10) as answer:
                 return answer.status, json.load(answer)
@@ -169,6 +169,18 @@ def dashboards():
     for d in started:
         d.close()
         assert d.proc.returncode == 0, d.proc.returncode
+
+
+def test_the_actions_take_json_from_the_page_itself_on_a_loopback_name_only(dashboards):
+    """Whatever the key may do, another site's page cannot make the dashboard do it: not
+    by a form (JSON only), not from its own origin, not by a name that resolves here."""
+    d = dashboards("ipc:///nowhere", "--timeout", "0.5")  # (refused before the cluster is asked)
+    assert d.post("drain", {"node": "node1"}, Origin="http://evil.example")[0] == 403
+    assert d.post("drain", {"node": "node1"}, **{"Content-Type": "application/x-www-form-urlencoded"})[0] == 415
+    status, answer = d.post("drain", {"node": "node1"}, Host="evil.example:80")
+    assert (status, answer["error"]) == (403, "forbidden") and "loopback" in answer["message"]
+    assert d.post("drain", {"node": ""})[0] == 400  # (and a bad field is named)
+    assert d.post("remove-call", {"group": "g"})[0] == 404  # only drain, undrain and stop
 
 
 @pytest.fixture(scope="module")
