@@ -312,6 +312,8 @@ def test_a_reader_sees_no_buttons_and_a_forged_post_is_refused(make_cluster, key
     status, answer = reader.post("stop", {"group": "sleeper", "key": "k"})
     assert (status, answer["error"]) == (403, "forbidden")
     assert states(c) == {"node1": "up", "node2": "up"} and c.leader().find("sleeper", "k") is not None
+    page.wait_for_selector('body[data-role="reader"]')  # (asked again after a refusal: a reader still)
+    assert page.query_selector_all("#nodes button, #procs tbody button") == []
     admin = dashboards(c.endpoint("node1"), *as_("admin"))  # the key decides: an admin's has them
     page.goto(admin.url)
     page.wait_for_selector('body[data-role="admin"]')

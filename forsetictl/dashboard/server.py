@@ -147,20 +147,22 @@ class Dashboard:
 
     def look(self) -> None:
         """Ask for the nodes and the leader (and, until known, this key's role)."""
+        learnt = False
         try:
             if self.board.role == "unknown":
                 role = self._role()
                 with self.lock:
                     self.board.set_role(role)
+                learnt = True
             nodes = self.ask(self.client.nodes)
             leader = self.ask(self.client.leader)
         except ForsetiError as exc:
             with self.lock:
-                if self.board.unreachable(str(exc)):
+                if self.board.unreachable(str(exc)) or learnt:
                     self.hub.publish("summary", self.board.summary())
             return
         with self.lock:
-            if self.board.set_nodes(nodes, leader, time.time()):
+            if self.board.set_nodes(nodes, leader, time.time()) or learnt:
                 self.hub.publish("summary", self.board.summary())
 
     def _role(self) -> str:
@@ -231,7 +233,18 @@ class Dashboard:
             return self.board.page(group, key, offset, limit)
 
     def act(self, action: str, fields: dict) -> dict:
-        """drain, undrain or stop, as the client does them (the cluster decides who may)."""
+        """drain, undrain or stop, as the client does them (the cluster decides who may;
+        a refusal has the role asked for again: the key's folder may have changed)."""
+        try:
+            return self._act(action, fields)
+        except AccessDenied:
+            with self.lock:
+                self.board.set_role("unknown")
+                self.hub.publish("summary", self.board.summary())
+            self._wake.set()
+            raise
+
+    def _act(self, action: str, fields: dict) -> dict:
         if action == "stop":
             found = self.ask(self.client.stop, _text(fields, "group"), _text(fields, "key"))
             return {"found": found}
