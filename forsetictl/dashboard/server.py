@@ -29,6 +29,7 @@ SOON = 0.25  # after an event, the nodes are asked for again this soon (at most 
 KEEPALIVE = 15.0  # seconds between two comments on a quiet event stream
 BACKLOG = 1000  # messages a slow page may fall behind before it is cut off (it reconnects)
 BODY_MAX = 4096
+JOIN = 10.0  # seconds to wait for a thread at close
 PROBE = " dashboard role probe"  # a node name no node has (undrain is harmless either way)
 STATIC = {"/": "index.html", "/app.js": "app.js", "/style.css": "style.css"}
 TYPES = {"html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
@@ -132,7 +133,7 @@ class Dashboard:
         self._wake.set()
         for t in self._threads:
             if t.is_alive():
-                t.join(self.client.timeout + 2)
+                t.join(JOIN)  # (a request under way ends at its timeout)
         with self.lock:
             self.hub.close()
 
