@@ -106,6 +106,20 @@ def _events_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=_positive, metavar="N", help="stop after this many events")
 
 
+def _dashboard_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--listen",
+        default="127.0.0.1:8470",
+        metavar="HOST:PORT",
+        help="where to serve the page (default 127.0.0.1:8470; port 0: any free one)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a HOST that is not loopback (whoever reaches it acts with this key)",
+    )
+
+
 def _keygen_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME", help="the pair's name, e.g. a node's or a user's")
     p.add_argument("--dir", default=".", help="where to write them (default: the current directory)")
@@ -365,6 +379,7 @@ SUBCOMMANDS = {
     "drain": ("the node takes no new process (state draining); lookups through it go on", _drain_options, {}),
     "undrain": ("the node takes new processes again", _node_options, {}),
     "events": ("follow started/exited events until interrupted", _events_options, {}),
+    "dashboard": ("serve a live web page on the cluster (nodes, leader, processes, events)", _dashboard_options, {}),
     "keygen": ("write a CURVE key pair, NAME.key and NAME.key_secret", _keygen_options, {}),
     "completion": (
         "print the shell's completion script: source <(forsetictl completion bash)",
@@ -676,6 +691,20 @@ def events(client: Client, args, out: Output) -> int:
     return OK
 
 
+def dashboard(client: Client, args, out: Output) -> int:
+    """Serve the page until interrupted (forsetictl/dashboard/)."""
+    from .dashboard import ListenError, serve
+
+    def ready(url: str) -> None:
+        out.line({"dashboard": url}, f"dashboard at {url} (Ctrl-C to stop)")
+
+    try:
+        serve(client, args.listen, args.insecure, ready)
+    except ListenError as exc:
+        return out.error("usage", str(exc), USAGE)
+    return OK
+
+
 def note(text: str) -> None:
     print(f"forsetictl: {shown(text)}", file=sys.stderr, flush=True)
 
@@ -696,7 +725,7 @@ def keygen(args, out: Output) -> int:
 
 COMMANDS = {"get": get, "find": find, "call": call, "send": send, "stop": stop, "ls": ls, "nodes": nodes,
             "calls": calls, "add-call": add_call, "remove-call": remove_call, "drain": drain, "undrain": undrain,
-            "events": events, "leader": leader}  # fmt: skip
+            "events": events, "leader": leader, "dashboard": dashboard}  # fmt: skip
 
 EVENT = ["seq", "kind", "group", "key", "node", "pid", "exit_code", "signal", "reason", "at"]
 TIMES = {"started_at", "at"}  # Unix times: shown as local dates and times
