@@ -8,6 +8,8 @@ from .ready import ready as ready  # (the one name loaded at once)
 _FROM_PROTOCOL = {"Call", "Location", "NodeInfo"}
 _FROM_CLIENT = {
     "AccessDenied",
+    "BadEndpoint",
+    "BadRequest",
     "Client",
     "Event",
     "EventStream",
@@ -16,10 +18,11 @@ _FROM_CLIENT = {
     "SpawnError",
     "Timeout",
     "UnknownGroup",
+    "Unreachable",
 }
 _FROM_SECURITY = {"KeyFileError", "keygen"}
 
-__all__ = sorted(_FROM_PROTOCOL | _FROM_CLIENT | _FROM_SECURITY | {"ready"})
+__all__ = sorted(_FROM_PROTOCOL | _FROM_CLIENT | _FROM_SECURITY | {"ready", "AsyncClient"})
 
 
 def __getattr__(name: str):
@@ -31,6 +34,10 @@ def __getattr__(name: str):
         from . import client
 
         return getattr(client, name)
+    if name == "AsyncClient":
+        from .aio import AsyncClient
+
+        return AsyncClient
     if name in _FROM_SECURITY:
         from . import security
 

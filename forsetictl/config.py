@@ -35,9 +35,14 @@ class ConfigError(Exception):
 class ClientConfig:
     path: str
     endpoint: str  # where a client of this node connects: the node's cache, or the leader itself
+    endpoints: tuple[str, ...] = ()  # client.endpoints: the nodes a client may use (else `endpoint` alone)
     curve: bool = False  # security.curve: the cluster's sockets are CURVE servers
     key: str | None = None  # security.key: this client's .key_secret file (absolute)
     server_key: str | None = None  # security.server_key: the server's public key file (absolute)
+
+    @property
+    def all_endpoints(self) -> list[str]:
+        return list(self.endpoints) or [self.endpoint]
 
 
 def load(path: str) -> ClientConfig:
@@ -59,7 +64,16 @@ def load(path: str) -> ClientConfig:
         endpoint = _string(raw, "node.listen", DEFAULT_LISTEN, path)
     curve = _bool(raw, "security.curve", False, path)
     key, server_key = (_path(raw, f"security.{name}", path) for name in ("key", "server_key"))
-    return ClientConfig(path=path, endpoint=endpoint, curve=curve, key=key, server_key=server_key)
+    endpoints = tuple(_strings(raw, "client.endpoints", path))
+    return ClientConfig(path, endpoints[0] if endpoints else endpoint, endpoints, curve, key, server_key)
+
+
+def _strings(raw: dict, where: str, path: str) -> list[str]:
+    *tables, key = where.split(".")
+    value = _table(raw, tables, path).get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{path}: {where}: expected a list of endpoints (strings)")
+    return value
 
 
 def _candidate_leader(raw: dict, name: str, path: str) -> str:

@@ -33,7 +33,12 @@ class NearCache:
 
     max_size = 100_000  # locations kept at most; beyond, lookups go to the node
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, silence: float = 3.0, keys: CurveKeys | None = None) -> None:
+    def __init__(
+        self, ctx: zmq.Context, endpoints: str | list[str], silence: float = 3.0, keys: CurveKeys | None = None
+    ) -> None:
+        """``endpoints``: the leader's events socket, or every candidate's (backend "etcd"):
+        only the leader publishes, and a new leader's first tick (a new epoch) empties
+        the cache and makes it live again, so it goes on across a failover."""
         self.silence = silence  # seconds without a tick or event after which nothing is answered
         self.locations: dict[tuple[str, str], Location] = {}
         self.events = Sequence()  # how far the applied events go
@@ -43,7 +48,8 @@ class NearCache:
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
         if keys is not None:  # a refused handshake leaves the cache never live: lookups go to the node
             keys.apply(self._sub)
-        self._sub.connect(endpoint)
+        for endpoint in [endpoints] if isinstance(endpoints, str) else endpoints:
+            self._sub.connect(endpoint)
         self._signal = select.poll()
         self._signal.register(self._sub.getsockopt(zmq.FD), select.POLLIN)
         self.hits = 0

@@ -246,6 +246,7 @@ class Leader(Hellos, Restarting, Admin):
                 processes=self.store.count(w.name),
                 capacity=w.capacity,
                 suspended=self.suspensions.groups(w.name),
+                listen=w.listen,
             )
             for w in sorted(self.placement.workers.values(), key=lambda w: w.name)
         ]

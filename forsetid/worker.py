@@ -99,6 +99,7 @@ class Worker(Following):
             suspended=self.guard.left(),
             welcomed_by=self.leader_epoch or "",
             exited=list(procs.unreported),
+            listen=self.about.listen,
         )
 
     def on_leader(self, msg: p.Msg) -> list:

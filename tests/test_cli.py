@@ -65,7 +65,7 @@ def test_cluster_errors_exit_3_with_a_json_error(solo):
 
 def test_no_answer_exits_4(tmp_path):
     r = ctl("--timeout", "0.3", "find", "default", "k", endpoint=f"ipc://{tmp_path}/nobody")
-    assert r.returncode == 4 and "no answer" in r.stderr
+    assert r.returncode == 4 and "nothing listens at" in r.stderr
     r = ctl("--json", "--timeout", "0.3", "nodes", endpoint=f"ipc://{tmp_path}/nobody")
     assert r.returncode == 4 and json.loads(r.stdout)["error"] == "timeout"
 
@@ -98,7 +98,7 @@ def test_ls_nodes_calls_and_add_call(solo):
     assert r.stdout.splitlines()[0].split() == ["GROUP", "KEY", "NODE", "PID", "ENDPOINT", "STARTED_AT"]
     r = ctl("--json", "nodes", endpoint=ep)
     assert [json.loads(x) for x in r.stdout.splitlines()] == [
-        {"name": "node1", "state": "up", "processes": 2, "capacity": 0, "suspended": []}
+        {"name": "node1", "state": "up", "processes": 2, "capacity": 0, "suspended": [], "listen": ep}
     ]
     r = ctl("add-call", "jobs", "--arg", "x", "--command", "sh", "-c", 'exec sleep 600 "$0"', endpoint=ep)
     assert r.returncode == 0, r.stderr

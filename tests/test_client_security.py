@@ -155,7 +155,7 @@ def test_an_allowed_key_is_answered_and_then_takes_the_fast_path(make_node, keys
     node = make_node()
     with client(ctx, node, keys) as c:
         assert c.info().node == "fake"
-        assert c._poller is None  # the handshake succeeded: blocking recv from now on
+        assert c._here().lines[node.endpoint]._poller is None  # the handshake succeeded: blocking recv from now on
         assert c.nodes() == [] and c.find("g", "k") is None
     assert public(keys, "alice") in node.asked
 

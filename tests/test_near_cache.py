@@ -147,6 +147,8 @@ class ScriptedNode:
             msg = p.decode(frame)
             if isinstance(msg, p.Info):
                 reply = p.InfoReply(id=msg.id, node="n1", role="worker", events=self.events, silence=self.silence)
+            elif isinstance(msg, p.Nodes):  # (a client asks for the other nodes once)
+                reply = p.NodeList(id=msg.id, items=[])
             else:
                 self.asked.append(msg)
                 if events := self.before(msg):

@@ -1,0 +1,276 @@
+"""The asyncio client: :class:`AsyncClient`, the same core as ``Client`` (``core.py``)
+in a shell that waits by awaiting, on ``zmq.asyncio`` sockets.
+
+Many requests may be in flight at once on one DEALER (the coroutines of one event loop
+share a client): a single reader task hands each reply to the future of its request's
+id, and a reply whose request was cancelled (or timed out) finds no future and is
+dropped. A watcher task reads the socket's monitor: a refused connection, a lost one
+or a refused handshake fails every request waiting on it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from forsetid import protocol as p
+
+from .core import DEFAULT_ENDPOINT, SILENT, Attempt, Core, Failure, Op
+from .events import Event, Follower, subscriber
+from .near_cache import NearCache
+from .security import CONNECTION_EVENTS, CurveKeys, Handshakes, monitored
+
+
+class AsyncLine:
+    """One DEALER to one endpoint, shared by the coroutines of one loop."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, keys: CurveKeys | None, stray) -> None:
+        self.endpoint = endpoint
+        self._stray = stray
+        self.sock = sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        if keys is not None:
+            keys.apply(sock)
+        self.waiting: dict[int, asyncio.Future] = {}
+        self.failure: Failure | None = None  # what the monitor said: every request here fails so
+        self.watch = Handshakes(sock, curve=keys is not None, events=CONNECTION_EVENTS) if monitored(endpoint) else None
+        sock.connect(endpoint)
+        self._tasks = [asyncio.ensure_future(self._read())]
+        if self.watch is not None:
+            self._tasks.append(asyncio.ensure_future(self._watch()))
+
+    def post(self, frame: bytes) -> None:
+        self.sock.send(frame)  # (its future: done at once, or when a pipe is there)
+
+    async def exchange(self, a: Attempt) -> p.Msg | Failure:
+        if self.failure is not None:
+            return self.failure
+        loop = asyncio.get_running_loop()
+        fut = self.waiting[a.id] = loop.create_future()
+        timer = loop.call_later(max(0.0, a.until - time.monotonic()), self._give_up, fut)
+        try:
+            await self.sock.send(a.frame)
+            return await fut
+        finally:
+            timer.cancel()
+            self.waiting.pop(a.id, None)
+
+    def _give_up(self, fut: asyncio.Future) -> None:
+        if not fut.done():
+            verdict = self.watch.verdict(final=True) if self.watch is not None else None
+            fut.set_result(SILENT if verdict is None else Failure(*verdict))
+
+    async def _read(self) -> None:
+        while True:
+            frame = await self.sock.recv()
+            try:
+                msg = p.decode(frame)
+            except p.BadMessage:
+                continue  # (no id to match it by)
+            fut = self.waiting.get(msg.id)
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+            else:
+                self._stray(msg)
+
+    async def _watch(self) -> None:
+        assert self.watch is not None
+        while True:
+            self.watch.take(await self.watch.monitor.recv_multipart())
+            verdict = self.watch.verdict()
+            if verdict is not None:
+                self.failure = Failure(*verdict)
+                for fut in self.waiting.values():
+                    if not fut.done():
+                        fut.set_result(self.failure)
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self.watch is not None:
+            self.watch.close(self.sock)
+        self.sock.close()
+
+
+class _Loop:
+    near: NearCache | None = None
+
+
+class AsyncClient(Core):
+    """Everything :class:`Client` does, as coroutines: ``await client.get(...)``,
+    ``async with AsyncClient(...) as client``, ``async for event in client.events()``.
+    For the coroutines of one event loop (made inside it: it starts its tasks there)."""
+
+    def __init__(
+        self,
+        endpoint: str | list[str] = DEFAULT_ENDPOINT,
+        timeout: float = 5.0,
+        cache: bool = False,
+        context: zmq.asyncio.Context | None = None,
+        key: str | os.PathLike | None = None,
+        server_key: str | os.PathLike | None = None,
+    ):
+        super().__init__(endpoint, timeout, cache, key, server_key)
+        self._ctx = context or zmq.asyncio.Context.instance()
+        self._plain_ctx = zmq.Context.shadow(self._ctx.underlying)  # the near cache's non-blocking SUB
+        self._lines: dict[str, AsyncLine] = {}
+        self._loop = _Loop()
+
+    @classmethod
+    def from_config(cls, path: str, timeout: float = 5.0, cache: bool = False, key=None, server_key=None):
+        """As ``Client.from_config``."""
+        from .config import client_keys, load
+
+        config = load(path)
+        key, server_key = client_keys(config, key, server_key)
+        return cls(config.all_endpoints, timeout=timeout, cache=cache, key=key, server_key=server_key)
+
+    def events(self, group: str | None = None) -> AsyncEventStream:
+        """An async iterator of started/exited events (of one group, or all); ``await
+        stream.start()`` (or the first event) makes it live."""
+        return AsyncEventStream(self, group)
+
+    # -- how an Op is carried out: by awaiting --
+
+    def _here(self) -> _Loop:
+        return self._loop
+
+    async def _run(self, op: Op[Any]) -> Any:
+        sent: Any = None
+        try:
+            while True:
+                cmd = op.send(sent)
+                if isinstance(cmd, Attempt):
+                    sent = await self._attempt(cmd)
+                else:
+                    self._line(cmd.endpoint).post(cmd.frame)
+                    sent = None
+        except StopIteration as done:
+            return done.value
+        finally:
+            op.close()  # (cancelled: its cleanup runs now)
+
+    async def _attempt(self, a: Attempt):
+        line = AsyncLine(self._ctx, a.endpoint, self._keys, self.stray) if a.pinned else self._line(a.endpoint)
+        try:
+            out = await line.exchange(a)
+        finally:
+            if a.pinned:
+                line.close()
+        if isinstance(out, Failure) and self._lines.get(a.endpoint) is line:
+            del self._lines[a.endpoint]  # a new socket next time, not one that retries a dead peer
+            line.close()
+        return out
+
+    def _line(self, endpoint: str) -> AsyncLine:
+        line = self._lines.get(endpoint)
+        if line is None:
+            line = self._lines[endpoint] = AsyncLine(self._ctx, endpoint, self._keys, self.stray)
+        return line
+
+    def close(self) -> None:
+        for line in self._lines.values():
+            line.close()
+        self._lines.clear()
+        if self._loop.near is not None:
+            self._loop.near.close()
+            self._loop.near = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()
+
+
+class AsyncEventStream(Follower):
+    """``async for event in stream``; ``await stream.next_event(timeout)`` (None if none
+    came within it). Live once ``start()`` has returned (the first event starts it)."""
+
+    def __init__(self, client: AsyncClient, group: str | None) -> None:
+        super().__init__("", group)
+        self._client = client
+        self._sock: zmq.asyncio.Socket | None = None
+
+    async def start(self) -> AsyncEventStream:
+        if self._sock is not None:
+            return self
+        c = self._client
+        publishers = await c._run(c._learn_publishers()) or [""]
+        self.endpoint = publishers[0]
+        self._sock, shakes = subscriber(c._ctx, self, c._keys, publishers)
+        try:
+            await self._first_tick(c.timeout, shakes)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            if shakes is not None:
+                shakes.close(self._sock)
+        return self
+
+    async def _first_tick(self, timeout: float, shakes: Handshakes | None) -> None:
+        assert self._sock is not None
+        deadline = time.monotonic() + timeout
+        frames = asyncio.ensure_future(self._sock.recv_multipart())
+        watch = asyncio.ensure_future(shakes.monitor.recv_multipart()) if shakes is not None else None
+        try:
+            while True:
+                waits = [f for f in (frames, watch) if f is not None]
+                await asyncio.wait(waits, timeout=deadline - time.monotonic(), return_when=asyncio.FIRST_COMPLETED)
+                if watch is not None and watch.done():
+                    shakes.take(watch.result())  # type: ignore[union-attr]
+                    watch = asyncio.ensure_future(shakes.monitor.recv_multipart())  # type: ignore[union-attr]
+                    if shakes.refused:  # type: ignore[union-attr]
+                        raise self.refused(shakes)  # type: ignore[arg-type]
+                if frames.done():
+                    if self.first_tick(frames.result()):
+                        return
+                    frames = asyncio.ensure_future(self._sock.recv_multipart())
+                elif time.monotonic() >= deadline:
+                    if shakes is not None and shakes.failure is not None:
+                        raise self.refused(shakes)
+                    raise self.silent(timeout)
+        finally:
+            for f in (frames, watch):
+                if f is not None:
+                    f.cancel()
+
+    async def next_event(self, timeout: float | None = None) -> Event | None:
+        """The next event, or None if none came within ``timeout`` seconds."""
+        await self.start()
+        if (event := self.pending()) is not None:
+            return event
+        assert self._sock is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                frames = await asyncio.wait_for(self._sock.recv_multipart(), left)
+            except asyncio.TimeoutError:
+                return None
+            if (event := self.take(frames)) is not None:
+                return event
+
+    def __aiter__(self) -> AsyncEventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        event = await self.next_event()
+        assert event is not None
+        return event
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+
+    async def __aenter__(self) -> AsyncEventStream:
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()
