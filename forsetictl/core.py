@@ -304,12 +304,12 @@ class Core:
         safe to repeat moves to another node when its own stops answering, within the
         timeout; another raises at once what became of it."""
         timeout = self.timeout if timeout is None else timeout
-        self.requests += 1
         msg.id = next(self._ids)
         try:
             frame = p.checked(msg)
         except p.Refused as exc:
             raise BadRequest(f"refused before sending: {exc}") from None
+        self.requests += 1
         deadline = time.monotonic() + timeout
         repeat = at is None and p.tag(msg) in SAFE_TO_REPEAT
         tried: list[str] = []
