@@ -135,3 +135,23 @@ def test_fail_fast_refused_endpoint_bad_endpoint_bad_request(tmp_path):
     asyncio.run(main())
     with pytest.raises(BadEndpoint, match="write tcp://127.0.0.1:7072"):
         AsyncClient("127.0.0.1:7072")
+
+
+@pytest.mark.slow
+def test_an_async_client_moves_to_another_node_when_its_own_is_killed(make_cluster):
+    c = make_cluster(workers=2)
+
+    async def main():
+        async with AsyncClient([c.endpoint("node1"), c.endpoint("node2")], timeout=5.0) as client:
+            locs = await asyncio.gather(*(client.get("sleeper", f"m{i}") for i in range(6)))
+            survivors = [loc for loc in locs if loc.node == "node2"]
+            assert survivors
+            c.kill("node1")
+            start = time.monotonic()
+            # Many at once, sent to the dead node first: each is sent again through node2.
+            found = await asyncio.gather(*(client.find("sleeper", loc.key) for loc in survivors * 20))
+            assert found == survivors * 20
+            assert time.monotonic() - start < 2.0
+            assert client.endpoint == c.endpoint("node2")
+
+    asyncio.run(main())

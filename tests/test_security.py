@@ -316,3 +316,24 @@ def _up(client) -> int:
         return sum(n.state == "up" for n in client.nodes())
     except Exception:
         return 0
+
+
+@pytest.mark.slow
+def test_a_curve_client_learns_the_nodes_and_moves_when_its_own_is_killed(secure, keys):
+    from forsetictl import AsyncClient, Client
+
+    creds = {"key": str(keys / "alice.key_secret"), "server_key": str(keys / "server.key")}
+    with Client(secure.endpoint("node1"), timeout=5.0, **creds) as client:
+        locs = [client.get("sleeper", f"curve{i}") for i in range(6)]
+        loc = next(x for x in locs if x.node == "node2")
+        wait_for(lambda: client.info() and len(client.endpoints.all) == 2, what="node2's endpoint learnt")
+        secure.kill("node1")
+        assert client.find("sleeper", loc.key) == loc  # through node2, over CURVE
+
+    async def main():
+        async with AsyncClient(secure.endpoint("node2"), timeout=5.0, **creds) as aclient:
+            assert await aclient.find("sleeper", loc.key) == loc
+
+    import asyncio
+
+    asyncio.run(main())
