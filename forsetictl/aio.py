@@ -134,6 +134,19 @@ class _Loop:
     near: NearCache | None = None
 
 
+class _Ready:
+    """An awaitable of a value at hand (a near-cache hit): no coroutine, no task."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __await__(self):
+        return self.value
+        yield  # (a generator: awaiting it returns at once)
+
+
 class AsyncClient(Core):
     """Everything :class:`Client` does, as coroutines: ``await client.get(...)``,
     ``async with AsyncClient(...) as client``, ``async for event in client.events()``.
@@ -171,6 +184,8 @@ class AsyncClient(Core):
 
     def _here(self) -> _Loop:
         return self._loop
+
+    _now = _Ready
 
     async def _run(self, op: Op[Any]) -> Any:
         sent: Any = None

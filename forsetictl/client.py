@@ -112,6 +112,10 @@ class Client(Core):
     def _here(self) -> _Here:
         return self._local
 
+    @staticmethod
+    def _now(value: Any) -> Any:
+        return value
+
     def _run(self, op: Op[Any]) -> Any:
         sent: Any = None
         try:

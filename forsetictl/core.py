@@ -123,6 +123,7 @@ class Core:
     (a context for the near cache's non-blocking SUB socket)."""
 
     _run: Callable[[Op], Any]
+    _now: Callable[[Any], Any]  # a value as the shell returns one (itself, or an awaitable of it)
     _here: Callable[[], Any]  # an object with ``near`` (NearCache | None)
     _plain_ctx: zmq.Context
 
@@ -159,10 +160,16 @@ class Core:
     def get(self, group: str, key: str, args: list | None = None) -> Any:
         """The process for (group, key) (a :class:`Location`), started on the
         least-loaded worker if none runs."""
+        near = self._here().near
+        if near is not None and (loc := near.lookup(group, key)) is not None:
+            return self._now(loc)  # (the near cache's answer: no Op to run)
         return self._run(self._located(p.Get(group=group, key=key, args=list(args or ()))))
 
     def find(self, group: str, key: str) -> Any:
         """Where (group, key) runs: a :class:`Location`, or None."""
+        near = self._here().near
+        if near is not None and (loc := near.lookup(group, key)) is not None:
+            return self._now(loc)
         return self._run(self._located(p.Find(group=group, key=key)))
 
     def get_key(self, key: str, args: list | None = None) -> Any:
@@ -247,11 +254,11 @@ class Core:
         here = self._here()
         if here.near is None and self._cache:
             here.near = yield from self._open_near()
+            if (loc := here.near.lookup(msg.group, msg.key)) is not None:
+                return loc
         near: NearCache | None = here.near
         if near is None:
             return (yield from self._ask(msg)).location
-        if (loc := near.lookup(msg.group, msg.key)) is not None:
-            return loc
         msg.seq, msg.epoch = near.asking(msg.group, msg.key)
         try:
             reply = yield from self._ask(msg)
