@@ -11,7 +11,6 @@ or a refused handshake fails every request waiting on it at once.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Any
 
@@ -20,7 +19,7 @@ import zmq.asyncio
 
 from forsetid import protocol as p
 
-from .core import DEFAULT_ENDPOINT, SILENT, Attempt, Core, Failure, Op
+from .core import SILENT, Attempt, Core, Failure, Op
 from .events import Event, Follower, subscriber
 from .near_cache import NearCache
 from .security import CONNECTION_EVENTS, CurveKeys, Handshakes, monitored
@@ -152,28 +151,9 @@ class AsyncClient(Core):
     ``async with AsyncClient(...) as client``, ``async for event in client.events()``.
     For the coroutines of one event loop (made inside it: it starts its tasks there)."""
 
-    def __init__(
-        self,
-        endpoint: str | list[str] = DEFAULT_ENDPOINT,
-        timeout: float = 5.0,
-        cache: bool = False,
-        context: zmq.Context | None = None,
-        key: str | os.PathLike | None = None,
-        server_key: str | os.PathLike | None = None,
-    ):
-        super().__init__(endpoint, timeout, cache, key, server_key)
-        self._ctx = self._plain_ctx = context or zmq.Context.instance()  # (non-blocking calls alone)
+    def _setup(self) -> None:
         self._lines: dict[str, AsyncLine] = {}
         self._loop = _Loop()
-
-    @classmethod
-    def from_config(cls, path: str, timeout: float = 5.0, cache: bool = False, key=None, server_key=None):
-        """As ``Client.from_config``."""
-        from .config import client_keys, load
-
-        config = load(path)
-        key, server_key = client_keys(config, key, server_key)
-        return cls(config.all_endpoints, timeout=timeout, cache=cache, key=key, server_key=server_key)
 
     def events(self, group: str | None = None) -> AsyncEventStream:
         """An async iterator of started/exited events (of one group, or all); ``await

@@ -13,16 +13,14 @@ connection lost, so that each is told at once, not as a timeout.
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
-
-import zmq
 
 from forsetid.protocol import Location as Location
 from forsetid.protocol import NodeInfo as NodeInfo
 
-from .core import DEFAULT_ENDPOINT, Attempt, Core, Failure, Op, Post
+from .core import DEFAULT_ENDPOINT as DEFAULT_ENDPOINT
+from .core import Attempt, Core, Failure, Op, Post
 from .errors import AUTHENTICATION as AUTHENTICATION
 from .errors import AccessDenied as AccessDenied
 from .errors import BadEndpoint as BadEndpoint
@@ -67,39 +65,9 @@ class Client(Core):
     ``KeyFileError`` (a ValueError) naming it; an endpoint without a scheme,
     ``BadEndpoint`` (a ValueError)."""
 
-    def __init__(
-        self,
-        endpoint: str | list[str] = DEFAULT_ENDPOINT,
-        timeout: float = 5.0,
-        cache: bool = False,
-        context: zmq.Context | None = None,
-        key: str | os.PathLike | None = None,
-        server_key: str | os.PathLike | None = None,
-    ):
-        super().__init__(endpoint, timeout, cache, key, server_key)
-        self._ctx = self._plain_ctx = context or zmq.Context.instance()
+    def _setup(self) -> None:
         self._threads: list[_Here] = []  # every thread's share, for close()
         self._local = _Here(self._threads, threading.Lock())
-
-    @classmethod
-    def from_config(
-        cls,
-        path: str,
-        timeout: float = 5.0,
-        cache: bool = False,
-        key: str | os.PathLike | None = None,
-        server_key: str | os.PathLike | None = None,
-    ):
-        """A client of the node that the config file at ``path`` describes (with
-        ``client.endpoints``, of those); with ``security.curve = true``, with the
-        config's ``security.key`` and ``security.server_key`` where ``key``/``server_key``
-        are not given. A problem with the file raises ``ConfigError`` naming the file and
-        the key path."""
-        from .config import client_keys, load
-
-        config = load(path)
-        key, server_key = client_keys(config, key, server_key)
-        return cls(config.all_endpoints, timeout=timeout, cache=cache, key=key, server_key=server_key)
 
     def events(self, group: str | None = None) -> EventStream:
         """Follow started/exited events (of one group, or all). The stream is live when

@@ -36,7 +36,7 @@ from .errors import AUTHENTICATION, AccessDenied, BadEndpoint, BadRequest, Forse
 from .near_cache import NearCache
 from .security import CurveKeys, load_keys
 
-DEFAULT_ENDPOINT = DEFAULT_LISTEN
+DEFAULT_ENDPOINT = DEFAULT_LISTEN  # (also forsetictl.client.DEFAULT_ENDPOINT)
 
 # Requests that may be sent again to another node when theirs stopped answering: each
 # has the same effect done twice as once (a get of a key that started meanwhile finds
@@ -129,13 +129,15 @@ class Core:
 
     def __init__(
         self,
-        endpoint: str | list[str] | tuple[str, ...],
-        timeout: float,
-        cache: bool,
-        key: str | os.PathLike | None,
-        server_key: str | os.PathLike | None,
+        endpoint: str | list[str] | tuple[str, ...] = DEFAULT_ENDPOINT,
+        timeout: float = 5.0,
+        cache: bool = False,
+        context: zmq.Context | None = None,
+        key: str | os.PathLike | None = None,
+        server_key: str | os.PathLike | None = None,
     ) -> None:
         self.endpoints = Endpoints(endpoints(endpoint))
+        self._ctx = self._plain_ctx = context or zmq.Context.instance()  # (the shells make non-blocking calls)
         self.timeout = timeout
         self._keys: CurveKeys | None = load_keys(key, server_key)
         self._ids = p.request_ids()
@@ -144,6 +146,31 @@ class Core:
         self._about: p.InfoReply | None = None  # the last `info` answer
         self._learning: dict[int, str] = {}  # id of a `nodes` posted -> the endpoint asked
         self.requests = 0  # requests sent: what the near cache saves shows here
+        self._setup()
+
+    def _setup(self) -> None:
+        """The shell's own state (its sockets, by thread or for its loop)."""
+
+    @classmethod
+    def from_config(
+        cls,
+        path: str,
+        timeout: float = 5.0,
+        cache: bool = False,
+        key: str | os.PathLike | None = None,
+        server_key: str | os.PathLike | None = None,
+    ):
+        """A client of the node that the config file at ``path`` describes (with
+        ``client.endpoints``, of those); with ``security.curve = true``, with the
+        config's ``security.key`` and ``security.server_key`` where ``key``/``server_key``
+        are not given. A problem with the file raises ``ConfigError`` naming the file and
+        the key path."""
+        from .config import client_keys, load
+
+        config = load(path)
+        given = (None if key is None else os.fspath(key), None if server_key is None else os.fspath(server_key))
+        key, server_key = client_keys(config, given[0], given[1])
+        return cls(config.all_endpoints, timeout=timeout, cache=cache, key=key, server_key=server_key)
 
     @property
     def endpoint(self) -> str:
@@ -306,10 +333,13 @@ class Core:
 
     # -- one request: its frame, its attempts, its answer --
 
-    def _ask(self, msg: p.Msg, at: str | None = None, timeout: float | None = None) -> Op[Any]:
-        """Send ``msg`` and return its reply; ``at``: to that endpoint alone. A request
-        safe to repeat moves to another node when its own stops answering, within the
-        timeout; another raises at once what became of it."""
+    def _ask(
+        self, msg: p.Msg, at: str | None = None, timeout: float | None = None, repeat: bool | None = None
+    ) -> Op[Any]:
+        """Send ``msg`` and return its reply; ``at``: to that endpoint alone; ``timeout``:
+        this request's own (default the client's). A request safe to repeat (``repeat``,
+        by default its kind's: SAFE_TO_REPEAT) moves to another node when its own stops
+        answering, within the timeout; another raises at once what became of it."""
         timeout = self.timeout if timeout is None else timeout
         msg.id = next(self._ids)
         try:
@@ -318,7 +348,7 @@ class Core:
             raise BadRequest(f"refused before sending: {exc}") from None
         self.requests += 1
         deadline = time.monotonic() + timeout
-        repeat = at is None and p.tag(msg) in SAFE_TO_REPEAT
+        repeat = at is None and (p.tag(msg) in SAFE_TO_REPEAT if repeat is None else repeat)
         tried: list[str] = []
         while True:
             endpoint = at or self.endpoints.current

@@ -46,7 +46,7 @@ def test_a_thousand_requests_in_flight_on_one_client_each_get_their_own_answer(m
     c = make_cluster(workers=1)
 
     async def main():
-        async with AsyncClient(c.endpoint("node1")) as client:
+        async with AsyncClient(c.endpoint("node1"), timeout=30.0) as client:  # (a loaded machine is slow)
             locs = await asyncio.gather(*(client.get("sleeper", f"k{i}") for i in range(3)))
             keys = [locs[i % 3].key for i in range(1000)]
             found = await asyncio.gather(*(client.find("sleeper", k) for k in keys))
