@@ -15,7 +15,7 @@ from forsetid import protocol as p
 from .core import SILENT, Attempt, Failure
 from .security import CONNECTION_EVENTS, CurveKeys, Handshakes, monitored
 
-SLICE_MS = 200  # a blocking recv waits this long at most before it looks at the monitor
+SLICE_MS = 50  # a blocking recv waits this long at most before it looks at the monitor (a lost node)
 
 
 class Line:
