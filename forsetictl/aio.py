@@ -143,9 +143,8 @@ class AsyncLine:
         if self.watch is None:  # (closed meanwhile)
             return
         self.watch.read()
-        failure = self._verdict()
+        self.failure = failure = self._verdict()  # (None again once a new connection's handshake succeeded)
         if failure is not None:
-            self.failure = failure
             for fut, _ in self.waiting.values():
                 if not fut.done():
                     fut.set_result(failure)
