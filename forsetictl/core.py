@@ -280,9 +280,7 @@ class Core:
     def _located(self, msg: p.Get | p.Find) -> Op[Location | None]:
         here = self._here()
         if here.near is None and self._cache:
-            here.near = yield from self._open_near()
-            if (loc := here.near.lookup(msg.group, msg.key)) is not None:
-                return loc
+            here.near = yield from self._open_near()  # (not live before its first tick)
         near: NearCache | None = here.near
         if near is None:
             return (yield from self._ask(msg)).location
@@ -295,7 +293,7 @@ class Core:
                 return None if isinstance(msg, p.Find) else reply.location
             return reply.location
         finally:
-            near.asked()
+            near.asked(msg.group, msg.key)
 
     def _open_near(self) -> Op[NearCache]:
         publishers = yield from self._learn_publishers()

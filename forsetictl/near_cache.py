@@ -53,8 +53,10 @@ class NearCache:
         self._signal = select.poll()
         self._signal.register(self._sub.getsockopt(zmq.FD), select.POLLIN)
         self.hits = 0
-        self._asked: tuple[str, str] | None = None  # the key of the request in flight
-        self._exited: list[Location] = []  # its exits applied since it was sent
+        # The keys of the requests in flight (an AsyncClient has many at once): how many
+        # ask each, and that key's exits applied since the first of them was sent.
+        self._asked: dict[tuple[str, str], int] = {}
+        self._exited: dict[tuple[str, str], list[Location]] = {}
 
     def lookup(self, group: str, key: str) -> Location | None:
         """The cached location, or None: ask the node."""
@@ -76,23 +78,30 @@ class NearCache:
         epoch), for the node not to answer from a cache that is behind them (it might
         tell of a process whose exit is known here); and from now on, note that key's exits."""
         self.sync()
-        self._asked, self._exited = (group, key), []
+        k = (group, key)
+        self._asked[k] = self._asked.get(k, 0) + 1
+        self._exited.setdefault(k, [])
         return self.events.n, self.events.epoch or ""
 
     def learn(self, loc: Location, seq: int, epoch: str) -> bool:
         """The node's answer about the key asked for; False if that process's exit has
         arrived meanwhile (then it is not kept, nor to be told)."""
         self.sync()  # events that overtook the reply count first
-        if loc in self._exited:
+        if loc in self._exited.get((loc.group, loc.key), ()):
             return False
         live = self.heard is not None and len(self.locations) < self.max_size
         if live and self.events.not_behind(seq, epoch):
             self.locations[(loc.group, loc.key)] = loc
         return True
 
-    def asked(self) -> None:
+    def asked(self, group: str, key: str) -> None:
         """The request is over (answered or not): stop noting that key's exits."""
-        self._asked, self._exited = None, []
+        k = (group, key)
+        left = self._asked.pop(k, 1) - 1
+        if left > 0:
+            self._asked[k] = left
+        else:
+            self._exited.pop(k, None)
 
     def drop(self, group: str, key: str) -> None:
         self.locations.pop((group, key), None)
@@ -115,8 +124,12 @@ class NearCache:
             self.locations.clear()
         if is_event and missed is not None:
             self._follow(msg)
-        if is_event and msg.kind == "exited" and (msg.location.group, msg.location.key) == self._asked:
-            self._exited.append(msg.location)
+        if (
+            is_event
+            and msg.kind == "exited"
+            and (exits := self._exited.get((msg.location.group, msg.location.key))) is not None
+        ):
+            exits.append(msg.location)
 
     def _follow(self, event: p.Event) -> None:
         loc = event.location

@@ -69,6 +69,11 @@ def test_a_cancelled_request_leaves_the_client_usable(make_cluster):
                 await slow
             for _ in range(3):  # and everything after it is answered, each with its own answer
                 assert await client.find("sleeper", "c1") == loc
+            deadline = time.monotonic() + 10
+            while await client.find("slow", "s1") is None:  # started: its get's late answer was sent
+                assert time.monotonic() < deadline, "the slow start never finished"
+                await asyncio.sleep(0.05)
+            assert await client.find("sleeper", "c1") == loc  # (the late answer was dropped, not taken for this)
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(client.get("slow", "s2"), 0.01)
             assert await client.find("sleeper", "c1") == loc

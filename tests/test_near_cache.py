@@ -179,7 +179,7 @@ def live_near_client(node: ScriptedNode) -> Client:
     wait_for(
         lambda: (node.publish(p.Tick(seq=1, epoch="e1")), client.near.asking("g", "-")[0] == 1)[1], what="a live stream"
     )
-    client.near.asked()
+    client.near.asked("g", "-")
     return client
 
 
