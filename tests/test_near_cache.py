@@ -215,3 +215,26 @@ def test_a_silent_stream_forgets_locations_but_not_how_far_it_got(tmp_path):
         assert (node.asked[-1].seq, node.asked[-1].epoch) == (2, "e1")
     finally:
         node.close()
+
+
+def test_exits_are_noted_for_every_key_in_flight_not_only_the_last_asked():
+    import zmq
+
+    from forsetictl.near_cache import NearCache
+
+    ctx = zmq.Context()
+    near = NearCache(ctx, "inproc://nobody-publishes-here")
+    try:
+        near.apply(p.Tick(seq=1, epoch="e1"))
+        y = p.Location("g", "y", "n1", 4343, None, 1.0)
+        near.asking("g", "k")  # two requests in flight at once (an AsyncClient's)
+        near.asking("g", "y")
+        near.apply(p.Event(seq=2, epoch="e1", kind="exited", location=X, reason="exit", at=2.0))
+        assert near.learn(X, 1, "e1") is False  # the answer about k came after k's exit
+        assert near.learn(y, 2, "e1") is True and near.lookup("g", "y") == y
+        near.asked("g", "k")
+        near.asked("g", "y")
+        assert not near._exited
+    finally:
+        near.close()
+        ctx.term()
