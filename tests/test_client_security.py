@@ -379,3 +379,37 @@ def test_cli_key_errors_exit_2(keys, tmp_path):
             env={"FORSETI_KEY": str(tmp_path / "nope")})  # fmt: skip
     assert r.returncode == 2
     assert json.loads(r.stdout) == {"error": "config", "message": f"$FORSETI_KEY {tmp_path}/nope: no such file"}
+
+
+def test_a_plain_client_of_a_curve_server_is_told_well_before_its_timeout(make_node, keys, ctx):
+    node = make_node()
+    with client(ctx, node, keys, None, timeout=5.0) as c:
+        start = time.monotonic()
+        with pytest.raises(AccessDenied) as err:
+            c.nodes()
+        took = time.monotonic() - start
+    assert err.value.kind == AUTHENTICATION and "CURVE" in str(err.value)
+    assert took < 2.5, took
+
+
+def test_an_async_client_is_refused_at_once_too(make_node, keys, ctx):
+    import asyncio
+
+    from forsetictl import AsyncClient
+
+    node = make_node()
+    creds = {"key": keys / "eve.key_secret", "server_key": keys / "server.key"}
+
+    async def main():
+        for who in (creds, {}):  # a key in no list; no key at all
+            async with AsyncClient(node.endpoint, timeout=5.0, context=ctx, **who) as c:
+                start = time.monotonic()
+                with pytest.raises(AccessDenied) as err:
+                    await c.nodes()
+                assert time.monotonic() - start < 2.5
+                assert err.value.kind == AUTHENTICATION
+        async with AsyncClient(node.endpoint, timeout=5.0, context=ctx, key=keys / "alice.key_secret",
+                               server_key=keys / "server.key") as c:  # fmt: skip
+            assert await c.nodes() == []
+
+    asyncio.run(main())
