@@ -1,11 +1,13 @@
 """The asyncio client: :class:`AsyncClient`, the same core as ``Client`` (``core.py``)
-in a shell that waits by awaiting, on ``zmq.asyncio`` sockets.
+in a shell that waits by awaiting.
 
 Many requests may be in flight at once on one DEALER (the coroutines of one event loop
-share a client): a single reader task hands each reply to the future of its request's
-id, and a reply whose request was cancelled (or timed out) finds no future and is
-dropped. A watcher task reads the socket's monitor: a refused connection, a lost one
-or a refused handshake fails every request waiting on it at once.
+share a client). The loop watches the socket's ZMQ_FD: what is waiting is handed to the
+future of its request's id by plain non-blocking calls, and a reply whose request was
+cancelled (or given up) finds no future and is dropped. The loop watches the socket's
+monitor too: a refused connection, a lost one or a refused handshake fails every
+request waiting on it at once. The event stream (:class:`AsyncEventStream`) is a
+``zmq.asyncio`` SUB socket.
 """
 
 from __future__ import annotations
