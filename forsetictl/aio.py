@@ -21,7 +21,7 @@ import zmq.asyncio
 
 from forsetid import protocol as p
 
-from .core import SILENT, Attempt, Core, Failure, Op
+from .core import SILENT, Attempt, Core, Failure, Op, judged
 from .events import Event, Follower, subscriber
 from .near_cache import NearCache
 from .security import CONNECTION_EVENTS, CurveKeys, Handshakes, monitored
@@ -46,7 +46,7 @@ class AsyncLine:
         sock.setsockopt(zmq.SNDHWM, 0)  # as many in flight as the coroutines ask for
         if keys is not None:
             keys.apply(sock)
-        self.waiting: dict[int, tuple[asyncio.Future, float]] = {}  # id -> (its future, until)
+        self.waiting: dict[int, tuple[asyncio.Future, Attempt]] = {}  # id -> its future, its attempt
         self._sweeping = False  # a sweep of the requests out of time is scheduled
         self.failure: Failure | None = None  # what the monitor said: every request here fails so
         self.watch = Handshakes(sock, curve=keys is not None, events=CONNECTION_EVENTS) if monitored(endpoint) else None
@@ -71,13 +71,13 @@ class AsyncLine:
     def request(self, a: Attempt) -> asyncio.Future | Failure:
         """Send the attempt's frame: the future of its reply (the caller awaits it, then
         calls ``done(a.id)``), or at once what keeps it from being sent."""
-        if self.failure is not None:
+        if self.failure is not None and judged(self.failure, a) is not None:
             return self.failure
         if self._outbox is None and not self.waiting:  # alone: sent at once
             try:
                 self.sock.send(a.frame, zmq.NOBLOCK)
             except zmq.Again:  # no pipe: a refused handshake
-                return self._verdict(final=True) or SILENT
+                return self._verdict(a, final=True) or SILENT
             self._soon()  # (a send may take in the signal of a reply that came meanwhile)
         else:  # with others: sent together at the end of this turn of the loop
             if self._outbox is None:
@@ -85,7 +85,7 @@ class AsyncLine:
                 self._loop.call_soon(self._flush)
             self._outbox.append(a.frame)
         fut = self._loop.create_future()
-        self.waiting[a.id] = (fut, a.until)
+        self.waiting[a.id] = (fut, a)
         if not self._sweeping:
             self._sweeping = True
             self._loop.call_later(SWEEP, self._sweep)
@@ -104,16 +104,23 @@ class AsyncLine:
                 break
         self._soon()
 
-    def _verdict(self, final: bool = False) -> Failure | None:
+    def _verdict(self, a: Attempt | None, final: bool = False) -> Failure | None:
+        """What the monitor says, for attempt ``a`` (None: for the line itself)."""
         verdict = self.watch.verdict(final) if self.watch is not None else None
-        return None if verdict is None else Failure(*verdict)
+        if verdict is None or a is None:
+            return None if verdict is None else Failure(*verdict)
+        return judged(verdict, a, final)
 
     def _sweep(self) -> None:
         """Give up on the requests out of time (one timer for all, not one a request)."""
         now = time.monotonic()
-        for fut, until in list(self.waiting.values()):
-            if until <= now and not fut.done():
-                fut.set_result(self._verdict(final=True) or SILENT)
+        for fut, a in list(self.waiting.values()):
+            if fut.done():
+                continue
+            if a.until <= now:
+                fut.set_result(self._verdict(a, final=True) or SILENT)
+            elif self.failure is not None and (failure := judged(self.failure, a)) is not None:
+                fut.set_result(failure)  # (refused, and its grace is over)
         self._sweeping = bool(self.waiting) and not self.sock.closed
         if self._sweeping:
             self._loop.call_later(SWEEP, self._sweep)
@@ -145,10 +152,10 @@ class AsyncLine:
         if self.watch is None:  # (closed meanwhile)
             return
         self.watch.read()
-        self.failure = failure = self._verdict()  # (None again once a new connection's handshake succeeded)
+        self.failure = failure = self._verdict(None)  # (None again once a new connection's handshake succeeded)
         if failure is not None:
-            for fut, _ in self.waiting.values():
-                if not fut.done():
+            for fut, a in self.waiting.values():
+                if not fut.done() and judged(failure, a) is not None:
                     fut.set_result(failure)
 
     def close(self) -> None:

@@ -44,6 +44,7 @@ DEFAULT_ENDPOINT = DEFAULT_LISTEN  # (also forsetictl.client.DEFAULT_ENDPOINT)
 # are not repeated: their answer would be the second one's.
 SAFE_TO_REPEAT = frozenset(p.tag(m) for m in (p.Get, p.Find, p.Stop, p.List, p.Nodes, p.Calls, p.Info))
 PATIENCE = 1.0  # seconds an attempt waits at least before a safe request moves to another node
+REFUSED_GRACE = 0.5  # seconds a refused connection is given (a daemon starting) when there is nowhere else to go
 _SCHEME = re.compile(r"^(tcp|ipc|inproc|ws|wss|tipc|vmci)://.+")
 _ANY_HOST = re.compile(r"^tcp://(\*|0\.0\.0\.0|\[::\]|::):")  # a bind to every interface: no address to connect to
 
@@ -57,6 +58,7 @@ class Attempt(NamedTuple):
     frame: bytes
     until: float  # time.monotonic() after which the shell gives up waiting
     pinned: bool = False  # a probe of this one endpoint (leader()): a line of its own, closed after
+    refused_at: float = 0.0  # from when a refused connection counts (before: it may be starting)
 
 
 class Post(NamedTuple):
@@ -74,6 +76,14 @@ class Failure(NamedTuple):
 
 
 SILENT = Failure("silent")
+
+
+def judged(verdict: tuple[str, str] | None, a: Attempt, final: bool = False) -> Failure | None:
+    """What a socket's monitor says (``Handshakes.verdict``) means for attempt ``a``: a
+    refused connection counts only from ``a.refused_at`` (or once the wait is over)."""
+    if verdict is None or (verdict[0] == "refused" and not final and time.monotonic() < a.refused_at):
+        return None
+    return Failure(*verdict)
 
 
 def endpoints(spec: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -351,10 +361,12 @@ class Core:
         while True:
             endpoint = at or self.endpoints.current
             tried.append(endpoint)
-            until = deadline
+            now = until = refused_at = time.monotonic()
             if repeat and self.endpoints.others(tried):
-                until = min(deadline, time.monotonic() + max(PATIENCE, timeout / 2))
-            out = yield Attempt(endpoint, msg.id, frame, until, pinned=at is not None)
+                until = min(deadline, now + max(PATIENCE, timeout / 2))
+            else:  # nowhere else to go: a node that is just starting may yet listen
+                until, refused_at = deadline, min(deadline, now + REFUSED_GRACE)
+            out = yield Attempt(endpoint, msg.id, frame, until, at is not None, refused_at)
             if not isinstance(out, Failure):
                 if at is None and endpoint not in self.endpoints.asked:
                     yield self._ask_for_others(endpoint)

@@ -12,7 +12,7 @@ import zmq
 
 from forsetid import protocol as p
 
-from .core import SILENT, Attempt, Failure
+from .core import SILENT, Attempt, Failure, judged
 from .security import CONNECTION_EVENTS, CurveKeys, Handshakes, monitored
 
 SLICE_MS = 50  # a blocking recv waits this long at most before it looks at the monitor (a lost node)
@@ -47,9 +47,9 @@ class Line:
         try:
             self.sock.send(a.frame, zmq.NOBLOCK)
         except zmq.Again:
-            return self.trouble(final=True) or SILENT
+            return self.trouble(a, final=True) or SILENT
         while True:
-            frame = self._recv_watching(a.until) if self._poller is not None else self._recv(a.until)
+            frame = self._recv_watching(a) if self._poller is not None else self._recv(a)
             if isinstance(frame, Failure):
                 return frame
             try:
@@ -60,10 +60,11 @@ class Line:
                 return msg
             self._stray(msg)
 
-    def _recv(self, until: float) -> bytes | Failure:
+    def _recv(self, a: Attempt) -> bytes | Failure:
         """A blocking recv bounded by RCVTIMEO, in slices with a look at the monitor
         between them: a poll() per request would cost more than the rest of the client's
         work (pyzmq builds a Poller each time)."""
+        until = a.until
         while True:
             wait_ms = max(1, min(SLICE_MS, math.ceil((until - time.monotonic()) * 1000)))
             if wait_ms != self._wait_ms:
@@ -73,21 +74,22 @@ class Line:
                 return self.sock.recv()
             except zmq.Again:
                 over = time.monotonic() >= until
-                if (trouble := self.trouble(final=over)) is not None:
+                if (trouble := self.trouble(a, final=over)) is not None:
                     return trouble
                 if over:
                     return SILENT
 
-    def _recv_watching(self, until: float) -> bytes | Failure:
+    def _recv_watching(self, a: Attempt) -> bytes | Failure:
         """The next frame, waiting on the socket and its monitor together (no handshake
         has succeeded yet): a refused connection or handshake is told at once."""
         assert self._poller is not None and self.watch is not None
         while True:
-            left = until - time.monotonic()
+            left = a.until - time.monotonic()
             if left <= 0:
-                return self.trouble(final=True) or SILENT
+                return self.trouble(a, final=True) or SILENT
+            # (the monitor tells of each retry of a refused connection, every 100 ms)
             ready = dict(self._poller.poll(max(1, math.ceil(left * 1000))))
-            if self.watch.monitor in ready and (trouble := self.trouble()) is not None:
+            if self.watch.monitor in ready and (trouble := self.trouble(a)) is not None:
                 return trouble
             if self.sock in ready:
                 frame = self.sock.recv()
@@ -96,13 +98,13 @@ class Line:
                     self._poller = None
                 return frame
 
-    def trouble(self, final: bool = False) -> Failure | None:
-        """What the monitor tells of the connection (see ``Handshakes.verdict``)."""
+    def trouble(self, a: Attempt, final: bool = False) -> Failure | None:
+        """What the monitor tells of the connection (see ``Handshakes.verdict``); a
+        refused connection only from the attempt's ``refused_at`` on."""
         if self.watch is None:
             return None
         self.watch.read()
-        verdict = self.watch.verdict(final)
-        return None if verdict is None else Failure(*verdict)
+        return judged(self.watch.verdict(final), a, final)
 
     def close(self) -> None:
         if self.watch is not None:

@@ -122,3 +122,33 @@ def test_client_endpoints_in_the_config_file(tmp_path):
 
     conf.write_text('[client]\nendpoints = ["tcp://a:1"]\n[calls.x]\ncommand = ["true"]\n')
     daemon_load(str(conf))  # the daemon reads the same file
+
+
+def test_a_node_that_starts_listening_within_half_a_second_is_answered(tmp_path):
+    import zmq
+
+    from forsetid import protocol as p
+
+    endpoint = f"ipc://{tmp_path}/late"
+    ctx = zmq.Context()
+
+    def late_node() -> None:
+        time.sleep(0.2)  # (what is measured: a node that binds a moment after the client asks)
+        router = ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.bind(endpoint)
+        try:
+            if router.poll(5000):
+                peer, frame = router.recv_multipart()
+                router.send_multipart([peer, p.encode(p.NodeList(id=p.decode(frame).id, items=[]))])
+        finally:
+            router.close()
+
+    node = threading.Thread(target=late_node)
+    node.start()
+    try:
+        with Client(endpoint, timeout=5.0) as client:
+            assert client.nodes() == []  # not "nothing listens": it came within the grace
+    finally:
+        node.join()
+        ctx.term()

@@ -52,7 +52,9 @@ def test_one_candidate_leads_the_other_stands_by_and_workers_reach_the_leader(ha
     c = ha()
     leader = c.wait_leader()
     standby = next(n for n in c.candidate_names if n != leader)
-    info = c.client(f"{standby}-leader").info()
+    # (it hears of the leader from etcd a moment after the leader knows it leads)
+    asked = c.client(f"{standby}-leader")
+    info = wait_for(lambda: (i := asked.info()).leader and i, what="the standby to know the leader")
     assert info.state == "standby" and info.leader == leader
     loc = c.client("node1").get("sleeper", "k1")
     assert c.client("node2").get("sleeper", "k1") == loc and alive(loc.pid)
