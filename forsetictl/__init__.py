@@ -8,6 +8,8 @@ from .ready import ready as ready  # (the one name loaded at once)
 _FROM_PROTOCOL = {"Call", "Location", "NodeInfo"}
 _FROM_CLIENT = {
     "AccessDenied",
+    "BadEndpoint",
+    "BadRequest",
     "Busy",
     "Client",
     "Event",
@@ -19,11 +21,12 @@ _FROM_CLIENT = {
     "SpawnError",
     "Timeout",
     "UnknownGroup",
+    "Unreachable",
 }
 _FROM_SECURITY = {"KeyFileError", "keygen"}
 _FROM_MAILBOX = {"NoMailbox", "Request", "aserve", "amailbox", "mailbox", "serve"}
 
-__all__ = sorted(_FROM_PROTOCOL | _FROM_CLIENT | _FROM_SECURITY | _FROM_MAILBOX | {"ready"})
+__all__ = sorted(_FROM_PROTOCOL | _FROM_CLIENT | _FROM_SECURITY | _FROM_MAILBOX | {"ready", "AsyncClient"})
 
 
 def __getattr__(name: str):
@@ -35,6 +38,10 @@ def __getattr__(name: str):
         from . import client
 
         return getattr(client, name)
+    if name == "AsyncClient":
+        from .aio import AsyncClient
+
+        return AsyncClient
     if name in _FROM_SECURITY:
         from . import security
 

@@ -17,7 +17,7 @@ import msgspec
 
 from forsetid.const import GROUP_MAX, GROUP_PATTERN, GROUP_RULE
 
-from .client import AccessDenied, Client, Event, ForsetiError, NotFound, Timeout
+from .client import AccessDenied, BadEndpoint, Client, Event, ForsetiError, NotFound, Timeout, Unreachable
 from .completion import SHELLS, commands, script
 from .config import ENDPOINT_ENV, KEY_ENV, LOCAL_CONFIG, ConfigError, client_keys, from_env, resolve
 from .security import KeyFileError
@@ -250,7 +250,12 @@ def _global_options(ap: argparse.ArgumentParser, where, defaults: bool) -> None:
         target.add_argument(*names, default=default if defaults else argparse.SUPPRESS, **kwargs)
 
     add("--config", metavar="FILE", help="forseti.toml: talk to the node it describes")
-    add("--endpoint", metavar="URL", help="a node's client endpoint, e.g. tcp://127.0.0.1:7072")
+    add(
+        "--endpoint",
+        metavar="URL",
+        action=_Endpoints,
+        help="a node's client endpoint, e.g. tcp://127.0.0.1:7072; several: repeated or comma-separated",
+    )
     add("--json", action="store_true", default=False, help="print JSON objects, one per line, every value whole")
     add(
         "--wide",
@@ -272,6 +277,14 @@ def _global_options(ap: argparse.ArgumentParser, where, defaults: bool) -> None:
         dest="server_key_file",
         help="the cluster's public key file, server.key (default: the config's security.server_key)",
     )
+
+
+class _Endpoints(argparse.Action):
+    """--endpoint given again adds to the ones before it (comma-separated, as the client reads them)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        before = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, f"{before},{values}" if before else values)
 
 
 def _group_key(p: argparse.ArgumentParser) -> None:
@@ -476,6 +489,13 @@ def main(argv: list[str] | None = None) -> int:
             return COMMANDS[args.cmd](client, args, out)
     except KeyFileError as exc:  # (changed since it was checked)
         return out.error("config", str(exc), USAGE)
+    except BadEndpoint as exc:
+        return out.error("usage", str(exc), USAGE)
+    except Unreachable as exc:
+        message = str(exc)
+        if message.startswith(f"nothing listens at {endpoint} "):
+            message = f"nothing listens at {endpoint} ({_origin(args)}): is forsetid running there?"
+        return out.error(exc.kind, message, NO_ANSWER)
     except Timeout as exc:
         message = str(exc)
         if client is not None and client.requests == 1 and message.startswith(f"no answer from {endpoint} "):

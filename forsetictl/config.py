@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 
 from forsetid.const import DEFAULT_LEADER, DEFAULT_LISTEN
+from forsetid.protocol import MAX_PAYLOAD
 
 from .security import load_keys
 
@@ -35,9 +36,15 @@ class ConfigError(Exception):
 class ClientConfig:
     path: str
     endpoint: str  # where a client of this node connects: the node's cache, or the leader itself
+    endpoints: tuple[str, ...] = ()  # client.endpoints: the nodes a client may use (else `endpoint` alone)
     curve: bool = False  # security.curve: the cluster's sockets are CURVE servers
     key: str | None = None  # security.key: this client's .key_secret file (absolute)
     server_key: str | None = None  # security.server_key: the server's public key file (absolute)
+    max_payload: int = MAX_PAYLOAD  # cluster.max_payload: bytes of a call's payload, checked before sending
+
+    @property
+    def all_endpoints(self) -> list[str]:
+        return list(self.endpoints) or [self.endpoint]
 
 
 def load(path: str) -> ClientConfig:
@@ -59,7 +66,19 @@ def load(path: str) -> ClientConfig:
         endpoint = _string(raw, "node.listen", DEFAULT_LISTEN, path)
     curve = _bool(raw, "security.curve", False, path)
     key, server_key = (_path(raw, f"security.{name}", path) for name in ("key", "server_key"))
-    return ClientConfig(path=path, endpoint=endpoint, curve=curve, key=key, server_key=server_key)
+    endpoints = tuple(_strings(raw, "client.endpoints", path))
+    max_payload = _table(raw, ["cluster"], path).get("max_payload", MAX_PAYLOAD)
+    if type(max_payload) is not int or max_payload < 0:
+        raise ConfigError(f"{path}: cluster.max_payload: expected a number of bytes (an integer >= 0)")
+    return ClientConfig(path, endpoints[0] if endpoints else endpoint, endpoints, curve, key, server_key, max_payload)
+
+
+def _strings(raw: dict, where: str, path: str) -> list[str]:
+    *tables, key = where.split(".")
+    value = _table(raw, tables, path).get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{path}: {where}: expected a list of endpoints (strings)")
+    return value
 
 
 def _candidate_leader(raw: dict, name: str, path: str) -> str:

@@ -33,7 +33,12 @@ class NearCache:
 
     max_size = 100_000  # locations kept at most; beyond, lookups go to the node
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, silence: float = 3.0, keys: CurveKeys | None = None) -> None:
+    def __init__(
+        self, ctx: zmq.Context, endpoints: str | list[str], silence: float = 3.0, keys: CurveKeys | None = None
+    ) -> None:
+        """``endpoints``: the leader's events socket, or every candidate's (backend "etcd"):
+        only the leader publishes, and a new leader's first tick (a new epoch) empties
+        the cache and makes it live again, so it goes on across a failover."""
         self.silence = silence  # seconds without a tick or event after which nothing is answered
         self.locations: dict[tuple[str, str], Location] = {}
         self.events = Sequence()  # how far the applied events go
@@ -43,12 +48,15 @@ class NearCache:
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
         if keys is not None:  # a refused handshake leaves the cache never live: lookups go to the node
             keys.apply(self._sub)
-        self._sub.connect(endpoint)
+        for endpoint in [endpoints] if isinstance(endpoints, str) else endpoints:
+            self._sub.connect(endpoint)
         self._signal = select.poll()
         self._signal.register(self._sub.getsockopt(zmq.FD), select.POLLIN)
         self.hits = 0
-        self._asked: tuple[str, str] | None = None  # the key of the request in flight
-        self._exited: list[Location] = []  # its exits applied since it was sent
+        # The keys of the requests in flight (an AsyncClient has many at once): how many
+        # ask each, and that key's exits applied since the first of them was sent.
+        self._asked: dict[tuple[str, str], int] = {}
+        self._exited: dict[tuple[str, str], list[Location]] = {}
 
     def lookup(self, group: str, key: str) -> Location | None:
         """The cached location, or None: ask the node."""
@@ -70,23 +78,30 @@ class NearCache:
         epoch), for the node not to answer from a cache that is behind them (it might
         tell of a process whose exit is known here); and from now on, note that key's exits."""
         self.sync()
-        self._asked, self._exited = (group, key), []
+        k = (group, key)
+        self._asked[k] = self._asked.get(k, 0) + 1
+        self._exited.setdefault(k, [])
         return self.events.n, self.events.epoch or ""
 
     def learn(self, loc: Location, seq: int, epoch: str) -> bool:
         """The node's answer about the key asked for; False if that process's exit has
         arrived meanwhile (then it is not kept, nor to be told)."""
         self.sync()  # events that overtook the reply count first
-        if loc in self._exited:
+        if loc in self._exited.get((loc.group, loc.key), ()):
             return False
         live = self.heard is not None and len(self.locations) < self.max_size
         if live and self.events.not_behind(seq, epoch):
             self.locations[(loc.group, loc.key)] = loc
         return True
 
-    def asked(self) -> None:
+    def asked(self, group: str, key: str) -> None:
         """The request is over (answered or not): stop noting that key's exits."""
-        self._asked, self._exited = None, []
+        k = (group, key)
+        left = self._asked.pop(k, 1) - 1
+        if left > 0:
+            self._asked[k] = left
+        else:
+            self._exited.pop(k, None)
 
     def drop(self, group: str, key: str) -> None:
         self.locations.pop((group, key), None)
@@ -109,8 +124,12 @@ class NearCache:
             self.locations.clear()
         if is_event and missed is not None:
             self._follow(msg)
-        if is_event and msg.kind == "exited" and (msg.location.group, msg.location.key) == self._asked:
-            self._exited.append(msg.location)
+        if (
+            is_event
+            and msg.kind == "exited"
+            and (exits := self._exited.get((msg.location.group, msg.location.key))) is not None
+        ):
+            exits.append(msg.location)
 
     def _follow(self, event: p.Event) -> None:
         loc = event.location

@@ -24,6 +24,9 @@ HANDSHAKE_EVENTS = (
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 )
+# What a request socket's monitor listens to besides: a connection that broke, and a
+# reconnection's first retry, which tells at once that nothing listens there.
+CONNECTION_EVENTS = HANDSHAKE_EVENTS | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
 
 
 class KeyFileError(ValueError):
@@ -97,32 +100,56 @@ def _is_key(value: bytes) -> bool:
 
 class Handshakes:
     """The monitor of one socket: whether a handshake has succeeded, or why the last one
-    failed. Cheap to keep: libzmq posts to it only when a connection's handshake ends."""
+    failed; with ``CONNECTION_EVENTS``, whether the connection is gone too. Cheap to
+    keep: libzmq posts to it only when a connection's handshake ends or it breaks."""
 
-    def __init__(self, sock: zmq.Socket, curve: bool) -> None:
+    def __init__(self, sock: zmq.Socket, curve: bool, events: int = HANDSHAKE_EVENTS) -> None:
         self.curve = curve  # whether this client shows keys (to say what a failure means)
         self.succeeded = False  # a handshake succeeded, and none failed since
         self.failure: str | None = None  # what the last failed handshake said
         self.refused = False  # that failure is a refusal for sure (not a connection cut short)
-        self.monitor = sock.get_monitor_socket(HANDSHAKE_EVENTS)
+        self.connected = False  # a handshake has succeeded on this socket, ever
+        self.gone: str | None = None  # "refused" (nothing listens), "lost" (it broke); None: fine
+        self.monitor = sock.get_monitor_socket(events)
         self.monitor.setsockopt(zmq.LINGER, 0)
 
     def read(self) -> None:
-        """Take in every event waiting."""
+        """Take in every event waiting (a monitor of a blocking socket)."""
         while True:
             try:
                 frames = self.monitor.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            try:
-                event = parse_monitor_message(frames)
-            except Exception:  # pragma: no cover - libzmq sends well-formed events
-                continue
-            self._note(event["event"], event["value"])
+            self.take(frames)
+
+    def take(self, frames: list[bytes]) -> None:
+        """Take in one event, as the monitor socket gave it."""
+        try:
+            event = parse_monitor_message(frames)
+        except Exception:  # pragma: no cover - libzmq sends well-formed events
+            return
+        self._note(event["event"], event["value"])
+
+    def verdict(self, final: bool = False) -> tuple[str, str] | None:
+        """What the events so far say of the connection, as a client's failure kind and
+        reason: ("denied", why) for a refused handshake, ("refused", "") when nothing
+        listens, ("lost", "") when it broke; None while all is well as far as it knows.
+        A handshake cut short without a reason counts as a refusal only when ``final``
+        (the wait is over): the reconnection may yet tell the reason."""
+        if self.refused or (final and self.failure is not None):
+            return ("denied", self.failure or "")
+        if self.failure is None and self.gone is not None:
+            return (self.gone, "")
+        return None
 
     def _note(self, event: int, value: int) -> None:
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self.succeeded, self.failure, self.refused = True, None, False
+            self.connected, self.gone = True, None
+            return
+        if event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CONNECT_RETRIED):
+            self.succeeded = False
+            self.gone = "lost" if self.connected or event == zmq.EVENT_DISCONNECTED else "refused"
             return
         self.succeeded = False
         if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:

@@ -73,6 +73,12 @@ class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True):
     insecure: bool = False  # allow a non-loopback tcp bind without curve
 
 
+class ClientSection(msgspec.Struct, forbid_unknown_fields=True):
+    """What only forsetictl and the client library read (checked here too: one file)."""
+
+    endpoints: list[Annotated[str, msgspec.Meta(min_length=1)]] = []  # the nodes a client may use
+
+
 class Config(msgspec.Struct):
     cluster: ClusterConfig
     node: NodeConfig
@@ -121,9 +127,9 @@ def load(path: str) -> Config:
 
 
 def parse(raw: dict, path: str = "<config>") -> Config:
-    unknown = set(raw) - {"cluster", "node", "calls", "security"}
+    unknown = set(raw) - {"cluster", "node", "calls", "security", "client"}
     if unknown:
-        expected = "[cluster], [node], [security] or [calls.NAME]"
+        expected = "[cluster], [node], [security], [client] or [calls.NAME]"
         raise ConfigError(f"{path}: unknown section [{sorted(unknown)[0]}]; expected {expected}")
     cluster = _convert(raw.get("cluster", {}), ClusterConfig, path, "cluster")
     if cluster.backend not in BACKENDS:
@@ -136,6 +142,7 @@ def parse(raw: dict, path: str = "<config>") -> Config:
             "heartbeat x liveness"
         )
     node = _convert(raw.get("node", {}), NodeConfig, path, "node")
+    _convert(raw.get("client", {}), ClientSection, path, "client")
     _election(raw.get("cluster", {}), cluster, path)
     if node.metrics:
         metrics_address(node.metrics, path)

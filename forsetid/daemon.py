@@ -49,6 +49,7 @@ def build(config: Config) -> Loop:
         events=cluster.events,
         silence=cluster.heartbeat * cluster.liveness,
         candidates=seats,
+        listen=config.node.listen if role in ("worker", "both") else "",
     )
     inproc = f"inproc://forseti-{uuid.uuid4().hex}"
     try:

@@ -74,7 +74,7 @@ class Hellos:
         if restarted:
             out += self._fail_pending(msg.node, "restarted")
         self.members.join(msg.node, msg.incarnation, peer)
-        self.placement.join(msg.node, msg.capacity).listen = msg.listen
+        self.placement.join(msg.node, msg.capacity, msg.listen)
         if news and self.durable:  # nothing placed there before a successor would wait for it
             self.placement.hold(msg.node, True)
         self.groups.learn(msg.calls)  # groups added at run time outlive a leader

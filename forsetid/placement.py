@@ -20,12 +20,12 @@ from typing import Literal
 class WorkerLoad:
     name: str
     capacity: int = 0  # 0 = no limit
-    listen: str = ""  # its client endpoint (node.listen)
     load: int = 0  # registered processes plus starts under way
     up: bool = True
     draining: bool = False  # takes no new process (forsetictl drain)
     left: bool = False  # shut down cleanly: gone, and not down
     held: bool = False  # backend "etcd": joined, and not yet written down for a successor to wait for
+    listen: str = ""  # its client endpoint, as its hello told (clients fail over to it, other nodes send calls)
 
     @property
     def full(self) -> bool:
@@ -52,11 +52,11 @@ class Placement:
     def admits(self, name: str) -> bool:
         return not self.allowed or name in self.allowed
 
-    def join(self, name: str, capacity: int) -> WorkerLoad:
+    def join(self, name: str, capacity: int, listen: str = "") -> WorkerLoad:
         w = self.workers.get(name)
         if w is None:
             w = self.workers[name] = WorkerLoad(name, capacity)
-        w.capacity, w.up, w.left = capacity, True, False
+        w.capacity, w.up, w.left, w.listen = capacity, True, False, listen
         self._offer(w)
         return w
 

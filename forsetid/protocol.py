@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 from typing import Annotated, Any, Literal, Union, get_args
 
 import msgspec
 import zmq
 
 from . import templates
-from .const import GROUP_MAX, GROUP_PATTERN
+from .const import GROUP_MAX, GROUP_PATTERN, GROUP_RULE
 
 VERSION = 1
 MAX_PAYLOAD = 1 << 20  # bytes of a call's payload (cluster.max_payload's default)
@@ -44,7 +45,9 @@ MAX_MESSAGE = MAX_PAYLOAD + ENVELOPE  # bytes a client may send; ZeroMQ drops la
 MAX_PEER_MESSAGE = 64 << 20  # at the leader's ROUTER, where a worker's hello lists all it runs
 
 Group = Annotated[str, msgspec.Meta(min_length=1, max_length=GROUP_MAX, pattern=GROUP_PATTERN)]
-Key = Annotated[str, msgspec.Meta(min_length=1, max_length=1024, pattern=r"^[^\x00]*$")]  # argv/env take no NUL
+KEY_MAX = 1024
+KEY_RULE = f"a key is 1-{KEY_MAX} characters, without NUL"  # (argv and the environment take no NUL)
+Key = Annotated[str, msgspec.Meta(min_length=1, max_length=KEY_MAX, pattern=r"^[^\x00]*$")]
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=86400)]
 Arg = str | int | float | bool | None
 Reason = Literal["exit", "stopped", "node-down", "conflict", "shutdown", "partition"]
@@ -129,7 +132,7 @@ class NodeInfo(msgspec.Struct):
     processes: int
     capacity: int
     suspended: list[str] = []  # groups that crash-looped here, for a while
-    listen: str = ""  # the node's client endpoint (node.listen), where calls to its processes go
+    listen: str = ""  # the node's client endpoint (its node.listen; "": not told, an older worker)
 
 
 class Msg(msgspec.Struct, tag_field="t", kw_only=True):
@@ -295,6 +298,7 @@ class InfoReply(Msg, tag="info-reply"):
     term: int = 0  # the leader's term (backend "etcd"; 0 with "memory")
     epoch: str = ""  # the leader's epoch (its event stream's; with "etcd", its term as text)
     candidates: list[Seat] = []  # every node that may lead (backend "etcd")
+    listen: str = ""  # a worker's client endpoint (node.listen); "" for a leader alone
 
 
 class Error(Msg, tag="error"):
@@ -323,7 +327,6 @@ class Hello(Msg, tag="hello"):
     node: str
     incarnation: str
     capacity: int = 0
-    listen: str = ""  # its client endpoint (node.listen): where other nodes send calls to its processes
     processes: list[Location] = []
     starting: list[Starting] = []
     welcomed_by: str = ""
@@ -332,6 +335,7 @@ class Hello(Msg, tag="hello"):
     # Processes killed when this worker's lease lapsed (cluster.partition = "stop") since
     # the last welcome: their exits, which may not have reached any leader.
     exited: list[Exited] = []
+    listen: str = ""  # its client endpoint (node.listen): the leader's `nodes` tells clients and other nodes
 
 
 class Welcome(Msg, tag="welcome"):
@@ -455,6 +459,30 @@ CLIENT_REQUESTS = (Get, Find, Stop, List, Nodes, Calls, AddCall, RemoveCall, Dra
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
 encode = _encoder.encode
+
+
+class Refused(ValueError):
+    """A request that breaks a rule of this protocol, refused before it is sent: the
+    message names the rule (the daemon would answer ``bad-message``)."""
+
+
+_RULES = {"group": GROUP_RULE, "name": GROUP_RULE, "key": KEY_RULE}  # the field -> the rule, in words
+
+
+def checked(msg: Msg, limit: int = MAX_MESSAGE) -> bytes:
+    """The frame of a request, as sure to pass the daemon's decoding as it can be made:
+    over ``limit`` bytes, or a field that breaks its type's rule (the same types decode
+    it at the daemon), raises :class:`Refused` naming the rule."""
+    frame = encode(msg)
+    if len(frame) > limit:
+        raise Refused(f"{tag(msg)}: the request is {len(frame)} bytes, over the limit of {limit} bytes")
+    try:
+        _decoder.decode(frame)
+    except msgspec.ValidationError as exc:
+        field = re.search(r"at `\$\.(\w+)`", str(exc))
+        rule = _RULES.get(field.group(1)) if field else None
+        raise Refused(f"{tag(msg)}: {rule + ' (' + str(exc) + ')' if rule else exc}") from None
+    return frame
 
 
 class BadMessage(Exception):

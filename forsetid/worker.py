@@ -51,14 +51,11 @@ class Worker(Following):
         leaders: list[tuple[str, str]] | None = None,
         election_lease: float = 0.0,
         lease: Lease | None = None,
-        listen: str = "",
         mailbox: str = "",
         max_payload: int = p.MAX_PAYLOAD,
     ) -> None:
-        """``listen``: this node's client endpoint, told the leader for other nodes' calls;
-        ``mailbox``: the endpoint of its processes' mailboxes ("": none)."""
+        """``mailbox``: the endpoint of its processes' mailboxes ("": none)."""
         self.node = node
-        self.listen = listen
         self.wall = wall
         self.follow(leaders or [("", "")])
         # What `info` answers (the daemon's name, role and events endpoint).
@@ -106,13 +103,13 @@ class Worker(Following):
             node=self.node,
             incarnation=self.incarnation,
             capacity=self.capacity,
-            listen=self.listen,
             processes=procs.running(),
             starting=procs.starting(),
             calls=self.calls,
             suspended=self.guard.left(),
             welcomed_by=self.leader_epoch or "",
             exited=list(procs.unreported),
+            listen=self.about.listen,
         )
 
     def on_leader(self, msg: p.Msg) -> list:

@@ -98,7 +98,6 @@ class WorkerIO(Part):
             leaders=[(name, endpoint) for name, endpoint, _ in leaders],
             election_lease=cluster.lease if cluster.backend == "etcd" else 0.0,
             lease=lease,
-            listen=node.listen,
             mailbox=self.talk_io.endpoint,
             max_payload=cluster.max_payload,
         )

@@ -58,6 +58,11 @@ def test_bench_json_smoke():
         "sends taken by the process, 4 in flight",
         "process SIGKILL -> gone at a waiting caller median",
         "worker SIGKILL -> gone at a waiting caller median",
+        "cached find (AsyncClient, sequential) median",
+        "cached find (AsyncClient), vs raw zmq.asyncio median",
+        "gets of a live key, 1000 awaited at once (AsyncClient)",
+        "event-loop lag, 10 ms ticker, 1000 in flight p99",
+        "client failover: SIGKILL of its node -> next answered find median",
     ):
         assert expected in names
     for r in report["results"]:

@@ -15,7 +15,7 @@ import pytest
 from cluster import HERE, ROOT, wait_for
 from test_cli import ctl
 
-from forsetictl import Busy, ForsetiError, Gone, NotFound, UnknownGroup
+from forsetictl import Busy, Client, ForsetiError, Gone, NotFound, Timeout, UnknownGroup
 
 CALLS = {
     "talk": {"entry": "apps:talker"},
@@ -156,3 +156,35 @@ def test_the_cli_calls_and_sends(three):
     assert r.returncode == 0, r
     r = ctl("call", "quiet", "k", "x", endpoint=ep)
     assert r.returncode == 3 and "takes no messages" in r.stderr, r
+
+
+def test_an_async_client_calls_and_sends(three):
+    import asyncio
+
+    from forsetictl import AsyncClient
+
+    async def main():
+        async with AsyncClient(three.endpoint("node2")) as client:
+            replies = await asyncio.gather(*(client.call("talk", f"a{i % 3}", b"%d" % i) for i in range(30)))
+            assert replies == [b"a%d:%d" % (i % 3, i) for i in range(30)]
+            await client.send("journal", "aj", b"x")
+            assert await client.call("journal", "aj", b"?") == b"x"
+            with pytest.raises(NotFound):
+                await client.call("talk", "nobody", b"x", create=False)
+
+    asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_a_call_is_sent_again_through_another_node_only_with_retry(make_cluster):
+    """A call whose node dies under it is delivered at most once: it fails, unless the
+    caller said the payload is safe to repeat (retry=True)."""
+    c = make_cluster(workers=2, calls=CALLS)
+    with Client([c.endpoint("node1"), c.endpoint("node2")], timeout=5.0) as client:
+        loc = next(loc for loc in (client.get("talk", f"r{i}") for i in range(6)) if loc.node == "node2")
+        assert client.call("talk", loc.key, b"pid") == b"%d" % loc.pid
+        wait_for(lambda: len(client.endpoints.all) == 2, what="node2's endpoint learnt")
+        c.kill("node1")
+        with pytest.raises(Timeout):
+            client.call("talk", loc.key, b"once")
+        assert client.call("talk", loc.key, b"twice is fine", retry=True) == loc.key.encode() + b":twice is fine"

@@ -155,7 +155,7 @@ def test_an_allowed_key_is_answered_and_then_takes_the_fast_path(make_node, keys
     node = make_node()
     with client(ctx, node, keys) as c:
         assert c.info().node == "fake"
-        assert c._poller is None  # the handshake succeeded: blocking recv from now on
+        assert c._here().lines[node.endpoint]._poller is None  # the handshake succeeded: blocking recv from now on
         assert c.nodes() == [] and c.find("g", "k") is None
     assert public(keys, "alice") in node.asked
 
@@ -379,3 +379,37 @@ def test_cli_key_errors_exit_2(keys, tmp_path):
             env={"FORSETI_KEY": str(tmp_path / "nope")})  # fmt: skip
     assert r.returncode == 2
     assert json.loads(r.stdout) == {"error": "config", "message": f"$FORSETI_KEY {tmp_path}/nope: no such file"}
+
+
+def test_a_plain_client_of_a_curve_server_is_told_well_before_its_timeout(make_node, keys, ctx):
+    node = make_node()
+    with client(ctx, node, keys, None, timeout=5.0) as c:
+        start = time.monotonic()
+        with pytest.raises(AccessDenied) as err:
+            c.nodes()
+        took = time.monotonic() - start
+    assert err.value.kind == AUTHENTICATION and "CURVE" in str(err.value)
+    assert took < 4.0, took  # before its 5 s timeout (a handshake retried under load can take 3 s)
+
+
+def test_an_async_client_is_refused_at_once_too(make_node, keys, ctx):
+    import asyncio
+
+    from forsetictl import AsyncClient
+
+    node = make_node()
+    creds = {"key": keys / "eve.key_secret", "server_key": keys / "server.key"}
+
+    async def main():
+        for who in (creds, {}):  # a key in no list; no key at all
+            async with AsyncClient(node.endpoint, timeout=5.0, context=ctx, **who) as c:
+                start = time.monotonic()
+                with pytest.raises(AccessDenied) as err:
+                    await c.nodes()
+                assert time.monotonic() - start < 4.0  # before its 5 s timeout (a retried handshake can take 3 s)
+                assert err.value.kind == AUTHENTICATION
+        async with AsyncClient(node.endpoint, timeout=5.0, context=ctx, key=keys / "alice.key_secret",
+                               server_key=keys / "server.key") as c:  # fmt: skip
+            assert await c.nodes() == []
+
+    asyncio.run(main())

@@ -53,7 +53,9 @@ def test_one_candidate_leads_the_other_stands_by_and_workers_reach_the_leader(ha
     c = ha()
     leader = c.wait_leader()
     standby = next(n for n in c.candidate_names if n != leader)
-    info = c.client(f"{standby}-leader").info()
+    # (it hears of the leader from etcd a moment after the leader knows it leads)
+    asked = c.client(f"{standby}-leader")
+    info = wait_for(lambda: (i := asked.info()).leader and i, what="the standby to know the leader")
     assert info.state == "standby" and info.leader == leader
     loc = c.client("node1").get("sleeper", "k1")
     assert c.client("node2").get("sleeper", "k1") == loc and alive(loc.pid)
@@ -504,3 +506,23 @@ def _leads(client) -> str | None:
         return client.leader()["leader"]
     except ForsetiError:
         return None
+
+
+@pytest.mark.slow
+def test_the_near_cache_goes_on_across_a_leader_change(ha):
+    c = ha()
+    first = c.wait_leader()
+    client = Client([c.endpoint("node1"), c.endpoint("node2")], timeout=5.0, cache=True)
+    c._clients.append(client)  # closed with the cluster
+    loc = client.get("sleeper", "near")
+
+    def hit() -> bool:
+        hits = client.near.hits if client.near else 0
+        return client.find("sleeper", "near") == loc and client.near is not None and client.near.hits > hits
+
+    wait_for(hit, what="a near-cache hit")
+    epoch = client.near.events.epoch
+    c.kill(first, signal.SIGKILL)
+    c.wait_leader(other_than=first)
+    wait_for(hit, timeout=15, what="a near-cache hit from the new leader's stream")
+    assert client.near.events.epoch != epoch

@@ -147,6 +147,8 @@ class ScriptedNode:
             msg = p.decode(frame)
             if isinstance(msg, p.Info):
                 reply = p.InfoReply(id=msg.id, node="n1", role="worker", events=self.events, silence=self.silence)
+            elif isinstance(msg, p.Nodes):  # (a client asks for the other nodes once)
+                reply = p.NodeList(id=msg.id, items=[])
             else:
                 self.asked.append(msg)
                 if events := self.before(msg):
@@ -177,7 +179,7 @@ def live_near_client(node: ScriptedNode) -> Client:
     wait_for(
         lambda: (node.publish(p.Tick(seq=1, epoch="e1")), client.near.asking("g", "-")[0] == 1)[1], what="a live stream"
     )
-    client.near.asked()
+    client.near.asked("g", "-")
     return client
 
 
@@ -213,3 +215,26 @@ def test_a_silent_stream_forgets_locations_but_not_how_far_it_got(tmp_path):
         assert (node.asked[-1].seq, node.asked[-1].epoch) == (2, "e1")
     finally:
         node.close()
+
+
+def test_exits_are_noted_for_every_key_in_flight_not_only_the_last_asked():
+    import zmq
+
+    from forsetictl.near_cache import NearCache
+
+    ctx = zmq.Context()
+    near = NearCache(ctx, "inproc://nobody-publishes-here")
+    try:
+        near.apply(p.Tick(seq=1, epoch="e1"))
+        y = p.Location("g", "y", "n1", 4343, None, 1.0)
+        near.asking("g", "k")  # two requests in flight at once (an AsyncClient's)
+        near.asking("g", "y")
+        near.apply(p.Event(seq=2, epoch="e1", kind="exited", location=X, reason="exit", at=2.0))
+        assert near.learn(X, 1, "e1") is False  # the answer about k came after k's exit
+        assert near.learn(y, 2, "e1") is True and near.lookup("g", "y") == y
+        near.asked("g", "k")
+        near.asked("g", "y")
+        assert not near._exited
+    finally:
+        near.close()
+        ctx.term()

@@ -338,3 +338,24 @@ def test_calls_cross_nodes_over_curve_and_a_reader_may_not_call(make_cluster, ke
     reader = {"key": keys / "reader.key_secret", "server_key": keys / "server.key"}
     with Client(c.endpoint("node1"), **reader) as r, pytest.raises(AccessDenied):
         r.call("talk", "k0", b"x")
+
+
+@pytest.mark.slow
+def test_a_curve_client_learns_the_nodes_and_moves_when_its_own_is_killed(secure, keys):
+    from forsetictl import AsyncClient, Client
+
+    creds = {"key": str(keys / "alice.key_secret"), "server_key": str(keys / "server.key")}
+    with Client(secure.endpoint("node1"), timeout=5.0, **creds) as client:
+        locs = [client.get("sleeper", f"curve{i}") for i in range(6)]
+        loc = next(x for x in locs if x.node == "node2")
+        wait_for(lambda: client.info() and len(client.endpoints.all) == 2, what="node2's endpoint learnt")
+        secure.kill("node1")
+        assert client.find("sleeper", loc.key) == loc  # through node2, over CURVE
+
+    async def main():
+        async with AsyncClient(secure.endpoint("node2"), timeout=5.0, **creds) as aclient:
+            assert await aclient.find("sleeper", loc.key) == loc
+
+    import asyncio
+
+    asyncio.run(main())

@@ -14,9 +14,9 @@ leader (SIGKILL, SIGTERM) to the first successful get of a new key, and cached f
 starts against backend memory, on etcds and clusters of its own (``failover.py``).
 
 ``report.py`` the figures and the table, ``timing.py`` the bounded loops,
-``baselines.py`` the machine's own costs, ``measure.py`` the cluster's, ``detect.py``
-how soon a lost worker is taken for down (own cluster only), ``simulate.py`` the
-simulation's launcher.
+``baselines.py`` the machine's own costs, ``measure.py`` the cluster's, ``clients.py``
+the AsyncClient's and a client's failover, ``detect.py`` how soon a lost worker is taken
+for down (own cluster only), ``simulate.py`` the simulation's launcher.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from ..config import ConfigError, resolve_endpoint
 from ..localcluster import ClusterError, LocalCluster
 from .calls import PHASES as TALK_PHASES
 from .calls import talks
+from .clients import async_rows, client_failover
 from .curve import PHASES as CURVE_PHASES
 from .curve import curve_bench
 from .detect import detection
@@ -68,7 +69,7 @@ def run(args) -> int:
     if args.simulate:
         return simulate(args)
     own = not (args.config or args.endpoint)
-    phases = CURVE_PHASES if args.curve else failover_phases(args) if args.failover else 12 + 2 * own + TALK_PHASES
+    phases = CURVE_PHASES if args.curve else failover_phases(args) if args.failover else 13 + 3 * own + TALK_PHASES
     progress = Progress(not args.json, phases=phases)
     try:
         if args.curve:
@@ -109,6 +110,7 @@ def _bench(args, progress: Progress, own: bool) -> Report:
         }
         bench.ensure_groups()
         bench.round_trips()
+        async_rows(bench, bench.cached.key)
         bench.forks(args.forks // 2)
         bench.starts(ENTRY_GROUP, "entry")
         bench.starts(COMMAND_GROUP, "command")
@@ -116,6 +118,7 @@ def _bench(args, progress: Progress, own: bool) -> Report:
         bench.exits()
         talks(bench, cluster)
         detection(bench, cluster, args.losses)  # last: it kills and restarts the cluster's workers
+        client_failover(bench, cluster, args.losses)
         return bench.report
     finally:
         try:
