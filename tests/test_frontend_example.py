@@ -14,13 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from cluster import ROOT, line_within
 
-SESSIONS = {"sessions": {"entry": "forsetid.examples:sleeper"}}
+SESSIONS = {"sessions": {"entry": "forsetid.examples:sleeper"}, "chat": {"entry": "forsetid.examples:chat"}}
 
 
-def ask(port: int, method: str, path: str) -> tuple[int, dict]:
+def ask(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, dict]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.request(method, path)
+        conn.request(method, path, body=body)
         response = conn.getresponse()
         return response.status, json.loads(response.read())
     finally:
@@ -67,3 +67,17 @@ def test_the_frontend_goes_on_when_its_node_is_killed(frontend):
     for user, loc in locs.items():
         if loc["node"] == "node2":
             assert ask(port, "GET", f"/find/{user}") == (200, loc)
+
+
+def test_the_frontend_talks_to_each_users_chat_session(frontend):
+    """The per-user chat: each user's history lives in that user's one process, wherever
+    it runs, posted to and read through any node with call."""
+    c, port = frontend
+    assert ask(port, "GET", "/chat/carol") == (404, {"error": "no chat for carol"})  # create=False: none yet
+    for i, user in enumerate(["carol", "dave", "carol"]):
+        assert ask(port, "POST", f"/chat/{user}", b"line %d" % i)[0] == 200
+    assert ask(port, "GET", "/chat/carol") == (200, {"history": ["line 0", "line 2"]})
+    assert ask(port, "GET", "/chat/dave") == (200, {"history": ["line 1"]})
+    assert ask(port, "POST", "/chat/carol", b"more") == (200, {"lines": 3})
+    pids = {loc.pid for loc in c.client().processes("chat")}
+    assert len(pids) == 2  # one process per user

@@ -5,6 +5,8 @@ what users build on Forseti. Standard library and forsetictl only.
     curl http://127.0.0.1:8080/session/alice     # get-or-create alice's session: its location
     curl http://127.0.0.1:8080/find/bob          # where bob's runs, or 404
     curl -X DELETE http://127.0.0.1:8080/session/alice
+    curl -d 'hello' http://127.0.0.1:8080/chat/alice   # post to alice's chat session (a call): 1
+    curl http://127.0.0.1:8080/chat/alice              # read it back: ["hello"]
 
 Each connection is served by a coroutine of one event loop; all share one AsyncClient,
 many requests in flight on one socket, none blocking the loop. With several
@@ -19,9 +21,10 @@ import json
 
 import msgspec
 
-from forsetictl import AsyncClient, BadRequest, ForsetiError, Timeout
+from forsetictl import AsyncClient, BadRequest, ForsetiError, NotFound, Timeout
 
 GROUP = "sessions"
+CHAT = "chat"  # forsetid.examples:chat, talked to with call: "post TEXT" and "read"
 
 
 async def handle(client: AsyncClient, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -30,10 +33,14 @@ async def handle(client: AsyncClient, reader: asyncio.StreamReader, writer: asyn
             request = await reader.readline()
             if not request:
                 return
-            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                pass  # headers: not needed here (no request has a body)
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.strip().lower() == "content-length" and value.strip().isdigit():
+                    length = min(int(value), 1 << 16)
+            data = await reader.readexactly(length) if length else b""
             method, path, *_ = request.decode("latin-1").split() + ["", ""]
-            status, body = await answer(client, method, path)
+            status, body = await answer(client, method, path, data)
             data = json.dumps(body).encode()
             head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
             writer.write(head.encode() + data)
@@ -44,11 +51,16 @@ async def handle(client: AsyncClient, reader: asyncio.StreamReader, writer: asyn
         writer.close()
 
 
-async def answer(client: AsyncClient, method: str, path: str) -> tuple[str, object]:
+async def answer(client: AsyncClient, method: str, path: str, data: bytes = b"") -> tuple[str, object]:
     _, what, user = (path.split("/", 2) + ["", ""])[:3]
     if not user:
-        return "404 Not Found", {"error": "try /session/USER or /find/USER"}
+        return "404 Not Found", {"error": "try /session/USER, /find/USER or /chat/USER"}
     try:
+        if what == "chat" and method == "POST":  # the user's session, started if need be, keeps the line
+            return "200 OK", {"lines": int(await client.call(CHAT, user, b"post " + data))}
+        if what == "chat" and method == "GET":
+            history = await client.call(CHAT, user, b"read", create=False)
+            return "200 OK", {"history": history.decode(errors="replace").split("\n") if history else []}
         if what == "session" and method == "GET":
             return "200 OK", msgspec.to_builtins(await client.get(GROUP, user))
         if what == "session" and method == "DELETE":
@@ -58,6 +70,8 @@ async def answer(client: AsyncClient, method: str, path: str) -> tuple[str, obje
             return ("200 OK", msgspec.to_builtins(loc)) if loc else ("404 Not Found", {"error": "no session"})
     except BadRequest as exc:  # a user name the cluster's rules refuse: told before anything is sent
         return "400 Bad Request", {"error": str(exc)}
+    except NotFound:
+        return "404 Not Found", {"error": f"no chat for {user}"}
     except Timeout as exc:
         return "503 Service Unavailable", {"error": str(exc)}
     except ForsetiError as exc:
