@@ -75,7 +75,7 @@ def test_create_false_is_not_found_and_starts_nothing(three):
         client.call("nope", "k", b"x")
 
 
-def test_a_process_that_exits_answers_its_callers_gone(three):
+def test_a_process_that_exits_answers_its_callers_gone(three, tmp_path):
     client = three.client("node1")
     loc = client.get("talk", "crash")
     other = three.client(next(n for n in ("node1", "node2", "node3") if n != loc.node))
@@ -83,14 +83,15 @@ def test_a_process_that_exits_answers_its_callers_gone(three):
 
     def waiter():
         try:
-            other.call("talk", "crash", b"sleep 30", timeout=20)
+            other.call("talk", "crash", b"hold %s 30" % bytes(taken), timeout=20)
         except ForsetiError as exc:
             results["error"] = exc
             results["at"] = time.monotonic()
 
+    taken = tmp_path / "taken"
     t = threading.Thread(target=waiter)
     t.start()
-    time.sleep(0.3)  # (its call is in the mailbox, unanswered)
+    wait_for(taken.exists, 10, 0.01, "the process to take the call (it will not answer it)")
     began = time.monotonic()
     os.kill(loc.pid, signal.SIGKILL)
     t.join(10)

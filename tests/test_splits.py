@@ -208,12 +208,8 @@ def change(c, probe: Client, majority: list[str]) -> list[int]:
 
 def until(predicate, timeout: float, what: str) -> float:
     """Poll ``predicate`` until true: when it was (monotonic), or fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return time.monotonic()
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    wait_for(predicate, timeout, 0.02, what)
+    return time.monotonic()
 
 
 SCENARIOS = [
