@@ -80,13 +80,20 @@ class Following:
             out.append(Note(logging.WARNING, text + " until it is back"))
         self.leader_lost, self.welcomed, self.last_heard = True, False, now
         self.patience = min(2 * self.patience, max(10.0, self.silence))
-        forwards, self.forwards = self.forwards, {}
-        for client, client_id, _ in forwards.values():
-            out += self._answer(client, client_id, self._no_leader(client_id))
+        out += self._no_leader_for_all()
         # Any leader of an older term has lost its lease by now (silence > lease): a
         # rebuilt etcd, whose terms start again, is followed too.
         self.term = self.elected_term = 0
         return out + self._switch(self._next() if self.by_election else self.target, "")
+
+    def _no_leader_for_all(self) -> list:
+        """Every request waiting for the leader is answered no-leader (and forgotten)."""
+        forwards, self.forwards = self.forwards, {}
+        return [
+            e
+            for client, client_id, _ in forwards.values()
+            for e in self._answer(client, client_id, self._no_leader(client_id))
+        ]
 
     def _next(self) -> int:
         return (self.target + 1) % len(self.leaders)

@@ -286,9 +286,7 @@ class Worker(Following):
             out.append(ToLeader(ping))
             self.talks.expire()
         if self.forwards and self._adrift():  # (looked at once a heartbeat, with the ping)
-            forwards, self.forwards = self.forwards, {}
-            for client, client_id, _ in forwards.values():
-                out += self._answer(client, client_id, self._no_leader(client_id))
+            out += self._no_leader_for_all()
         if now - self.last_heard > self.patience:
             out += self._lose_leader(now)
         elif self.by_election and not self.welcomed and now - self.switched_at >= self._search_gap():
