@@ -383,13 +383,13 @@ def test_cli_key_errors_exit_2(keys, tmp_path):
 
 def test_a_plain_client_of_a_curve_server_is_told_well_before_its_timeout(make_node, keys, ctx):
     node = make_node()
-    with client(ctx, node, keys, None, timeout=5.0) as c:
+    with client(ctx, node, keys, None, timeout=10.0) as c:
         start = time.monotonic()
         with pytest.raises(AccessDenied) as err:
             c.nodes()
         took = time.monotonic() - start
     assert err.value.kind == AUTHENTICATION and "CURVE" in str(err.value)
-    assert took < 5.0, took  # told as a refusal within its 5 s timeout (a retried handshake took 3-4.7 s under load)
+    assert took < 5.0, took  # well before its 10 s timeout (a retried handshake took 3-4.7 s under load)
 
 
 def test_an_async_client_is_refused_at_once_too(make_node, keys, ctx):
@@ -402,11 +402,11 @@ def test_an_async_client_is_refused_at_once_too(make_node, keys, ctx):
 
     async def main():
         for who in (creds, {}):  # a key in no list; no key at all
-            async with AsyncClient(node.endpoint, timeout=5.0, context=ctx, **who) as c:
+            async with AsyncClient(node.endpoint, timeout=10.0, context=ctx, **who) as c:
                 start = time.monotonic()
                 with pytest.raises(AccessDenied) as err:
                     await c.nodes()
-                assert time.monotonic() - start < 5.0  # a refusal within its 5 s timeout (3-4.7 s seen under load)
+                assert time.monotonic() - start < 5.0  # well before its 10 s timeout (3-4.7 s seen under load)
                 assert err.value.kind == AUTHENTICATION
         async with AsyncClient(node.endpoint, timeout=5.0, context=ctx, key=keys / "alice.key_secret",
                                server_key=keys / "server.key") as c:  # fmt: skip
