@@ -108,6 +108,7 @@ class Handshakes:
         self.succeeded = False  # a handshake succeeded, and none failed since
         self.failure: str | None = None  # what the last failed handshake said
         self.refused = False  # that failure is a refusal for sure (not a connection cut short)
+        self.cut_short = 0  # handshakes cut short in a row, with no reason given (see verdict)
         self.connected = False  # a handshake has succeeded on this socket, ever
         self.gone: str | None = None  # "refused" (nothing listens), "lost" (it broke); None: fine
         self.monitor = sock.get_monitor_socket(events)
@@ -134,9 +135,11 @@ class Handshakes:
         """What the events so far say of the connection, as a client's failure kind and
         reason: ("denied", why) for a refused handshake, ("refused", "") when nothing
         listens, ("lost", "") when it broke; None while all is well as far as it knows.
-        A handshake cut short without a reason counts as a refusal only when ``final``
-        (the wait is over): the reconnection may yet tell the reason."""
-        if self.refused or (final and self.failure is not None):
+        A handshake cut short without a reason counts as a refusal when it happened twice
+        in a row (a server that went away refuses the reconnection instead; which side
+        notices a mismatch first is a race, so the reason may take many retries to show)
+        or when ``final`` (the wait is over)."""
+        if self.refused or self.cut_short >= 2 or (final and self.failure is not None):
             return ("denied", self.failure or "")
         if self.failure is None and self.gone is not None:
             return (self.gone, "")
@@ -144,7 +147,7 @@ class Handshakes:
 
     def _note(self, event: int, value: int) -> None:
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-            self.succeeded, self.failure, self.refused = True, None, False
+            self.succeeded, self.failure, self.refused, self.cut_short = True, None, False, 0
             self.connected, self.gone = True, None
             return
         if event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CONNECT_RETRIED):
@@ -166,15 +169,17 @@ class Handshakes:
                 )
             else:
                 self.failure = f"handshake protocol error {_protocol_error(value)}"
-        elif event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self.failure is None:
+        elif event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
             # The server closed the connection mid-handshake: what a CURVE server does with a
             # client that pinned another server key (or a server that just went away).
+            self.cut_short += 1
             why = (
-                "is the server key the cluster's?"
+                "is the server key the cluster's? (a server that does not use CURVE does this too)"
                 if self.curve
                 else "a server that requires CURVE does this to a client without keys (--key, --server-key)"
             )
-            self.failure = f"the server closed the connection during the handshake ({os.strerror(value)}): {why}"
+            closed = f"the server closed the connection during the handshake ({os.strerror(value)}): {why}"
+            self.failure = self.failure or closed
 
     def close(self, sock: zmq.Socket) -> None:
         try:
