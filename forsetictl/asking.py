@@ -18,7 +18,7 @@ from .errors import AUTHENTICATION, AccessDenied, BadEndpoint, BadRequest, Forse
 # has the same effect done twice as once (a get of a key that started meanwhile finds
 # it; a second stop finds nothing to stop). Changes to the cluster's groups and nodes
 # are not repeated: their answer would be the second one's.
-SAFE_TO_REPEAT = frozenset(p.tag(m) for m in (p.Get, p.Find, p.Stop, p.List, p.Nodes, p.Calls, p.Info))
+SAFE_TO_REPEAT = frozenset((p.Get, p.Find, p.Stop, p.List, p.Nodes, p.Calls, p.Info))
 PATIENCE = 1.0  # seconds an attempt waits at least before a safe request moves to another node
 REFUSED_GRACE = 0.5  # seconds a refused connection is given (a daemon starting) when there is nowhere else to go
 _SCHEME = re.compile(r"^(tcp|ipc|inproc|ws|wss|tipc|vmci)://.+")
@@ -91,7 +91,7 @@ class Endpoints:
                 self.all.append(e)
 
     def others(self, tried: list[str]) -> bool:
-        return any(e not in tried for e in self.all)
+        return len(self.all) > 1 and any(e not in tried for e in self.all)
 
     def move(self, tried: list[str]) -> str | None:
         """The next endpoint after the current one not tried yet (now the current one), or None."""
@@ -131,7 +131,7 @@ class Asking:
             raise BadRequest(f"refused before sending: {exc}") from None
         self.requests += 1
         deadline = time.monotonic() + timeout
-        repeat = at is None and (p.tag(msg) in SAFE_TO_REPEAT if repeat is None else repeat)
+        repeat = at is None and (type(msg) in SAFE_TO_REPEAT if repeat is None else repeat)
         tried: list[str] = []
         while True:
             endpoint = at or self.endpoints.current

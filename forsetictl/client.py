@@ -97,8 +97,12 @@ class Client(Core):
             return done.value
 
     def _attempt(self, a: Attempt):
-        lines = self._here().lines
-        line = Line(self._ctx, a.endpoint, self._keys, self.stray) if a.pinned else self._line(a.endpoint)
+        lines = self._local.lines
+        line = lines.get(a.endpoint) if not a.pinned else None
+        if line is None:
+            line = Line(self._ctx, a.endpoint, self._keys, self.stray)
+            if not a.pinned:
+                lines[a.endpoint] = line
         out = line.exchange(a)
         if isinstance(out, Failure) or a.pinned:
             # A late answer, or a request still queued for a peer that is not there, must
@@ -109,14 +113,11 @@ class Client(Core):
         return out
 
     def _post(self, post: Post) -> None:
-        self._line(post.endpoint).post(post.frame)
-
-    def _line(self, endpoint: str) -> Line:
-        lines = self._here().lines
-        line = lines.get(endpoint)
+        lines = self._local.lines
+        line = lines.get(post.endpoint)
         if line is None:
-            line = lines[endpoint] = Line(self._ctx, endpoint, self._keys, self.stray)
-        return line
+            line = lines[post.endpoint] = Line(self._ctx, post.endpoint, self._keys, self.stray)
+        line.post(post.frame)
 
     def close(self) -> None:
         """Close every thread's sockets (call it when no thread is in a request)."""
