@@ -73,107 +73,181 @@ def duplicates(live: dict[int, tuple[str, str, str]], excused=frozenset()) -> di
     }
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("partition", ["keep", "stop"])
-def test_chaos(make_cluster, capsys, partition):
-    c = make_cluster(workers=3, cluster={**FAST, "partition": partition}, calls=CALLS)
-    stop = threading.Event()
-    ops = collections.Counter()
-    errors = collections.Counter()
-    samples: dict[str, str] = {}  # one message per kind of error
-    unclean: list[str] = []
-    violations: list[str] = []
-    lock = threading.Lock()
+class ChaosRun:
+    """One chaos run on cluster ``c``: four clients, the faults, the sampler (each a
+    thread), and what they counted and saw go wrong."""
 
-    def client_loop(seed: int) -> None:
+    def __init__(self, c, partition: str) -> None:
+        self.c, self.partition = c, partition
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.ops: collections.Counter = collections.Counter()
+        self.errors: collections.Counter = collections.Counter()
+        self.samples: dict[str, str] = {}  # one message per kind of error
+        self.unclean: list[str] = []
+        self.violations: list[str] = []
+        self.kills: collections.Counter = collections.Counter()
+        self.recoveries: dict[str, list[float]] = collections.defaultdict(list)
+        self.frozen: set[str] = set()  # nodes whose copies are excused: frozen, or back and not yet reconciled
+        self.sampled: collections.Counter = collections.Counter()
+
+    def run(self, seconds: float) -> float:
+        """Run for ``seconds``; the time it took, threads joined."""
+        threads = [threading.Thread(target=self.client_loop, args=(i,)) for i in range(4)]
+        threads.append(threading.Thread(target=self.chaos, args=(SEEDS[self.partition],)))
+        threads.append(threading.Thread(target=self.sampler))
+        t_start = time.monotonic()
+        for t in threads:
+            t.start()
+        time.sleep(seconds)
+        self.stop.set()
+        for t in threads:
+            t.join(30)
+        return time.monotonic() - t_start
+
+    # -- the clients --
+
+    def client_loop(self, seed: int) -> None:
         rnd = random.Random(seed)
-        node = rnd.choice(c.node_names)
-        client = Client(c.endpoint(node), timeout=TIMEOUT)
+        client = Client(self.c.endpoint(rnd.choice(self.c.node_names)), timeout=TIMEOUT)
         try:
-            while not stop.is_set():
+            while not self.stop.is_set():
                 group, key, roll = rnd.choice(list(CALLS)), rnd.choice(KEYS), rnd.random()
                 op = "call" if roll < 0.2 else "get" if roll < 0.55 else "find" if roll < 0.8 else "stop"
-                began = time.monotonic()
-                try:
-                    if op == "call":
-                        pid = int(client.call("chaos-talk", key, b"pid"))
-                        answered(key, pid)
-                    elif op == "get":
-                        client.get(group, key)
-                    elif op == "find":
-                        client.find(group, key)
-                    else:
-                        client.stop(group, key)
-                    with lock:
-                        ops[op] += 1
-                except ForsetiError as exc:
-                    with lock:
-                        kind = f"{op}: {type(exc).__name__}({exc.kind})"
-                        errors[kind] += 1
-                        samples.setdefault(kind, str(exc))
+                if not self.one(client, op, group, key):
                     client.close()
-                    client = Client(c.endpoint(rnd.choice(c.node_names)), timeout=1.0)
-                except Exception as exc:  # anything else is a defect
-                    with lock:
-                        unclean.append(repr(exc))
-                finally:
-                    if op == "call" and time.monotonic() - began > TIMEOUT + 0.5:
-                        with lock:
-                            violations.append(f"a call to {key} kept its caller {time.monotonic() - began:.2f} s")
+                    client = Client(self.c.endpoint(rnd.choice(self.c.node_names)), timeout=1.0)
         finally:
             client.close()
 
-    def answered(key: str, pid: int) -> None:
+    def one(self, client: Client, op: str, group: str, key: str) -> bool:
+        """One request; False when it failed cleanly (the caller takes another node)."""
+        began = time.monotonic()
+        try:
+            if op == "call":
+                self.answered(key, int(client.call("chaos-talk", key, b"pid")))
+            elif op == "get":
+                client.get(group, key)
+            elif op == "find":
+                client.find(group, key)
+            else:
+                client.stop(group, key)
+            with self.lock:
+                self.ops[op] += 1
+        except ForsetiError as exc:
+            with self.lock:
+                kind = f"{op}: {type(exc).__name__}({exc.kind})"
+                self.errors[kind] += 1
+                self.samples.setdefault(kind, str(exc))
+            return False
+        except Exception as exc:  # anything else is a defect
+            with self.lock:
+                self.unclean.append(repr(exc))
+        finally:
+            if op == "call" and time.monotonic() - began > TIMEOUT + 0.5:
+                with self.lock:
+                    self.violations.append(f"a call to {key} kept its caller {time.monotonic() - began:.2f} s")
+        return True
+
+    def answered(self, key: str, pid: int) -> None:
         """The process that answered a call is one of that key's (checked while it lives)."""
         try:
             with open(f"/proc/{pid}/environ", "rb") as f:
                 env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
         except OSError:
             return  # gone since it answered
-        with lock:
-            ops["call answered"] += 1
+        with self.lock:
+            self.ops["call answered"] += 1
             if env.get(b"FORSETI_KEY") != key.encode() or env.get(b"FORSETI_GROUP") != b"chaos-talk":
-                violations.append(f"a call to chaos-talk/{key} was answered by pid {pid} ({env.get(b'FORSETI_KEY')})")
+                who = env.get(b"FORSETI_KEY")
+                self.violations.append(f"a call to chaos-talk/{key} was answered by pid {pid} ({who})")
 
-    kills = collections.Counter()
-    recoveries = collections.defaultdict(list)
-    frozen: set[str] = set()  # nodes whose copies are excused: frozen, or back and not yet reconciled
-    sampled = collections.Counter()
+    # -- the sampler --
 
-    def sampler() -> None:
+    def sampler(self) -> None:
         """No key has two live processes, at every sample; a duplicate counts only if
         its processes are all still alive when checked one after another after the scan
         (then they lived at the same moment: a process that exited just before its
         restart, both read in one scan, is no duplicate)."""
-        while not stop.wait(0.05):
-            with lock:
-                excused = frozenset(frozen)
-            live = live_processes(c)
-            sampled["samples"] += 1
+        while not self.stop.wait(0.05):
+            with self.lock:
+                excused = frozenset(self.frozen)
+            live = live_processes(self.c)
+            self.sampled["samples"] += 1
             for k, pids in duplicates(live, excused).items():
                 if all(alive(pid) for pid in pids):
-                    violations.append(f"{k[0]}/{k[1]}: pids {pids} on {[live[pid][2] for pid in pids]}")
+                    self.violations.append(f"{k[0]}/{k[1]}: pids {pids} on {[live[pid][2] for pid in pids]}")
 
-    def reconciled(name: str) -> bool:
+    def reconciled(self, name: str) -> bool:
         """No key has a copy on ``name`` and another elsewhere (its duplicates stopped)."""
-        live = live_processes(c)
+        live = live_processes(self.c)
         return not any(name in {live[pid][2] for pid in pids} for pids in duplicates(live).values())
 
-    def kill_process(rnd) -> None:
-        victims = sorted(pid for pid, (group, _, _) in live_processes(c).items() if group in RESTARTING)
+    # -- the faults --
+
+    def chaos(self, seed: int) -> None:
+        try:
+            self.faults(seed)
+        except BaseException as exc:  # a chaos that stopped early would pass for a calm run
+            with self.lock:
+                self.unclean.append(f"the chaos thread failed: {exc!r}")
+            raise
+
+    def faults(self, seed: int) -> None:
+        rnd = random.Random(seed)  # the actions (the same ones every run)
+        pick = random.Random(seed + 1)  # which process a kill-process hits (there may be none)
+        while not self.stop.wait(rnd.uniform(0.5, 1.5)):
+            action = rnd.choice(ACTIONS[self.partition])
+            self.kills[action] += 1
+            if action == "kill-process":  # one with a restart policy: it comes back by itself
+                self.kill_process(pick)
+            elif action == "kill-leader":
+                back = self.restart("leader", rnd, signal.SIGKILL)
+                self.recovered(action, back, lambda: all(self.up(n) for n in self.c.node_names))
+            else:
+                self.hit_worker(action, rnd.choice(self.c.node_names), rnd)
+
+    def hit_worker(self, action: str, name: str, rnd: random.Random) -> None:
+        t0 = time.monotonic()
+        if action == "kill-worker":
+            self.restart(name, rnd, signal.SIGKILL)
+        else:
+            if self.partition == "keep":  # (with "stop" its copies must be dead before any other starts)
+                with self.lock:
+                    self.frozen.add(name)
+            self.c.kill(name, signal.SIGSTOP)
+            time.sleep(rnd.uniform(0.3, 1.2))
+            self.c.kill(name, signal.SIGCONT)
+        self.recovered(action, t0, lambda: self.up(name))
+        if action == "freeze-worker":  # its copies run on meanwhile ("keep"): until they are stopped
+            wait_for(lambda: self.reconciled(name), 15, 0.02, f"{name}'s duplicates stopped")
+            with self.lock:
+                self.frozen.discard(name)
+
+    def restart(self, name: str, rnd: random.Random, sig: int) -> float:
+        """Kill it, wait a moment, start it again; when it was started."""
+        self.c.kill(name, sig)
+        self.c.procs[name].wait(5)
+        time.sleep(rnd.uniform(0.1, 0.8))
+        back = time.monotonic()
+        self.c.start(name)
+        return back
+
+    def kill_process(self, rnd: random.Random) -> None:
+        victims = sorted(pid for pid, (group, _, _) in live_processes(self.c).items() if group in RESTARTING)
         if victims:
             try:
                 os.kill(rnd.choice(victims), signal.SIGKILL)
             except ProcessLookupError:  # it exited between the scan and the kill
                 return
-            kills["process-killed"] += 1
+            self.kills["process-killed"] += 1
 
-    def recovered(kind: str, since: float, check) -> None:
+    def recovered(self, kind: str, since: float, check) -> None:
         wait_for(check, 15, 0.02, f"recovery after {kind}")
-        recoveries[kind].append(time.monotonic() - since)
+        self.recoveries[kind].append(time.monotonic() - since)
 
-    def up(name):
-        probe = Client(c.cluster["leader"], timeout=0.5)
+    def up(self, name: str) -> bool:
+        probe = Client(self.c.cluster["leader"], timeout=0.5)
         try:
             return any(n.name == name and n.state == "up" for n in probe.nodes())
         except ForsetiError:
@@ -181,101 +255,60 @@ def test_chaos(make_cluster, capsys, partition):
         finally:
             probe.close()
 
-    def chaos(seed: int) -> None:
+    # -- the end --
+
+    def settle(self) -> float:
+        """Wait until the dictionary and the live processes agree; how long it took."""
+        self.c.wait_up()
+        leader = Client(self.c.cluster["leader"], timeout=2.0)
+
+        def consistent():
+            listed = {(loc.group, loc.key): loc.pid for loc in leader.processes() if loc.group in CALLS}
+            live = live_processes(self.c)
+            return (
+                not duplicates(live)  # at most one live process per key
+                and set(listed.values()) == set(live)  # listed = alive, and nothing unlisted
+                and all(live[pid][:2] == k for k, pid in listed.items())
+            )
+
+        settle0 = time.monotonic()
         try:
-            faults(seed)
-        except BaseException as exc:  # a chaos that stopped early would pass for a calm run
-            with lock:
-                unclean.append(f"the chaos thread failed: {exc!r}")
-            raise
+            wait_for(consistent, 10, 0.05, "the dictionary and the live processes to agree")
+        finally:
+            leader.close()
+        return time.monotonic() - settle0
 
-    def faults(seed: int) -> None:
-        rnd = random.Random(seed)  # the actions (the same ones every run)
-        pick = random.Random(seed + 1)  # which process a kill-process hits (there may be none)
-        while not stop.wait(rnd.uniform(0.5, 1.5)):
-            action = rnd.choice(ACTIONS[partition])
-            kills[action] += 1
-            if action == "kill-process":  # one with a restart policy: it comes back by itself
-                kill_process(pick)
-                continue
-            if action == "kill-leader":
-                c.kill("leader", signal.SIGKILL)
-                c.procs["leader"].wait(5)
-                time.sleep(rnd.uniform(0.1, 0.8))
-                t0 = time.monotonic()
-                c.start("leader")
-                recovered(action, t0, lambda: all(up(n) for n in c.node_names))
-                continue
-            name = rnd.choice(c.node_names)
-            t0 = time.monotonic()
-            if action == "kill-worker":
-                c.kill(name, signal.SIGKILL)
-                c.procs[name].wait(5)
-                time.sleep(rnd.uniform(0.1, 0.8))
-                c.start(name)
-            else:
-                if partition == "keep":  # (with "stop" its copies must be dead before any other starts)
-                    with lock:
-                        frozen.add(name)
-                c.kill(name, signal.SIGSTOP)
-                time.sleep(rnd.uniform(0.3, 1.2))
-                c.kill(name, signal.SIGCONT)
-            recovered(action, t0, lambda name=name: up(name))
-            if action == "freeze-worker":  # its copies run on meanwhile ("keep"): until they are stopped
-                wait_for(lambda name=name: reconciled(name), 15, 0.02, f"{name}'s duplicates stopped")
-                with lock:
-                    frozen.discard(name)
+    def figures(self, elapsed: float, settled: float) -> dict:
+        return {
+            "partition": self.partition,
+            "seconds": round(elapsed, 1),
+            "operations": dict(self.ops),
+            "operations_total": sum(self.ops.values()),
+            "kills": dict(self.kills),
+            "errors": dict(self.errors),
+            "error_samples": self.samples,
+            "recovery_ms_median": {k: round(statistics.median(v) * 1000) for k, v in self.recoveries.items()},
+            "recovery_ms_max": {k: round(max(v) * 1000) for k, v in self.recoveries.items()},
+            "settle_ms": round(settled * 1000),
+            "live_processes_at_end": len(live_processes(self.c)),
+            "samples": self.sampled["samples"],
+            "restart_log_lines": self.c.log("leader").count("restarting "),
+            "violations": len(self.violations),
+        }
 
-    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(4)]
-    threads.append(threading.Thread(target=chaos, args=(SEEDS[partition],)))
-    threads.append(threading.Thread(target=sampler))
-    t_start = time.monotonic()
-    for t in threads:
-        t.start()
-    time.sleep(SECONDS)
-    stop.set()
-    for t in threads:
-        t.join(30)
-    elapsed = time.monotonic() - t_start
 
-    # Let the cluster settle, then check every promise.
-    c.wait_up()
-    leader = Client(c.cluster["leader"], timeout=2.0)
-
-    def consistent():
-        listed = {(loc.group, loc.key): loc.pid for loc in leader.processes() if loc.group in CALLS}
-        live = live_processes(c)
-        return (
-            not duplicates(live)  # at most one live process per key
-            and set(listed.values()) == set(live)  # listed = alive, and nothing unlisted
-            and all(live[pid][:2] == k for k, pid in listed.items())
-        )
-
-    settle0 = time.monotonic()
-    wait_for(consistent, 10, 0.05, "the dictionary and the live processes to agree")
-    settled = time.monotonic() - settle0
-    leader.close()
-
-    figures = {
-        "partition": partition,
-        "seconds": round(elapsed, 1),
-        "operations": dict(ops),
-        "operations_total": sum(ops.values()),
-        "kills": dict(kills),
-        "errors": dict(errors),
-        "error_samples": samples,
-        "recovery_ms_median": {k: round(statistics.median(v) * 1000) for k, v in recoveries.items()},
-        "recovery_ms_max": {k: round(max(v) * 1000) for k, v in recoveries.items()},
-        "settle_ms": round(settled * 1000),
-        "live_processes_at_end": len(live_processes(c)),
-        "samples": sampled["samples"],
-        "restart_log_lines": c.log("leader").count("restarting "),
-        "violations": len(violations),
-    }
+@pytest.mark.slow
+@pytest.mark.parametrize("partition", ["keep", "stop"])
+def test_chaos(make_cluster, capsys, partition):
+    c = make_cluster(workers=3, cluster={**FAST, "partition": partition}, calls=CALLS)
+    run = ChaosRun(c, partition)
+    elapsed = run.run(SECONDS)
+    figures = run.figures(elapsed, run.settle())  # (then every promise is checked)
     with capsys.disabled():
         print("\nchaos run:", figures)
-    assert not unclean, unclean
-    assert not violations, violations
-    assert sum(ops.values()) > 100 and sum(kills.values()) >= 3 and sampled["samples"] > 10, figures
+    assert not run.unclean, run.unclean
+    assert not run.violations, run.violations
+    ops, kills = run.ops, run.kills
+    assert sum(ops.values()) > 100 and sum(kills.values()) >= 3 and run.sampled["samples"] > 10, figures
     assert ops["call answered"] > 10, figures
     assert figures["restart_log_lines"] > 0 or not kills["process-killed"], figures
