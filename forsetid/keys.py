@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import zmq
 import zmq.auth
 
 from .config import Config, ConfigError
@@ -20,6 +21,18 @@ class CurveKeys:
     server_secret: bytes
     public: bytes | None = None  # this daemon's own pair, to reach the leader as a client
     secret: bytes | None = None
+
+    def apply(self, sock: zmq.Socket, serves: bool, domain: bytes) -> None:
+        """Make ``sock`` a CURVE server (``serves``: peers show their keys to it, and ZAP
+        is asked about each in ``domain``) or, with a pair of this daemon's own, a CURVE
+        client pinning the cluster's server key."""
+        if serves:
+            sock.curve_secretkey, sock.curve_publickey = self.server_secret, self.server_public
+            sock.zap_domain = domain
+            sock.curve_server = True
+        elif self.secret is not None:
+            sock.curve_secretkey, sock.curve_publickey = self.secret, self.public
+            sock.curve_serverkey = self.server_public
 
 
 def curve_keys(config: Config) -> CurveKeys | None:

@@ -111,6 +111,16 @@ class RateLimitedLog:
         self.next, self.held = now + self.every, 0
 
 
+def _bind(sock: zmq.Socket, endpoint: str) -> None:
+    scheme, _, path = endpoint.partition("://")
+    folder = os.path.dirname(path)
+    if scheme == "ipc" and folder and not os.path.isdir(folder):
+        os.makedirs(folder, mode=0o700)  # who may connect is who may enter it
+    if scheme == "ipc" and _listening(path):
+        raise OSError("another process listens there (this daemon running already?)")
+    sock.bind(endpoint)
+
+
 def _listening(path: str) -> bool:
     """Whether a process accepts connections on the unix socket ``path``: libzmq would
     put its own in that file's place (and remove it on close), cutting that process off
@@ -172,27 +182,15 @@ class Loop:
         sock = self.ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 500)
         sock.setsockopt(zmq.MAXMSGSIZE, max_message)
-        keys = self.keys
-        if keys is not None and serves:
-            sock.curve_secretkey, sock.curve_publickey = keys.server_secret, keys.server_public
-            sock.zap_domain = gate.DOMAIN
-            sock.curve_server = True
-        elif keys is not None and keys.secret is not None:
-            sock.curve_secretkey, sock.curve_publickey = keys.secret, keys.public
-            sock.curve_serverkey = keys.server_public
+        if self.keys is not None:
+            self.keys.apply(sock, serves, gate.DOMAIN)
         self.watch(sock, handler)
         return sock
 
     def bind(self, sock: zmq.Socket, *endpoints: str) -> None:
         for endpoint in endpoints:
-            scheme, _, path = endpoint.partition("://")
-            folder = os.path.dirname(path)
             try:
-                if scheme == "ipc" and folder and not os.path.isdir(folder):
-                    os.makedirs(folder, mode=0o700)  # who may connect is who may enter it
-                if scheme == "ipc" and _listening(path):
-                    raise OSError("another process listens there (this daemon running already?)")
-                sock.bind(endpoint)
+                _bind(sock, endpoint)
             except (zmq.ZMQError, OSError) as exc:
                 raise ConfigError(f"{self.config_path}: cannot bind {endpoint}: {exc}") from None
 
