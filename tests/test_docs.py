@@ -1,0 +1,153 @@
+"""The documentation cannot drift from the code: the README's and the docs' command and
+Python blocks marked ``<!-- run -->`` run against one real cluster (every other such block
+says why it is not run); the generated reference pages (protocol, configuration, commands)
+are what scripts/gen_docs.py makes of the code now; the metrics page names every metric;
+and nothing in the repository points to a file outside it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cluster import ROOT, Cluster
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import gen_docs  # noqa: E402
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+RUNNABLE = {"sh", "bash", "python"}  # the languages of blocks that must say whether they run
+MARK = re.compile(r"<!-- (run|not run: (?P<why>[^>]+)) -->")
+BLOCK = re.compile(r"^(?P<mark><!--[^\n]*-->\n)?```(?P<lang>\w*)\n(?P<body>.*?)^```$", re.M | re.S)
+# The tour's endpoints, and which node of the test cluster stands in for each.
+ENDPOINTS = {"tcp://127.0.0.1:7072": "node1", "tcp://127.0.0.1:7172": "node2"}
+
+
+def blocks():
+    """(page, line, language, mark or None, body) of every fenced block of every page."""
+    for page in PAGES:
+        text = page.read_text()
+        for m in BLOCK.finditer(text):
+            line = text.count("\n", 0, m.start("lang"))
+            mark = MARK.fullmatch(m.group("mark").strip()) if m.group("mark") else None
+            yield page.relative_to(ROOT), line, m.group("lang"), mark, m.group("body")
+
+
+def test_every_command_or_python_block_says_whether_it_runs():
+    unmarked = [f"{page}:{line}" for page, line, lang, mark, _ in blocks() if lang in RUNNABLE and mark is None]
+    assert not unmarked, f"mark these with <!-- run --> or <!-- not run: why -->: {unmarked}"
+    assert sum(1 for *_, mark, _ in blocks() if mark and mark.group(1) == "run") >= 8
+
+
+@pytest.fixture(scope="module")
+def docs_cluster():
+    """A leader and two workers with conf/forseti.toml's groups: the README's cluster, on ipc://."""
+    with open(ROOT / "conf" / "forseti.toml", "rb") as f:
+        calls = tomllib.load(f)["calls"]
+    c = Cluster(workers=2, calls=calls)
+    try:
+        c.wait_up()
+        yield c
+    finally:
+        orphans = c.close()
+        assert not orphans, f"processes outlived the docs' cluster: {orphans}"
+
+
+def _expected_status(line: str) -> int:
+    """A line whose comment says "exit status N" must exit with N; every other with 0."""
+    found = re.search(r"#.*exit status (\d)", line)
+    return int(found.group(1)) if found else 0
+
+
+def _run_shell(body: str, env: dict, where: str) -> None:
+    background = []
+    try:
+        for line in body.splitlines():
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            command = line.split("  #", 1)[0].strip()
+            if command.endswith("&"):  # followed while the block runs, then stopped
+                background.append(
+                    subprocess.Popen(
+                        ["bash", "-c", command[:-1]], env=env, stdout=subprocess.DEVNULL, start_new_session=True
+                    )
+                )
+                continue
+            done = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=30)
+            assert done.returncode == _expected_status(line), (
+                f"{where}: `{command}` exited {done.returncode}: {done.stdout}{done.stderr}"
+            )
+    finally:
+        for proc in background:
+            assert proc.poll() is None, f"{where}: a background command ended early (status {proc.returncode})"
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(10)
+
+
+def test_the_marked_blocks_run_against_a_real_cluster(docs_cluster, tmp_path):
+    """In page order, on one cluster: the command lines as a shell runs them (with
+    $FORSETI_ENDPOINT naming the cluster's first worker), the Python with the tour's
+    endpoints replaced by the cluster's. A block that defines a managed process's function
+    is run too: it must at least define it."""
+    endpoints = {tour: docs_cluster.endpoint(name) for tour, name in ENDPOINTS.items()}
+    env = {**os.environ, "FORSETI_ENDPOINT": endpoints["tcp://127.0.0.1:7072"], "PATH": _path()}
+    env.pop("FORSETI_KEY", None)
+    ran = 0
+    for page, line, lang, mark, body in blocks():
+        if not mark or mark.group(1) != "run":
+            continue
+        where = f"{page}:{line}"
+        started = time.monotonic()
+        if lang == "python":
+            for tour, real in endpoints.items():
+                body = body.replace(tour, real)
+            exec(compile(body, where, "exec"), {"__name__": "docs_block"})
+        else:
+            _run_shell(body, {**env, "HOME": str(tmp_path)}, where)
+        assert time.monotonic() - started < 20, f"{where}: too slow for the docs' test"
+        ran += 1
+    assert ran >= 8
+
+
+def _path() -> str:
+    """forsetictl from the virtualenv that runs the tests."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
+def test_the_generated_reference_pages_are_up_to_date():
+    assert not gen_docs.stale(), "run python scripts/gen_docs.py and commit the pages it writes"
+
+
+def test_the_metrics_page_names_every_metric_and_no_other():
+    source = (ROOT / "forsetid" / "metrics.py").read_text()
+    defined = set(re.findall(r'(?:Counter|Histogram|GaugeMetricFamily|InfoMetricFamily)\(\s*"(forseti_\w+)"', source))
+    page = (ROOT / "docs" / "reference" / "metrics.md").read_text()
+    listed = {re.sub(r"_(total|info)$", "", name) for name in re.findall(r"^\| `(forseti_\w+)`", page, re.M)}
+    assert defined and listed == defined
+
+
+# Words that would point a reader outside the repository: a contract file that users do not
+# have, its numbered sections, the folder beside the repository it lived in.
+OUTSIDE = re.compile(r"SPEC|section [0-9]|\.\./shared|/work/")
+
+
+def test_nothing_points_outside_the_repository():
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    hits = []
+    for name in files:
+        if Path(name).suffix not in {".py", ".md", ".toml", ".sh", ".service", ".yml", ".html", ".js"}:
+            continue
+        for n, line in enumerate((ROOT / name).read_text(errors="replace").splitlines(), 1):
+            if OUTSIDE.search(line) and name != "tests/test_docs.py":
+                hits.append(f"{name}:{n}: {line.strip()}")
+    assert not hits, "\n".join(hits)
