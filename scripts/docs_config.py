@@ -77,7 +77,7 @@ def type_name(t) -> str:
     names = {mi.StrType: "string", mi.IntType: "integer", mi.FloatType: "number", mi.BoolType: "boolean"}
     base = names.get(type(t), "value")
     if isinstance(t, (mi.IntType, mi.FloatType)):
-        rules = [f"{op} {v:g}" for op, v in ((">", t.gt), (">=", t.ge), ("<=", t.le)) if v is not None]
+        rules = [f"{op} {v:,}" for op, v in ((">", t.gt), (">=", t.ge), ("<=", t.le)) if v is not None]
         return base + (f" ({', '.join(rules)})" if rules else "")
     return base
 
