@@ -343,6 +343,25 @@ not MessagePack; the process holds a DEALER:
 | worker → process | `[b"send", N, PAYLOAD]` | a one-way request |
 | process → worker | `[b"reply", N, PAYLOAD]` | the answer to request `N`; to a `send`, as soon as the process takes it (that frees its place in the mailbox; the payload is ignored) |
 
+## Which reply answers which request
+
+| request | its reply |
+|---|---|
+| `get`, `find` | `location` (`location` nil: `find` of a key that runs nowhere) |
+| `stop` | `stopped` |
+| `ls` | `locations` |
+| `nodes` | `node-list` |
+| `calls` | `call-list` |
+| `add-call`, `remove-call`, `drain`, `undrain` | `ok` |
+| `info` | `info-reply` |
+| `call` | `reply`; with `one_way` (a send): `ok`, once in the process's mailbox |
+| any | `error`, instead, when it cannot be done |
+
+A request whose `deadline` has passed is dropped unanswered; any other gets one reply,
+unless the node it was sent to is lost meanwhile (a client's timeout covers that, and it
+may send a request that is safe to repeat to another node). A worker answers `get` and `find` from its cache when it can, and forwards the
+rest to the leader, whose reply it passes back with the client's `id`.
+
 ## Error kinds
 
 Every `error` reply has a `kind` (below, under [Enumerations](#enumerations)) and a
