@@ -1,25 +1,75 @@
 """docs/reference/commands.md, made from the argument parsers of forsetictl (forsetictl.cli.parser)
-and forsetid (its --help): every command, option and choice, as the programs print them.
-scripts/gen_docs.py writes it."""
+and forsetid: every command, argument and option with its help, as tables (not argparse's own
+--help text, whose layout changes between Python versions). scripts/gen_docs.py writes it."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import os
 
 from forsetictl import cli
 
-WIDTH = "100"  # argparse wraps at $COLUMNS: fixed, so that the page is the same on every terminal
+
+class _Caught(Exception):
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self.parser = parser
 
 
-def helped(main, argv: list[str]) -> str:
-    """What ``main(argv)`` prints for --help."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
-        main(argv)
-    return out.getvalue().rstrip()
+def forsetid_parser() -> argparse.ArgumentParser:
+    """The parser forsetid's main() builds, caught as main() asks it to parse."""
+    from forsetid import daemon
+
+    def catch(self, *args, **kwargs):
+        raise _Caught(self)
+
+    original = argparse.ArgumentParser.parse_args
+    argparse.ArgumentParser.parse_args = catch  # type: ignore[method-assign]
+    try:
+        daemon.main([])
+    except _Caught as caught:
+        return caught.parser
+    finally:
+        argparse.ArgumentParser.parse_args = original  # type: ignore[method-assign]
+    raise AssertionError("forsetid's main() parsed no arguments")
+
+
+def words(action: argparse.Action) -> str:
+    """How the argument is written: ``--timeout S``, ``GROUP``, ``[ARG...]``."""
+    metavar = action.metavar or action.dest.upper()
+    if action.choices and not action.metavar:
+        metavar = "{" + ",".join(map(str, action.choices)) + "}"
+    if action.nargs in ("*", argparse.REMAINDER):
+        metavar = f"[{metavar}...]"
+    elif action.nargs == "+":
+        metavar = f"{metavar} [{metavar}...]"
+    elif action.nargs == "?":
+        metavar = f"[{metavar}]"
+    if not action.option_strings:
+        return f"`{metavar}`"
+    if action.nargs == 0:
+        return ", ".join(f"`{o}`" for o in action.option_strings)
+    return ", ".join(f"`{o} {metavar}`" for o in action.option_strings)
+
+
+def table(parser: argparse.ArgumentParser, skip: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+    formatter = parser._get_formatter()
+    rows = []
+    for action in parser._actions:
+        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) or action.help == argparse.SUPPRESS:
+            continue
+        if skip & set(action.option_strings):
+            continue
+        meaning = formatter._expand_help(action) if action.help else ""
+        if not meaning and action.default not in (None, False, argparse.SUPPRESS):
+            meaning = f"(default {action.default})"
+        rows.append(f"| {words(action)} | {meaning.replace('|', chr(92) + '|')} |")
+    return ["| argument | meaning |", "|---|---|", *rows, ""] if rows else ["No arguments.", ""]
+
+
+def usage(name: str, parser: argparse.ArgumentParser) -> str:
+    if parser.usage:
+        return parser.usage.replace("%(prog)s", f"forsetictl {name}")
+    positional = [words(a).strip("`") for a in parser._actions if not a.option_strings]
+    return " ".join(["forsetictl", name, *positional, "[options]"])
 
 
 def commands(ap: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -27,26 +77,21 @@ def commands(ap: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     return dict(sub.choices)
 
 
-def block(text: str) -> list[str]:
-    return ["```text", text, "```", ""]
-
-
 def page() -> str:
-    old = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = WIDTH
-    try:
-        from forsetid import daemon
-
-        ap = cli.parser()
-        out = [HEAD, "## forsetid", "", *block(helped(daemon.main, ["--help"])), "## forsetictl", ""]
-        out += block(ap.format_help().rstrip())
-        for name, sub in commands(ap).items():
-            out += [f"### forsetictl {name}", "", *block(sub.format_help().rstrip())]
-    finally:
-        if old is None:
-            del os.environ["COLUMNS"]
-        else:
-            os.environ["COLUMNS"] = old
+    ap = cli.parser()
+    globals_ = {o for a in ap._actions for o in a.option_strings}
+    out = [HEAD, "## forsetid", "", "`forsetid --config FILE [options]`: the daemon.", "", *table(forsetid_parser())]
+    out += ["## forsetictl", "", "`forsetictl [options] COMMAND ...`: the client.", "", *table(ap)]
+    out += ["```text", cli.EPILOG, "```", ""]
+    for name, sub in commands(ap).items():
+        text, *_ = cli.SUBCOMMANDS[name]
+        out += [f"### forsetictl {name}", "", f"{text[0].upper()}{text[1:]}.", "", f"`{usage(name, sub)}`", ""]
+        if sub.description:
+            out += ["```text", sub.description.strip(), "```", ""]
+        out += table(sub, skip=globals_ - {"--help", "-h"})
+    out.append(
+        "The options of `forsetictl` above (`--config`, `--endpoint`, `--json`, ...) may also come after a command."
+    )
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -54,7 +99,7 @@ HEAD = """\
 <!-- Generated by scripts/gen_docs.py from the argument parsers: do not edit (tests/test_docs.py checks it). -->
 # Every command
 
-Each program's and each command's `--help`, as they print it. What the commands share
-(finding the cluster, the options before or after the command, the output, the exit
-statuses): [Command line](cli.md).
+Each program's and each command's arguments and options, as their `--help` says them.
+What the commands share (finding the cluster, the options before or after the command,
+the output, the exit statuses): [Command line](cli.md).
 """
