@@ -202,3 +202,43 @@ def test_the_benchmark_figures_are_drawn_from_the_json_kept_beside_them(tmp_path
         assert (tmp_path / name).read_text() == (ROOT / "docs" / "bench" / name).read_text(), (
             f"docs/bench/{name} is not what its JSON draws: run python scripts/bench_plots.py"
         )
+
+
+def test_ticks_go_to_each_group_topic_with_its_gseq_and_to_the_empty_topic_with_0(docs_cluster):
+    """What the protocol page says of ticks, on the wire: a group's subscriber has a tick at
+    once and one every heartbeat on its topic, carrying that group's gseq; b"" gets gseq 0."""
+    import zmq
+
+    from forsetid import protocol as p
+
+    ctx = zmq.Context.instance()
+    group, everything = ctx.socket(zmq.SUB), ctx.socket(zmq.SUB)
+    try:
+        for sock, topic in ((group, p.topic("users")), (everything, b"")):
+            sock.setsockopt(zmq.SUBSCRIBE, topic)
+            sock.setsockopt(zmq.RCVTIMEO, 5000)
+            sock.connect(docs_cluster.cluster["events"])
+        first = p.decode(group.recv_multipart()[1])
+        assert isinstance(first, p.Tick)
+        with docs_cluster.client() as client:
+            client.get("users", "wire-tick")
+        event = _next(group, p.Event)  # (a heartbeat's tick may come first)
+        assert event.location.group == "users" and event.gseq == first.gseq + 1
+        tick = _next(group, p.Tick)  # the next heartbeat's, on this group's topic
+        assert (tick.seq, tick.gseq) == (event.seq, event.gseq)
+        ticks = [m for m in (p.decode(everything.recv_multipart()[1]) for _ in range(3)) if isinstance(m, p.Tick)]
+        assert ticks and all(t.gseq == 0 for t in ticks)
+    finally:
+        group.close(0)
+        everything.close(0)
+
+
+def _next(sock, kind):
+    """The next message of that kind on a SUB socket (within its RCVTIMEO each)."""
+    from forsetid import protocol as p
+
+    for _ in range(20):
+        msg = p.decode(sock.recv_multipart()[1])
+        if isinstance(msg, kind):
+            return msg
+    raise AssertionError(f"no {kind.__name__} in 20 messages")
