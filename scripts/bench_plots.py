@@ -97,6 +97,12 @@ def log_ticks(low: float, high: float) -> list[float]:
     return [10.0**e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)]
 
 
+def nice(v: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 times a power of ten that is at least ``v``: a round top for an axis."""
+    power = 10.0 ** math.floor(math.log10(v))
+    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= v)
+
+
 def duration(us: float) -> str:
     if us >= 1e6:
         return f"{us / 1e6:g} s"
@@ -110,7 +116,7 @@ def latency(data: dict, into: Path = OUT) -> None:
     values = [rows[f"{n} {w}"]["value"] for n in names for w in ("median", "p99")]
     values += [rows[f"{n} median"]["baseline_value"] for n in names]
     ticks = log_ticks(min(values), max(values))
-    svg = Svg(900, 60 + 28 * len(names) + 50, left=300, top=50)
+    svg = Svg(960, 60 + 28 * len(names) + 50, left=350, top=50)
     lo, hi = math.log10(ticks[0]), math.log10(ticks[-1])
 
     def x(v: float) -> float:
@@ -127,7 +133,7 @@ def latency(data: dict, into: Path = OUT) -> None:
         svg.dot(x(med["baseline_value"]), y, COLORS["base"], 3)
         svg.dot(x(med["value"]), y, COLORS["median"])
         svg.dot(x(p99["value"]), y, COLORS["p99"])
-    svg.legend([("median", COLORS["median"]), ("p99", COLORS["p99"]), ("baseline's median", COLORS["base"])], 300, 24)
+    svg.legend([("median", COLORS["median"]), ("p99", COLORS["p99"]), ("baseline's median", COLORS["base"])], 350, 24)
     svg.write("latency.svg", "Latencies of one default run: median to p99, log scale, next to each baseline", into)
 
 
@@ -139,10 +145,10 @@ def starts(into: Path = OUT) -> None:
     svg = Svg(900, 340, left=70, top=50, bottom=50)
     half = (svg.pw - 80) / 2
     xs = {n: i for i, n in enumerate(runs)}
-    for panel, (title, metric, unit_scale, unit) in enumerate(
+    for panel, (title, metric, unit_scale) in enumerate(
         [
-            ("starts per second", "starts/s, {} concurrent", 1, "/s"),
-            ("a get's median", "get, {} concurrent median", 1e-3, "ms"),
+            ("starts per second", "starts/s, {} concurrent", 1),
+            ("a get's median, ms", "get, {} concurrent median", 1e-3),
         ]
     ):
         x0 = svg.left + panel * (half + 80)
@@ -154,7 +160,7 @@ def starts(into: Path = OUT) -> None:
             ]
             for kind in ("entry", "command")
         }
-        top = max(v for pts in points.values() for _, v in pts) * 1.15
+        top = nice(max(v for pts in points.values() for _, v in pts) * 1.1)
 
         def px(n: int, x0: float = x0) -> float:
             return x0 + (xs[n] + 0.5) / len(xs) * half
@@ -169,14 +175,14 @@ def starts(into: Path = OUT) -> None:
             svg.text(x0 - 6, py(v) + 4, f"{v:,.0f}", "end")
         for n in xs:
             svg.text(px(n), svg.top + svg.ph + 16, str(n), "middle")
-        svg.text(x0 + half / 2, svg.top + svg.ph + 34, f"gets of new keys in flight ({unit})", "middle")
+        svg.text(x0 + half / 2, svg.top + svg.ph + 34, "gets of new keys in flight", "middle")
         for kind, pts in points.items():
             for (n1, v1), (n2, v2) in zip(pts, pts[1:], strict=False):
                 svg.line(px(n1), py(v1), px(n2), py(v2), COLORS[kind], 2)
             for n, v in pts:
                 svg.dot(px(n), py(v), COLORS[kind])
-    svg.legend([("entry (fork of the fork server)", COLORS["entry"])], 70, 20)
-    svg.legend([("command (fork + exec)", COLORS["command"])], 330, 20)
+    svg.legend([("entry (fork of the fork server)", COLORS["entry"])], 70, 16)
+    svg.legend([("command (fork + exec)", COLORS["command"])], 330, 16)
     svg.write("starts.svg", "Starts per second and a get's median against the gets of new keys in flight", into)
 
 
@@ -188,7 +194,7 @@ def failover(data: dict, into: Path = OUT) -> None:
         return
     rows = list(samples)
     top = max(max(v) for v in samples.values()) * 1.1
-    svg = Svg(900, 70 + 34 * len(rows) + 40, left=330, top=50)
+    svg = Svg(960, 70 + 34 * len(rows) + 40, left=350, top=50)
 
     def x(s: float) -> float:
         return svg.left + s / top * svg.pw
