@@ -98,7 +98,7 @@ def _forsetictl(command: str, env: dict) -> tuple[int, str]:
 
 
 def _bash(command: str, env: dict) -> tuple[int, str]:
-    done = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=30)
+    done = subprocess.run(["bash", "-c", command], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
     return done.returncode, done.stdout + done.stderr
 
 
@@ -112,7 +112,11 @@ def _run_shell(body: str, env: dict, where: str) -> None:
             if command.endswith("&"):  # followed while the block runs, then stopped
                 background.append(
                     subprocess.Popen(
-                        ["bash", "-c", command[:-1]], env=env, stdout=subprocess.DEVNULL, start_new_session=True
+                        ["bash", "-c", command[:-1]],
+                        env=env,
+                        cwd=ROOT,
+                        stdout=subprocess.DEVNULL,
+                        start_new_session=True,
                     )
                 )
                 continue
@@ -242,3 +246,10 @@ def _next(sock, kind):
         if isinstance(msg, kind):
             return msg
     raise AssertionError(f"no {kind.__name__} in 20 messages")
+
+
+def test_the_readme_links_to_pages_that_exist():
+    """The site's build checks the docs' links; the README is outside it, so here."""
+    links = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text())
+    assert len(links) >= 20
+    assert [link for link in links if not (ROOT / link).exists()] == []
