@@ -295,6 +295,43 @@ decode with. `tests/dealer_process.py` is a managed process in ten lines of plai
   none): a daemon that receives it more than 0.25 s after its deadline drops it
   unanswered, and a `get` or `call` whose caller has given up starts no process.
 
+## A client in a dozen lines
+
+Any ZeroMQ binding and any MessagePack library will do; here pyzmq and msgspec, against
+the single-machine cluster of [Getting started](../getting-started.md) (its worker's
+`node.listen` is `tcp://127.0.0.1:7072`, its leader's `cluster.events`
+`tcp://127.0.0.1:7071`):
+
+<!-- run -->
+```python
+import msgspec
+import zmq
+
+ctx = zmq.Context.instance()
+events = ctx.socket(zmq.SUB)
+events.setsockopt(zmq.SUBSCRIBE, b"users\\0")  # one group's topic: its name and a NUL
+events.connect("tcp://127.0.0.1:7071")
+first = msgspec.msgpack.decode(events.recv_multipart()[1])  # a tick, at once: the stream is live
+assert first["t"] == "tick"
+
+node = ctx.socket(zmq.DEALER)
+node.setsockopt(zmq.RCVTIMEO, 5000)
+node.connect("tcp://127.0.0.1:7072")
+node.send(msgspec.msgpack.encode({{"t": "get", "v": 1, "id": 7, "group": "users", "key": "wire"}}))
+reply = msgspec.msgpack.decode(node.recv())
+assert reply["t"] == "location" and reply["id"] == 7
+print(reply["location"])  # {{'group': 'users', 'key': 'wire', 'node': ..., 'pid': ..., 'endpoint': None, 'started_at': ...}}
+
+node.send(msgspec.msgpack.encode({{"t": "get", "v": 1, "id": 8, "group": "nope", "key": "k"}}))
+error = msgspec.msgpack.decode(node.recv())
+assert (error["t"], error["id"], error["kind"]) == ("error", 8, "unknown-group")
+
+topic, frame = events.recv_multipart()  # the started event, or a heartbeat's tick before it
+print(topic, msgspec.msgpack.decode(frame)["t"])
+node.close()
+events.close()
+```
+
 ## Types
 
 * **str** is MessagePack str (UTF-8); a bin where a str is expected is refused
@@ -326,6 +363,9 @@ decode with. `tests/dealer_process.py` is a managed process in ten lines of plai
   on the topic of every group someone subscribed to on its own, with that group's
   `gseq`**. Each new subscription also gets a tick at once, on its own topic (with that
   group's `gseq`, or 0 on `b""`): a subscriber that has its first tick is live.
+  ZeroMQ matches topics by prefix, so a subscriber of `b""` also receives the ticks
+  published on the groups' topics: read a tick's count by the topic it came on (on
+  `b""`, `seq`; on `GROUP\\0`, that group's `gseq`).
 * `elected` (backend `etcd`): a candidate that wins an election publishes it on `b""` at
   once, again with every heartbeat's tick, and to every new subscriber of `b""`; workers
   move to it at once. A standby publishes nothing.
