@@ -320,7 +320,7 @@ node.connect("tcp://127.0.0.1:7072")
 node.send(msgspec.msgpack.encode({{"t": "get", "v": 1, "id": 7, "group": "users", "key": "wire"}}))
 reply = msgspec.msgpack.decode(node.recv())
 assert reply["t"] == "location" and reply["id"] == 7
-print(reply["location"])  # {{'group': 'users', 'key': 'wire', 'node': ..., 'pid': ..., 'endpoint': None, 'started_at': ...}}
+print(reply["location"])  # {{'group': 'users', 'key': 'wire', 'node': ..., 'pid': ..., ...}}
 
 node.send(msgspec.msgpack.encode({{"t": "get", "v": 1, "id": 8, "group": "nope", "key": "k"}}))
 error = msgspec.msgpack.decode(node.recv())
