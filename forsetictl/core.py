@@ -148,9 +148,11 @@ class Core(Asking):
         return self._run(self._talk(group, key, payload, args, create, True, timeout, retry))
 
     def get_key(self, key: str, args: list | None = None) -> Any:
+        """``get("default", key, args)``: the original Forseti's get of the default group."""
         return self.get("default", key, args)
 
     def search_key(self, key: str) -> Any:
+        """``find("default", key)``: the original Forseti's find in the default group."""
         return self.find("default", key)
 
     def stop(self, group: str, key: str) -> Any:
@@ -195,6 +197,7 @@ class Core(Asking):
         return self._run(self._field(p.Drain(node=node, stop=stop)))
 
     def undrain(self, node: str) -> Any:
+        """The node takes new processes again (state ``up``). ForsetiError kind ``unknown-node``."""
         return self._run(self._field(p.Undrain(node=node)))
 
     def remove_call(self, name: str) -> Any:

@@ -7,7 +7,11 @@ from forsetid import protocol as p
 
 
 class ForsetiError(Exception):
-    """The cluster answered with an error (or did not answer: see subclasses)."""
+    """The cluster answered with an error (or did not answer: see subclasses).
+
+    ``kind``: what went wrong, as the wire's error kinds spell it (``"spawn-failed"``,
+    ``"no-worker"``...), or the client's own (``"timeout"``, ``"authentication"``,
+    ``"bad-request"``, ``"bad-call"``); the message says it for a person."""
 
     kind = "error"
 
@@ -24,6 +28,8 @@ class SpawnError(ForsetiError):
 
 
 class UnknownGroup(ForsetiError):
+    """The cluster has no group of that name (``add_call`` adds one)."""
+
     kind = p.UNKNOWN_GROUP
 
 

@@ -19,7 +19,16 @@ from .security import CurveKeys, Handshakes, monitored
 
 
 class Event(msgspec.Struct, frozen=True):
-    """A process started or exited somewhere in the cluster."""
+    """A process started or exited somewhere in the cluster.
+
+    ``kind``: ``"started"``, ``"exited"``, or ``"missed"`` (events were lost just before
+    the next one: ``missed`` says how many, 0 when a new leader makes it unknowable; rebuild
+    whatever you keep from events, with ``processes()``). ``seq``: the event's number in
+    its leader's life. ``exit_code``: of an exit by itself; ``signal``: the number of the
+    signal that killed it; both None when started, and when its exit went unseen (its node
+    lost). ``reason``, of an exit: ``"exit"``, ``"stopped"``, ``"node-down"``,
+    ``"conflict"``, ``"shutdown"`` or ``"partition"``. ``at``: Unix seconds. ``adopted``,
+    of a start: a process that ran already, which a new leader learnt of from its worker."""
 
     seq: int
     kind: str  # "started" | "exited"
@@ -117,8 +126,11 @@ def subscriber(ctx: zmq.Context, follower: Follower, keys: CurveKeys | None, end
 
 
 class EventStream(Follower):
-    """An iterator of :class:`Event`; ``next_event(timeout)`` waits at most that long
-    (see :class:`Follower` for "missed" events and ``heard``)."""
+    """An iterator of :class:`Event`, live once returned (``Client.events()``);
+    ``next_event(timeout)`` waits at most that long. Where events were lost (a reconnect,
+    a new leader), it yields one event of kind ``"missed"`` before the next real one.
+    ``heard``: when the publisher last spoke (``time.monotonic()``; it ticks every
+    heartbeat): a stream silent for the node's ``info().silence`` seconds has lost it."""
 
     def __init__(
         self,

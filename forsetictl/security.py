@@ -1,4 +1,4 @@
-"""A client's side of CURVE (README, "Security"): its key files, the handshake as its
+"""A client's side of CURVE (docs/guides/security.md): its key files, the handshake as its
 sockets' monitors tell of it, and ``forsetictl keygen``.
 
 Key files are ZeroMQ certificate files: ``NAME.key`` holds the public key,

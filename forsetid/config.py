@@ -1,4 +1,4 @@
-"""forseti.toml, validated into typed objects (see README, "Configuration")."""
+"""forseti.toml, validated into typed objects (every key: docs/reference/config.md)."""
 
 from __future__ import annotations
 

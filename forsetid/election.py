@@ -8,8 +8,8 @@ the lease alive; the others watch the key and campaign again once it is gone.
 
 :class:`Office` is the pure part, what the loop asks before every decision: a leader
 leads only until ``lease`` seconds after it *sent* the last renewal that succeeded, so
-it stops deciding before etcd can have let the lease lapse and elected another (fencing: README,
-"A highly available leader"). :class:`Campaign` is the thread that talks to etcd, so the loop never
+it stops deciding before etcd can have let the lease lapse and elected another (fencing:
+docs/guides/ha.md). :class:`Campaign` is the thread that talks to etcd, so the loop never
 waits on it. It renews only while the loop still turns: a wedged loop loses office.
 What the leader must leave to its successor (the workers it knew, the groups added at
 run time) is written under the same prefix, each write guarded by the term.

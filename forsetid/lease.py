@@ -11,7 +11,7 @@ A lease is renewed only by an answer that proves the leader heard this worker: a
 not from when the answer came: the leader heard the worker at that instant or later,
 and counts its own ``heartbeat`` x ``liveness`` from when it last heard it, so a lease
 of ``lease_seconds()`` ends before the leader can take the worker for down however
-long either message took on its way (README, "Partitions: the timing argument").
+long either message took on its way (docs/internals/partitions.md).
 Other words from the leader (a start, a stop, an unasked pong) prove nothing of the
 kind: they may have been sent long after the leader last heard this worker.
 """

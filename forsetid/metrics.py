@@ -1,4 +1,4 @@
-"""``node.metrics``: Prometheus text on ``http://HOST:PORT/metrics`` (README, "Metrics").
+"""``node.metrics``: Prometheus text on ``http://HOST:PORT/metrics`` (docs/reference/metrics.md).
 
 One :class:`Metrics` per daemon, made by ``daemon.build`` only when ``node.metrics`` is
 set (with it off this module, and prometheus_client, are never imported). The IO parts

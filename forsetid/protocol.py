@@ -116,7 +116,9 @@ class Call(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
 
 class Location(msgspec.Struct, frozen=True):
-    """Where the process for (group, key) runs."""
+    """Where the process for (group, key) runs: on ``node``, as ``pid``; ``endpoint``: the
+    group's endpoint template filled for this key (or what the process reported with
+    ``ready()``), None without one; ``started_at``: Unix seconds."""
 
     group: str
     key: str
@@ -127,6 +129,10 @@ class Location(msgspec.Struct, frozen=True):
 
 
 class NodeInfo(msgspec.Struct):
+    """A worker as the leader knows it. ``state``: "up", "draining" (takes no new
+    process), "down" (taken for dead) or "left" (shut down cleanly); ``capacity``: 0 for
+    no limit."""
+
     name: str
     state: Literal["up", "draining", "down", "left"]
     processes: int

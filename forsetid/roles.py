@@ -1,5 +1,5 @@
 """Who may send what, with ``security.curve``: the role of a peer is the folder of
-``security.authorized`` that holds its public key (README, "Security"). Decided here, on
+``security.authorized`` that holds its public key (docs/guides/security.md). Decided here, on
 every message by its kind, before any decision sees it.
 
 * ``readers`` may look: ``find``, ``ls``, ``nodes``, ``calls``, ``info`` (and follow

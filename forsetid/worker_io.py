@@ -64,8 +64,7 @@ def across_machines(sock: zmq.Socket, heartbeat: float, beat: bool) -> None:
     both ends (``HEARTBEAT_TTL``: the publisher drops it too). Not on the DEALER to the
     leader: a connection closed there makes the leader take this worker for down at
     once (fast detection), which must mean that the daemon is gone, not the network;
-    the worker's own silence rule replaces that socket (README, "Partitions: the timing
-    argument")."""
+    the worker's own silence rule replaces that socket (docs/internals/partitions.md)."""
     ms = max(100, round(heartbeat * 1000))
     sock.setsockopt(zmq.CONNECT_TIMEOUT, ms)
     if beat:

@@ -1,4 +1,4 @@
-"""The client's side of CURVE (SPEC section 8) against a real CURVE handshake, without
+"""The client's side of CURVE (docs/guides/security.md) against a real CURVE handshake, without
 forsetid: a small CURVE server here (a ROUTER and an XPUB, a ZAP handler that lets in
 only the keys it is given) answers a few requests with protocol messages."""
 

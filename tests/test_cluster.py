@@ -1,7 +1,7 @@
 """The cluster end to end: real daemons on ipc://, real processes, real signals.
 
 The original Forseti's own suite (basic, args, load, lock, start errors) ported with
-tighter bounds, plus what the SPEC adds."""
+tighter bounds, plus the guarantees of docs/concepts.md."""
 
 from __future__ import annotations
 

@@ -151,7 +151,7 @@ def test_unknown_key(tmp_path):
 
 
 def test_unknown_key_says_what_was_expected(tmp_path):
-    # SPEC 3: unknown keys are rejected "with the file, the key path and what was expected".
+    # Unknown keys are refused "with the file, the key path and what was expected".
     message = error(
         tmp_path,
         """
@@ -328,7 +328,7 @@ def test_an_open_metrics_address_needs_insecure_even_with_curve():
     config.protected(config.parse({"node": {"metrics": "0.0.0.0:9464"}, "security": {"insecure": True}}))
 
 
-# -- backend "etcd" (SPEC section 7) --
+# -- backend "etcd" (docs/guides/ha.md) --
 
 HA = """
 [cluster]

@@ -330,7 +330,7 @@ def _up(c, count: int) -> bool:
 
 @pytest.mark.slow
 def test_a_screenshot_of_a_three_node_cluster(make_cluster, dashboards, page, tmp_path):
-    """The picture in the README: FORSETI_SCREENSHOT=docs/dashboard.png writes it there."""
+    """The picture in docs/guides/dashboard.md: FORSETI_SCREENSHOT=docs/dashboard.png writes it there."""
     c = make_cluster(workers=3, cluster=FAST, calls={"flaky": {"entry": "forsetid.examples:exit_with", "args": [3]}})
     d = dashboards(c.endpoint("node1"))
     page.goto(d.url)

@@ -1,4 +1,4 @@
-"""Draining a node and a node that leaves, with real daemons (SPEC section 9): a draining
+"""Draining a node and a node that leaves, with real daemons (docs/guides/restarts.md): a draining
 node takes no new process while lookups through it go on; with --stop its processes stop;
 a worker shut down cleanly shows as left, not down."""
 

@@ -1,4 +1,4 @@
-"""A highly available leader on a real etcd (SPEC section 7, guarantee 9): candidates
+"""A highly available leader on a real etcd (docs/guides/ha.md): candidates
 elected in etcd, failover when the leader is killed, frozen or stopped, nothing lost or
 doubled; the candidates' and workers' view of who leads."""
 

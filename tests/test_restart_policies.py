@@ -1,4 +1,4 @@
-"""Restart policies with real daemons (SPEC section 9, restarts.py): "always" brings a key
+"""Restart policies with real daemons (docs/guides/restarts.md, restarts.py): "always" brings a key
 back after any exit, "on-failure" after a failure only, a stop ends it for good, and a
 node that goes down, shuts down or is drained with --stop has its processes started
 elsewhere. Each waits for events, never for a time; a thing that must not happen is

@@ -1,4 +1,4 @@
-"""Security with real daemons and real CURVE handshakes (SPEC section 8): roles by key
+"""Security with real daemons and real CURVE handshakes (docs/guides/security.md): roles by key
 folder, keys refused at the handshake, a worker key that joins only as its own node,
 traffic a relay cannot read, protected mode, and keys taken out with SIGHUP."""
 
