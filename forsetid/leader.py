@@ -77,6 +77,7 @@ class Leader(Hellos, Restarting, Admin):
         self.about = msgspec.structs.replace(self.about, epoch=self.epoch)
         self.term = term  # of its election (backend "etcd"), told in every welcome
         self.durable = durable  # a successor reads its Records (backend "etcd")
+        self.acks: dict[str, list[Reply]] = {}  # (admin.py)
         self.partition_stop = partition == "stop"  # a worker silent this long has killed all it ran
         self.expected = set(expected)  # the workers its predecessors knew (from etcd)
         self.unplaced: list[tuple[bytes, p.Get]] = []  # gets waiting for a joined worker's record
@@ -195,7 +196,10 @@ class Leader(Hellos, Restarting, Admin):
 
     def recorded(self, key: str) -> Out:
         """A record a successor reads is written (backend "etcd"): a worker so recorded
-        may take processes now, and the gets that waited for it are placed."""
+        may take processes now, and the gets that waited for it are placed; a group
+        so recorded is answered ok."""
+        if key.startswith("calls/"):
+            return list(self.acks.pop(key, []))
         if not key.startswith("members/"):
             return []
         self.placement.hold(key.removeprefix("members/"), False)
@@ -212,6 +216,7 @@ class Leader(Hellos, Restarting, Admin):
         waiting += [(peer, msg.id) for peer, msg in self.starts.held + self.unplaced + self.fences.waiting]
         waiting += [w for waiters in self.registry.stopping.values() for w in waiters]
         waiting += [w for r in self.restarts.pending.values() for w in r.waiters]
+        waiting += [(ok.peer, ok.msg.id) for oks in self.acks.values() for ok in oks]
         text = "this leader's term has ended; ask again"
         return [Reply(peer, p.Error(id=req, kind=p.NOT_LEADER, message=text)) for peer, req in waiting]
 
