@@ -304,7 +304,7 @@ def test_a_real_split(split, net, capsys, partition, victim, how):
         f"errors {dict(watch.errors)}; samples {watch.samples}, doubled {len(watch.doubled)}"
     )
     if victim == "leader":  # where the majority's wait went
-        steps = {"the old leader stepped down": "stops leading", "a new one was elected": "leads (term",
+        steps = {"the old leader stepped down": "stops leading", "a new one was elected": "elected in etcd",
                  "it placed new keys again": "placing new keys"}  # fmt: skip
         at = {what: logged(c, text, t_cut) for what, text in steps.items()}
         report += "; " + ", ".join(f"{what} {'?' if t is None else f'{t - t_cut:.2f} s'}" for what, t in at.items())
