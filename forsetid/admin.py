@@ -27,21 +27,28 @@ class Admin:
     store: Store
     peer_of: dict[str, bytes]
     record: Callable[[str, bytes | None], list[Record]]
+    acks: dict[str, list[Reply]]  # oks held until their record is written (backend "etcd")
 
     def _add_call(self, peer: bytes, msg: p.AddCall) -> Out:
         what = self.groups.add(msg)
         if isinstance(what, p.Error):
             return [Reply(peer, what)]
-        # Workers keep it too: after a leader restart, their hellos bring it back.
+        # Workers keep it too: after a leader restart, their hellos bring it back. They
+        # are told before the caller's ok (which a worker forwarded, on the same socket),
+        # and with backend "etcd" the ok waits for the record a successor reads
+        # (``Leader.recorded``): a failover just after it loses nothing.
         news = self._tell_workers(p.AddCall(name=msg.name, call=msg.call, replace=True))
-        return [Reply(peer, p.Ok(id=msg.id)), *news, Note(logging.INFO, f"group {msg.name} {what}"),
-                *self.record(f"calls/{msg.name}", msgspec.json.encode(msg.call))]  # fmt: skip
+        record = self.record(f"calls/{msg.name}", msgspec.json.encode(msg.call))
+        ok = Reply(peer, p.Ok(id=msg.id))
+        if record:
+            self.acks.setdefault(f"calls/{msg.name}", []).append(ok)
+        return [*news, *record, *([] if record else [ok]), Note(logging.INFO, f"group {msg.name} {what}")]
 
     def _remove_call(self, peer: bytes, msg: p.RemoveCall) -> Out:
         if error := self.groups.remove(msg):
             return [Reply(peer, error)]
-        return [Reply(peer, p.Ok(id=msg.id)), *self._tell_workers(p.RemoveCall(name=msg.name)),
-                Note(logging.INFO, f"group {msg.name} removed"), *self.record(f"calls/{msg.name}", None)]  # fmt: skip
+        return [*self._tell_workers(p.RemoveCall(name=msg.name)), *self.record(f"calls/{msg.name}", None),
+                Reply(peer, p.Ok(id=msg.id)), Note(logging.INFO, f"group {msg.name} removed")]  # fmt: skip
 
     def _drain(self, peer: bytes, msg: p.Drain) -> Out:
         if not self.placement.drain(msg.node, True):

@@ -73,11 +73,12 @@ class Following:
         return self.leaders[self.target][1]
 
     def _lose_leader(self, now: float) -> list:
-        """Start again on a new socket; until a welcome, clients hear "no leader" at once."""
+        """Start again on a new socket; until a welcome, clients hear "no leader" at once
+        (but for lookups of this worker's own processes: ``Worker._cached``)."""
         out: list = []
         if not self.leader_lost:
-            text = f"{self.node} lost the leader: no word for {now - self.last_heard:.1f} s; lookups of new keys fail"
-            out.append(Note(logging.WARNING, text + " until it is back"))
+            text = f"{self.node} lost the leader: no word for {now - self.last_heard:.1f} s; only lookups of its own"
+            out.append(Note(logging.WARNING, text + " processes are answered until it is back"))
         self.leader_lost, self.welcomed, self.last_heard = True, False, now
         self.patience = min(2 * self.patience, max(10.0, self.silence))
         out += self._no_leader_for_all()

@@ -32,8 +32,10 @@ from .admin import Admin
 from .crashloop import Suspensions
 from .effects import LeaderOut, Note, Publish, Reply
 from .event_log import EventLog
+from .fences import Fences
 from .groups import Groups
 from .hello import Hellos
+from .lease import lease_seconds
 from .members import Members
 from .placement import Placement
 from .registry import Registry
@@ -75,13 +77,19 @@ class Leader(Hellos, Restarting, Admin):
         self.about = msgspec.structs.replace(self.about, epoch=self.epoch)
         self.term = term  # of its election (backend "etcd"), told in every welcome
         self.durable = durable  # a successor reads its Records (backend "etcd")
+        self.acks: dict[str, list[Reply]] = {}  # (admin.py)
         self.partition_stop = partition == "stop"  # a worker silent this long has killed all it ran
         self.expected = set(expected)  # the workers its predecessors knew (from etcd)
         self.unplaced: list[tuple[bytes, p.Get]] = []  # gets waiting for a joined worker's record
         self.monotonic = monotonic
-        self.silence = heartbeat * liveness  # a worker silent this long is down
+        self.silence = heartbeat * liveness  # a worker silent this long may have its keys placed elsewhere
+        # With "stop" a worker is down sooner, once silent longer than its lease can hold:
+        # its processes are dead, and no answer names them; their keys stay fenced until
+        # the silence has lasted self.silence (fences.py).
+        self.down_after = lease_seconds(heartbeat, liveness) if self.partition_stop else self.silence
+        self.fences = Fences(monotonic)
         self.suspensions = Suspensions(monotonic)
-        self.members = Members(self.silence, monotonic)
+        self.members = Members(self.down_after, monotonic)
         self.node_of, self.peer_of = self.members.node_of, self.members.peer_of
         self.restarts = Restarts(monotonic)
         self.registry = Registry(self.store, self.placement, self.events, self.dropped)
@@ -116,19 +124,22 @@ class Leader(Hellos, Restarting, Admin):
         """When ``expire`` has work besides the heartbeat's: the end of a recovery (the
         restarts wait for it), or the next restart; and the moment a worker may fall
         silent too long, so that it is down then, not up to a heartbeat later (with
-        partition "stop" its processes are dead since its lease lapsed, half a
-        heartbeat before: answers that name them are wrong meanwhile)."""
+        partition "stop" its processes are dead since its lease lapsed: answers that
+        name them are wrong from then); and the end of a fence, whose gets wait."""
         end = self.starts.deadline()
         end = end if end is not None else self.restarts.next_due()
-        silent = self.members.next_silent
-        return silent if end is None else end if silent is None else min(end, silent)
+        times = [t for t in (end, self.members.next_silent, self.fences.deadline()) if t is not None]
+        return min(times) if times else None
 
     def expire(self) -> Out:
         """Take every worker that has been silent too long for dead; end a recovery
         that has lasted long enough and place the keys it held; place the restarts due."""
         out: Out = []
         for node in self.members.silent():
-            out += self.node_down(node)
+            # (with "stop": fenced until its silence has lasted self.silence)
+            out += self.node_down(node, fence=self.members.last_seen[node] + self.silence)
+        for peer, msg in self.fences.released():
+            out += self._get(peer, msg)
         return out + self._place_held() + self.restart_due()
 
     def _place_held(self) -> Out:
@@ -156,32 +167,39 @@ class Leader(Hellos, Restarting, Admin):
             out += self.record(f"members/{node}", None)
         return out
 
-    def node_down(self, node: str, why: str | None = None, dead: bool = False) -> Out:
+    def node_down(self, node: str, why: str | None = None, dead: bool = False, fence: float = 0.0) -> Out:
         """Its processes are reported exited ("node-down"); if it comes back, it is told
         to say hello again. ``why``: for the log (default: its silence). Its starts under
         way are placed again elsewhere when no copy of them can run there: the daemon is
         ``dead`` (its connection closed: its fork server killed all it started), or,
         with partition "stop", its silence outlasted its lease (its fork server killed
-        all and starts nothing until a leader answers it); otherwise they fail."""
+        all and starts nothing until a leader answers it); otherwise they fail. With
+        "stop", the keys of its processes and starts are placed no sooner than ``fence``
+        (monotonic)."""
         self.members.forget(node)
         self.placement.down(node)
+        keys = [(loc.group, loc.key) for loc in self.store.on_node(node)] + [k for k, _ in self.starts.of_node(node)]
+        fenced = self.partition_stop and not dead and fence > self.monotonic()
+        if fenced:
+            self.fences.fence(keys, fence)
         out = self.registry.keep_only(node, [], "node-down")
         worker = self.placement.workers.get(node)
         if worker is not None and worker.left:
             note = Note(logging.INFO, f"worker {node} has left")
         else:
-            text = f"{why or f'no word for {self.silence:g} s'}; {len(out)} of its processes reported exited"
+            text = f"{why or f'no word for {self.down_after:g} s'}; {len(out)} of its processes reported exited"
             note = Note(logging.WARNING, f"worker {node} is down: {text}")
-        return [
-            note,
-            *out,
-            *self._fail_pending(node, "went down", dead or self.partition_stop),
-            *self.record(f"members/{node}", None),
-        ]
+        out = [note, *out, *self._fail_pending(node, "went down", dead or self.partition_stop)]
+        for k in keys if fenced else ():
+            self.restarts.not_before(k, fence)  # (a restart their exits or failed starts scheduled)
+        return out + self.record(f"members/{node}", None)
 
     def recorded(self, key: str) -> Out:
         """A record a successor reads is written (backend "etcd"): a worker so recorded
-        may take processes now, and the gets that waited for it are placed."""
+        may take processes now, and the gets that waited for it are placed; a group
+        so recorded is answered ok."""
+        if key.startswith("calls/"):
+            return list(self.acks.pop(key, []))
         if not key.startswith("members/"):
             return []
         self.placement.hold(key.removeprefix("members/"), False)
@@ -195,9 +213,10 @@ class Leader(Hellos, Restarting, Admin):
         """No longer the leader: everyone still waiting for an answer hears so, to ask
         the new one (a worker sends its requests again there)."""
         waiting = [w for _, wait in self.starts.pending.items() for w in wait.waiters]
-        waiting += [(peer, msg.id) for peer, msg in self.starts.held + self.unplaced]
+        waiting += [(peer, msg.id) for peer, msg in self.starts.held + self.unplaced + self.fences.waiting]
         waiting += [w for waiters in self.registry.stopping.values() for w in waiters]
         waiting += [w for r in self.restarts.pending.values() for w in r.waiters]
+        waiting += [(ok.peer, ok.msg.id) for oks in self.acks.values() for ok in oks]
         text = "this leader's term has ended; ask again"
         return [Reply(peer, p.Error(id=req, kind=p.NOT_LEADER, message=text)) for peer, req in waiting]
 
@@ -218,6 +237,8 @@ class Leader(Hellos, Restarting, Admin):
         if self.starts.recovering_until is not None:
             self.starts.held.append((peer, msg))  # its start may be under way on a worker yet to say hello
             return []
+        if self.fences.holds(peer, msg):
+            return []  # its last process may be dying still (fences.py)
         if p.expired(msg.deadline, self.wall()):
             return []  # held, and its caller gave up meanwhile: nothing is started for it
         suspended = self.suspensions.nodes(msg.group)

@@ -175,6 +175,13 @@ class Restarts:
         heapq.heappush(self._heap, (r.due, r.seq, (r.group, r.key)))
         return wait
 
+    def not_before(self, k: Key, when: float) -> None:
+        """A restart of ``k`` waiting now is placed no sooner than ``when``."""
+        r = self.pending.get(k)
+        if r is not None and r.due < when:
+            r.due, r.seq = when, next(self._seq)
+            heapq.heappush(self._heap, (r.due, r.seq, k))
+
     def ordered(self, r: Restart) -> None:
         """Its start went to a worker: if that fails, it is tried again."""
         self.under_way[(r.group, r.key)] = r

@@ -122,6 +122,8 @@ class Worker(Following):
             self.calls.setdefault(msg.group, msg.call)
             return self.processes.spawn(msg)
         if isinstance(msg, p.Kill):
+            if msg.reason == "conflict":  # the leader names the other copy: this one is not named again
+                self.cache.forget(msg.location)
             return self.processes.kill(msg)
         if isinstance(msg, p.Pong):
             if msg.known and msg.epoch == self.leader_epoch:
@@ -192,6 +194,16 @@ class Worker(Following):
         for loc in self.processes.running():
             self.cache.learn(loc, self.cache.seq)
 
+    def _cached(self, group: str, key: str) -> p.Location | None:
+        """What the cache may answer: nothing while adrift (below); with the leader lost
+        (``cluster.partition = "keep"``), only this worker's own processes, known first
+        hand and alive: what it knows of other nodes' is as old as its silence (and in a
+        split they are out of reach anyway), and may have exited unheard meanwhile."""
+        loc = self.cache.get(group, key)
+        if loc is None or self._adrift() or (self.leader_lost and loc.node != self.node):
+            return None
+        return loc
+
     def _adrift(self) -> bool:
         """With partition "stop", a lease held once and lapsed: no leader has vouched for
         this worker in time, its processes are dead, and what its cache knows of others'
@@ -204,8 +216,8 @@ class Worker(Following):
         if isinstance(msg, p.Request) and p.expired(msg.deadline, self.wall()):
             return [Dropped(f"'{p.tag(msg)}' past its deadline")]  # its caller gave up: it costs nothing more
         if isinstance(msg, (p.Get, p.Find)):
-            loc = self.cache.get(msg.group, msg.key)
-            if loc is not None and self.cache.has_seen(msg.seq, msg.epoch) and not self._adrift():
+            loc = self._cached(msg.group, msg.key)
+            if loc is not None and self.cache.has_seen(msg.seq, msg.epoch):
                 return [
                     Reply(client, p.Found(id=msg.id, location=loc, seq=self.cache.seq, epoch=self.cache.epoch or ""))
                 ]

@@ -841,10 +841,15 @@ def test_an_elected_leader_records_run_time_groups_and_answers_its_waiters_when_
     leader.expire()
     add = leader.handle(CLIENT, p.AddCall(id=2, name="extra", call=p.Call(command=["sleep", "9"])))
     assert records(add) == [("calls/extra", msgspec.json.encode(p.Call(command=["sleep", "9"])))]
+    assert not [
+        e for e in add if isinstance(e, Reply) and e.peer == CLIENT
+    ]  # the ok waits for the record a successor reads
+    assert leader.recorded("calls/extra") == [Reply(CLIENT, p.Ok(id=2))]
     assert records(leader.handle(CLIENT, p.RemoveCall(id=3, name="extra"))) == [("calls/extra", None)]
+    leader.handle(CLIENT, p.AddCall(id=5, name="more", call=p.Call(command=["sleep", "9"])))  # not recorded yet
     leader.handle(CLIENT, p.Get(id=4, group="users", key="k"))  # its start is under way on node1
-    ((to, error),) = [(e.peer, e.msg) for e in leader.abdicate()]
-    assert to == CLIENT and (error.id, error.kind) == (4, p.NOT_LEADER)
+    answered = sorted((e.peer, e.msg.id, e.msg.kind) for e in leader.abdicate())
+    assert answered == [(CLIENT, 4, p.NOT_LEADER), (CLIENT, 5, p.NOT_LEADER)]
     # With backend memory nothing is recorded.
     assert records(make(["node1"]).handle(CLIENT, p.AddCall(id=2, name="x", call=p.Call(command=["true"])))) == []
 

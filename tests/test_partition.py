@@ -284,34 +284,81 @@ def test_stop_a_worker_whose_lease_lapsed_answers_no_leader_instead_of_from_its_
     assert isinstance(worker.on_client(b"cli", get)[0], ToLeader)  # (the welcome emptied the cache)
 
 
+def test_keep_a_worker_that_lost_its_leader_answers_only_its_own_processes_from_its_cache():
+    """With "keep", once a worker takes its leader for lost, what its cache knows of
+    other nodes' processes is as old as its silence (and in a split out of reach): it
+    answers "no leader" for them, and its own live processes from its cache. When the
+    leader it rejoins stops its copy of a key as a duplicate, that copy is not named
+    again, not even before it has exited."""
+    from test_worker import make, started
+
+    from forsetid import protocol as p
+    from forsetid.effects import Reply
+
+    worker, clock = make()
+    mine, _ = started(worker, key="mine", pid=4242)
+    theirs = p.Location("users", "theirs", "node2", 77)
+    worker.on_event(p.Event(seq=1, epoch="e1", kind="started", location=theirs))
+
+    def answer(key: str) -> p.Msg:
+        (reply,) = worker.on_client(b"cli", p.Find(id=3, group="users", key=key))
+        assert isinstance(reply, Reply)
+        return reply.msg
+
+    assert answer("theirs").location == theirs and answer("mine").location == mine.location
+    clock.now += worker.patience + 0.1
+    worker.expire()  # no word for heartbeat x liveness: the leader is lost
+    assert answer("theirs").kind == p.NO_LEADER and answer("mine").location == mine.location
+    worker.on_leader(p.Welcome(id=worker.hello().id, epoch="e2"))
+    worker.on_leader(p.Kill(location=mine.location, reason="conflict"))
+    assert worker.cache.get("users", "mine") is None and worker.cache.get("users", "theirs") is None
+
+
 @pytest.mark.parametrize("partition", ["stop", "keep"])
-def test_a_start_lost_with_its_silent_worker_goes_elsewhere_when_no_copy_can_run(partition):
-    """With "stop", a worker silent for heartbeat x liveness has outlived its lease: its
-    fork server killed all and starts nothing, so a start under way there is placed on
-    another worker and its caller answered from there. With "keep" it may still run."""
-    from test_leader import CLIENT, Leader, answer, get, hello, peer, replies, spawn_of
+def test_a_silent_workers_keys_wait_out_its_silence_and_a_start_lost_there_goes_elsewhere(partition):
+    """With "stop", a worker silent for longer than its lease can hold (heartbeat x
+    liveness - heartbeat/2) is down at once: its fork server has killed all it ran and
+    starts nothing, so no answer names its processes any more. Their keys, and a start
+    under way there, are placed on another worker only once the silence has lasted
+    heartbeat x liveness (the lease's margin is for the kill and the clocks): a get
+    waits until then, and so does a restart. With "keep" the worker is down at heartbeat
+    x liveness, and its start fails (it may still run there)."""
+    from test_leader import CLIENT, Leader, answer, events, get, hello, loc, peer, replies, spawn_of
 
     from forsetid import protocol as p
 
     now = [0.0]
-    leader = Leader({"users": p.Call(command=["sleep", "600"])}, heartbeat=1.0, liveness=3,
-                    clock=lambda: 1.0, monotonic=lambda: now[0], partition=partition)  # fmt: skip
-    hello(leader, "node1")
-    hello(leader, "node2")
+    calls = {"users": p.Call(command=["sleep", "600"]), "always": p.Call(command=["sleep", "600"], restart="always")}
+    leader = Leader(calls, heartbeat=1.0, liveness=3, clock=lambda: 1.0, monotonic=lambda: now[0], partition=partition)
+    ran, kept = loc("node1", "r"), loc("node1", "a", group="always")
+    hello(leader, "node1", processes=[ran, kept])
+    hello(leader, "node2", processes=[loc("node2", "x"), loc("node2", "y")])
     node, _ = spawn_of(get(leader, "k", id=7))
     assert node == "node1"
     now[0] = 2.0
     leader.handle(peer("node2"), p.Ping())
-    now[0] = 3.5
-    out = leader.expire()  # node1 is down
+    now[0] = 2.6  # node1 silent 2.6 s: longer than its lease (2.5 s) could hold
+    out = leader.expire()
     if partition == "keep":
-        (err,) = replies(out)
+        assert out == [] and leader.next_deadline() == 3.0
+        now[0] = 3.5
+        (err,) = replies(leader.expire())
         assert err.kind == p.SPAWN_FAILED and err.id == 7 and "node node1 went down" in err.message
         return
-    assert replies(out) == []
-    again, loc = answer(leader, out)
-    assert loc.node == "node2" and replies(again) == [p.Found(id=7, location=loc, seq=1, epoch=leader.epoch)]
-    assert replies(get(leader, "k", id=8)) == [p.Found(id=8, location=loc, seq=1, epoch=leader.epoch)]
+    assert {(e.location.key, e.kind, e.reason) for e in events(out)} == {
+        (ran.key, "exited", "node-down"),
+        (kept.key, "exited", "node-down"),
+    }
+    assert replies(out) == [] and not [m for _, m in out if isinstance(m, p.Spawn)]  # nothing placed yet
+    assert replies(leader.handle(CLIENT, p.Find(id=8, group="users", key="r")))[0].location is None
+    assert replies(get(leader, "r", id=9)) == []  # waits for the end of the fence
+    assert leader.next_deadline() == 3.0
+    now[0] = 3.0  # node1 silent for heartbeat x liveness: its keys go elsewhere
+    out = leader.expire()
+    spawns = sorted((m.key, to) for to, m in out if isinstance(m, p.Spawn))
+    assert spawns == [("a", peer("node2")), ("k", peer("node2")), ("r", peer("node2"))]
+    again, started = answer(leader, [(to, m) for to, m in out if isinstance(m, p.Spawn) and m.key == "k"])
+    assert replies(again) == [p.Found(id=7, location=started, seq=leader.events.seq, epoch=leader.epoch)]
     assert CLIENT not in {to for to, m in out if isinstance(m, p.Error)}
 
 
