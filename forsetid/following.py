@@ -19,6 +19,7 @@ import msgspec
 
 from . import protocol as p
 from .effects import Exit, Note, Reconnect, Reply, ToLeader
+from .lease import Lease
 
 NAME_MARGIN = 1.0  # seconds beyond the leader's silence and two heartbeats (a loaded machine's delays)
 
@@ -50,6 +51,9 @@ class Following:
     name_wait: float  # (name_wait())
     taken_since: float | None  # when the leader first said this node's name is taken (None: it did not)
     forwards: dict[int, tuple[bytes, int, p.Msg]]
+    about: p.InfoReply
+    leader_epoch: str | None
+    lease: Lease | None
 
     hello: Callable[[], p.Hello]
     _no_leader: Callable[[int], p.Error]
@@ -177,3 +181,21 @@ class Following:
             return []  # (old news, or on its way there already)
         self.elected_term = msg.term
         return self._switch(self.names.index(msg.node), f"elected in term {msg.term}")
+
+    def _adrift(self) -> bool:
+        """With partition "stop", a lease held once and lapsed: no leader has vouched for
+        this worker in time, its processes are dead, and what its cache knows of others'
+        may be stale by as long; it answers "no leader" until a leader answers it again."""
+        return self.lease is not None and self.lease.adrift()
+
+    def _info(self, req_id: int) -> p.InfoReply:
+        """This node, and the leader it has joined (none while it has not)."""
+        about, joined = self.about, self.welcomed
+        events = about.events
+        if self.by_election:  # the events endpoint of the candidate that leads
+            seat = next((s for s in about.candidates if s.name == self.leader_name), None)
+            events = seat.events if seat is not None and joined else ""
+        return msgspec.structs.replace(
+            about, id=req_id, events=events, leader=self.leader_name if joined else "", term=self.term,
+            epoch=self.leader_epoch or "" if joined else "",
+        )  # fmt: skip

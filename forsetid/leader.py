@@ -29,8 +29,9 @@ import msgspec
 
 from . import protocol as p
 from .admin import Admin
+from .client_requests import ClientRequests
 from .crashloop import Suspensions
-from .effects import LeaderOut, Note, Publish, Reply
+from .effects import LeaderOut, Note, Reply
 from .event_log import EventLog
 from .fences import Fences
 from .groups import Groups
@@ -42,12 +43,13 @@ from .registry import Registry
 from .restarts import Restarting, Restarts
 from .starts import Starts
 from .store import MemoryStore, Store
+from .worker_reports import WorkerReports
 
 Out = LeaderOut
 FRESH_HEARTBEATS = 1.5  # with no sign of a predecessor by then, a starting leader has none
 
 
-class Leader(Hellos, Restarting, Admin):
+class Leader(Hellos, Restarting, Admin, ClientRequests, WorkerReports):
     def __init__(
         self,
         calls: dict[str, p.Call],
@@ -220,7 +222,7 @@ class Leader(Hellos, Restarting, Admin):
         text = "this leader's term has ended; ask again"
         return [Reply(peer, p.Error(id=req, kind=p.NOT_LEADER, message=text)) for peer, req in waiting]
 
-    # -- client requests --
+    # -- the get (the other client requests: client_requests.py; admin requests: admin.py) --
 
     def _get(self, peer: bytes, msg: p.Get) -> Out:
         if unknown := self.groups.unknown(msg, msg.group):
@@ -252,69 +254,7 @@ class Leader(Hellos, Restarting, Admin):
         self.starts.expect(k, node, spawn.id, spawn).waiters.append((peer, msg.id))
         return [Reply(self.peer_of[node], spawn)]
 
-    def _find(self, peer: bytes, msg: p.Find) -> Out:
-        if unknown := self.groups.unknown(msg, msg.group):
-            return [Reply(peer, unknown)]
-        return [Reply(peer, self.events.found(msg.id, self.store.get(msg.group, msg.key)))]
-
-    def _stop(self, peer: bytes, msg: p.Stop) -> Out:
-        if unknown := self.groups.unknown(msg, msg.group):
-            return [Reply(peer, unknown)]
-        k = (msg.group, msg.key)
-        loc = self.store.get(*k)
-        if loc is None:  # not running: but it may be on its way back (a restart), which this ends
-            restart = self.restarts.stop(k, (peer, msg.id))
-            if restart is True:
-                return []  # under way: stopped as soon as it has started, and answered then
-            if not restart:
-                return [Reply(peer, p.Stopped(id=msg.id, found=False))]
-            text = f"{msg.group}/{msg.key} was stopped while it waited for its restart"
-            out: Out = [Reply(w, p.Error(id=req, kind=p.SPAWN_FAILED, message=text)) for w, req in restart.waiters]
-            return [Reply(peer, p.Stopped(id=msg.id, found=True)), *out, Note(logging.INFO, f"{text}: not restarted")]
-        self.registry.stopping.setdefault(k, []).append((peer, msg.id))
-        host = self.peer_of.get(loc.node)
-        if host is None:  # its node is gone: so is the process
-            return self.registry.drop(loc, reason="node-down")
-        # Sent again on every stop: a repeat is harmless, and a lost one is made good.
-        return [Reply(host, p.Kill(location=loc, reason="stopped"))]
-
-    def _list(self, peer: bytes, msg: p.List) -> Out:
-        items = sorted(self.store.items(msg.group), key=lambda loc: (loc.group, loc.key))
-        return [Reply(peer, p.Locations(id=msg.id, items=items))]
-
-    def _nodes(self, peer: bytes, msg: p.Nodes) -> Out:
-        items = [
-            p.NodeInfo(
-                name=w.name,
-                state=w.state,
-                processes=self.store.count(w.name),
-                capacity=w.capacity,
-                suspended=self.suspensions.groups(w.name),
-                listen=w.listen,
-            )
-            for w in sorted(self.placement.workers.values(), key=lambda w: w.name)
-        ]
-        return [Reply(peer, p.NodeList(id=msg.id, items=items))]
-
-    def _calls(self, peer: bytes, msg: p.Calls) -> Out:
-        return [Reply(peer, p.CallList(id=msg.id, items=self.groups.listing()))]
-
-    def _info(self, peer: bytes, msg: p.Info) -> Out:
-        return [Reply(peer, msgspec.structs.replace(self.about, id=msg.id))]
-
-    def _suspend(self, peer: bytes, msg: p.Suspend) -> Out:
-        self.suspensions.suspend(self.node_of[peer], msg.group, msg.seconds)
-        return []
-
-    def _leaving(self, peer: bytes, msg: p.Leaving) -> Out:
-        node = self.node_of[peer]
-        self.placement.leave(node)
-        return [Note(logging.INFO, f"worker {node} is leaving (shut down cleanly)")]
-
-    def _ping(self, peer: bytes, msg: p.Ping) -> Out:
-        return [Reply(peer, p.Pong(id=msg.id, epoch=self.epoch, known=peer in self.node_of))]
-
-    # -- workers --
+    # -- a worker's hello (its other reports: worker_reports.py) --
 
     def _hello(self, peer: bytes, msg: p.Hello) -> Out:
         out = self.welcome(peer, msg) + self._place_held()
@@ -323,50 +263,16 @@ class Leader(Hellos, Restarting, Admin):
             out += self.settle_restarts(keys)
         return out
 
-    def _spawned(self, peer: bytes, msg: p.Spawned) -> Out:
-        loc = msg.location
-        if loc.node != self.node_of[peer]:
-            return []  # a worker speaks only for itself
-        k = (loc.group, loc.key)
-        wait = self.starts.answered(loc.node, msg.id, k)
-        adopted = self.registry.adopt(peer, loc)  # the started event (or the kill of a duplicate)
-        if wait is None:
-            return adopted
-        current = self.store.get(loc.group, loc.key)
-        adopted += self.restart_started(k, wait, current)
-        # The waiting callers first: they wait for this answer, the subscribers do not.
-        found = [Reply(waiter, self.events.found(req, current)) for waiter, req in wait.waiters]
-        return found + adopted
-
-    def _spawn_failed(self, peer: bytes, msg: p.SpawnFailed) -> Out:
-        wait = self.starts.answered(self.node_of[peer], msg.id, (msg.group, msg.key))
-        if wait is None:
-            return []
-        group, key = msg.group, msg.key
-        text = f"cannot start {group}/{key} on {wait.node}: {msg.reason}"
-        out: Out = [Reply(waiter, p.Error(id=req, kind=p.SPAWN_FAILED, message=text)) for waiter, req in wait.waiters]
-        stops = self.restarts.failed((group, key), False, msg.reason)  # a restart is tried again
-        return out + [Reply(w, p.Stopped(id=req, found=True)) for w, req in stops]
-
-    def _exited(self, peer: bytes, msg: p.Exited) -> Out:
-        loc = msg.location
-        if loc.node != self.node_of[peer]:
-            return []  # a worker speaks only for itself
-        current = self.store.get(loc.group, loc.key)
-        if current is not None and current.pid == loc.pid and current.node == loc.node:
-            return self.registry.drop(current, msg.exit_code, msg.signal, msg.reason, msg.at, msg.drain)
-        if msg.reason == "conflict":  # a duplicate we had stopped: say so, change nothing
-            return [Publish(self.events.event("exited", loc, msg.exit_code, msg.signal, msg.reason, msg.at))]
-        return []  # a stale report: that process is not the registered one
-
     # -- helpers --
 
     _handlers: dict[type, Callable[[Leader, bytes, Any], Out]] = {
-        p.Get: _get, p.Find: _find, p.Stop: _stop, p.List: _list, p.Nodes: _nodes, p.Calls: _calls,
+        p.Get: _get, p.Find: ClientRequests._find, p.Stop: ClientRequests._stop, p.List: ClientRequests._list,
+        p.Nodes: ClientRequests._nodes, p.Calls: ClientRequests._calls, p.Info: ClientRequests._info,
         p.AddCall: Admin._add_call, p.RemoveCall: Admin._remove_call, p.Drain: Admin._drain,
-        p.Undrain: Admin._undrain, p.Info: _info,
-        p.Hello: _hello, p.Spawned: _spawned, p.SpawnFailed: _spawn_failed, p.Exited: _exited,
-        p.Ping: _ping, p.Suspend: _suspend, p.Leaving: _leaving,
+        p.Undrain: Admin._undrain,
+        p.Hello: _hello, p.Spawned: WorkerReports._spawned, p.SpawnFailed: WorkerReports._spawn_failed,
+        p.Exited: WorkerReports._exited, p.Ping: WorkerReports._ping, p.Suspend: WorkerReports._suspend,
+        p.Leaving: WorkerReports._leaving,
     }  # fmt: skip
 
 

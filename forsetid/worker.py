@@ -204,12 +204,6 @@ class Worker(Following):
             return None
         return loc
 
-    def _adrift(self) -> bool:
-        """With partition "stop", a lease held once and lapsed: no leader has vouched for
-        this worker in time, its processes are dead, and what its cache knows of others'
-        may be stale by as long; it answers "no leader" until a leader answers it again."""
-        return self.lease is not None and self.lease.adrift()
-
     # -- clients --
 
     def on_client(self, client: bytes, msg: p.Msg) -> list:
@@ -234,18 +228,6 @@ class Worker(Following):
         self.forwards[fid] = (client, msg.id, msg)
         self.timers.after(FORWARD_TTL, self._forget_forward, fid)
         return [ToLeader(msgspec.structs.replace(msg, id=fid))]
-
-    def _info(self, req_id: int) -> p.InfoReply:
-        """This node, and the leader it has joined (none while it has not)."""
-        about, joined = self.about, self.welcomed
-        events = about.events
-        if self.by_election:  # the events endpoint of the candidate that leads
-            seat = next((s for s in about.candidates if s.name == self.leader_name), None)
-            events = seat.events if seat is not None and joined else ""
-        return msgspec.structs.replace(
-            about, id=req_id, events=events, leader=self.leader_name if joined else "", term=self.term,
-            epoch=self.leader_epoch or "" if joined else "",
-        )  # fmt: skip
 
     def on_peer(self, msg: p.Msg) -> list:
         """Another node's answer to a call or send we sent it."""

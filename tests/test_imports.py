@@ -33,7 +33,7 @@ DECISIONS = tuple(
     for m in ("leader", "hello", "groups", "starts", "members", "event_log", "registry", "placement", "store")
     + ("crashloop", "roles", "restarts", "admin")
     + ("worker", "processes", "cache", "timers", "effects", "closes", "lease", "following", "exit_notes")
-    + ("mailboxes", "fences", "talks", "templates")
+    + ("mailboxes", "fences", "talks", "templates", "client_requests", "worker_reports")
 )
 
 RULES = [
