@@ -239,3 +239,26 @@ def test_a_template_with_an_unknown_placeholder_is_refused():
         p.Call(entry="m:f", endpoint="ipc:///run/{grup}/{key}")
     # A shell's ${NAME} and braces that name nothing are not placeholders.
     assert p.Call(command=["sh", "-c", "echo ${HOME} {} {1,2}", "sh", "{key}"], endpoint="tcp://{node}:1").command
+
+
+def test_a_lookup_that_passed_the_check_is_not_decoded_again_and_a_bad_one_never_passes(monkeypatch):
+    decoded = []
+    real = p._decoder
+
+    class Counting:
+        def decode(self, frame):
+            decoded.append(frame)
+            return real.decode(frame)
+
+    monkeypatch.setattr(p, "_decoder", Counting())
+    monkeypatch.setattr(p, "_PASSED", {})  # (as a client starts)
+    for _ in range(3):
+        assert p.checked(p.Find(id=1, group="g", key="k")) == p.encode(p.Find(id=1, group="g", key="k"))
+        p.checked(p.Get(id=2, group="g", key="k"))
+    assert len(decoded) == 1  # the first find's check: the same (group, key) passed
+    for _ in range(2):
+        p.checked(p.Get(id=3, group="g", key="k", args=["x"]))  # a get with arguments: checked every time
+        with pytest.raises(p.Refused, match="a key is"):
+            p.checked(p.Find(id=4, group="g", key=""))  # a bad one: every time, never remembered
+    assert len(decoded) == 5
+    assert ("g", "") not in p._PASSED
