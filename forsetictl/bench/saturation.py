@@ -12,11 +12,11 @@ take the CPU the leader is measured by.
 A *miss* is what a worker forwards when its cache cannot answer: a ``find`` of a
 registered key, sent to the leader by a stand-in. A *start* is a ``get`` of a new key:
 the leader chooses a stand-in, which answers the ``spawn``, and the leader answers the
-get. Each is driven with 1, 4, 16, 64 and 256 requests in flight; the best rate is the
-rate at saturation. The leader's CPU time (every thread,
-``/proc/PID/task/*/schedstat``) over that run, divided by the requests answered, is
-its CPU per miss or per start; 1 s over it is what one core of the leader could take,
-whether or not this process (the driver, which shares the machine) kept up with it.
+get. Each is driven with 1, 4, 16, 64 and 256 requests in flight (misses after a
+warm-up); the best rate is the rate at saturation. The leader's CPU time (every
+thread, ``/proc/PID/task/*/schedstat``) over the run at 256, divided by the requests
+answered, is its CPU per miss or per start; 1 s over it is what one core of the leader
+could take, whether or not this process (the driver, which shares the machine) kept up.
 """
 
 from __future__ import annotations
@@ -111,6 +111,7 @@ def _one_size(args, report: Report, progress: Progress, workers: int, keys: int)
             return p.encode(p.Get(id=rid, group=GROUP, key=f"new-{rid}"))
 
         stand.wait_placing(start(0), args.timeout)
+        stand.drive(miss, RAMP[-1], args.seconds, args.timeout)  # a warm-up: what the hellos left (a collection)
         misses = saturate(stand, miss, pid, args.seconds, args.timeout)
         progress(f"leader at saturation, {size}: starts")
         starts = saturate(stand, start, pid, args.seconds, args.timeout)
@@ -128,20 +129,24 @@ def _one_size(args, report: Report, progress: Progress, workers: int, keys: int)
         report.row(f"leader CPU per {what}, {size}", cpu_us, "us", first, ("x<=", FLAT))
         report.row(f"{whats}/s one leader core takes, {size}", 1e6 / cpu_us, "/s", "raw pipelined echo/s",
                    (">=", target))  # fmt: skip
-        report.info[f"{whats}, {size}"] = f"best at {window} in flight, the leader busy {cores:.2f} cores"
+        busy = f"at {RAMP[-1]}, the leader busy {cores:.2f} cores"
+        report.info[f"{whats}, {size}"] = f"best at {window} in flight; {busy}"
 
 
 def saturate(stand: StandIns, make, pid: int, seconds: float, timeout: float) -> tuple[float, float, float, int]:
-    """The best (rate, leader CPU us per request, leader cores busy, window) of every
-    window in RAMP: the rate at saturation (every window runs: on a shared machine,
-    one step that did not grow may be noise)."""
+    """(rate, leader CPU us per request, leader cores busy, window): the best rate of
+    every window in RAMP, the rate at saturation (every window runs: on a shared
+    machine, one step that did not grow may be noise); the CPU and the cores at the
+    largest window, where the leader takes its messages in the largest batches, as
+    it does when saturated (a lone message costs it more: its own wake-up)."""
     points = []
     for window in RAMP:
         cpu = leader_cpu(pid)
         done, elapsed = stand.drive(make, window, seconds, timeout)
         cpu = leader_cpu(pid) - cpu
         points.append((done / elapsed, cpu / done * 1e6, cpu / elapsed, window))
-    return max(points)
+    rate, _, _, window = max(points)
+    return rate, points[-1][1], points[-1][2], window
 
 
 def leader_cpu(pid: int) -> float:
