@@ -92,7 +92,9 @@ def _one_size(args, report: Report, progress: Progress, workers: int, keys: int)
     cluster = LocalCluster(
         0,
         calls={GROUP: {"entry": "forsetid.examples:sleeper"}},
-        cluster={"name": "bench-sat", "heartbeat": 1.0},
+        # liveness 10: a thousand hellos of 1,000 keys each take a busy leader seconds, while the
+        # pings of the first welcomed wait behind them (at 3, it took them for down)
+        cluster={"name": "bench-sat", "heartbeat": 1.0, "liveness": 10},
         tcp=args.transport == "tcp",
         profile_dir=args.profile,
         prefix="forseti-bench-sat-",
@@ -115,6 +117,8 @@ def _one_size(args, report: Report, progress: Progress, workers: int, keys: int)
         misses = saturate(stand, miss, pid, args.seconds, args.timeout)
         progress(f"leader at saturation, {size}: starts")
         starts = saturate(stand, start, pid, args.seconds, args.timeout)
+    except BenchError as exc:
+        raise BenchError(f"{size}: {exc}") from None
     finally:
         if stand is not None:
             stand.close()
