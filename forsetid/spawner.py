@@ -609,7 +609,7 @@ def _which(name: str) -> str | None:
     """The file that ``execvp`` would run for ``name``: the first on PATH that this
     process may execute (None: none). execvp finds it by trying ``execve`` in every
     folder before it, each try converting the whole environment and raising in Python:
-    that was half of a command's start here (1.2 of 2.3 ms, 9 folders on PATH)."""
+    that was half of a command's start here (1.2 of 2.3 ms: 9 folders before /usr/bin)."""
     if os.sep in name:
         return name
     for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):

@@ -30,7 +30,6 @@ import time
 import zmq
 
 from forsetid import protocol as p
-from forsetid.simulate import sizes
 
 from ..localcluster import LocalCluster
 from .baselines import EchoServer, raw_round_trips
@@ -47,6 +46,12 @@ MISS_TARGET, START_TARGET = 20_000, 5_000  # per second, one leader on one core
 HELLO_WAVE = 20
 MAX_PER_WORKER = 10_000  # keys a stand-in registers in its hello (~70 B each)
 FLAT = 1.5  # CPU per request at any size, x that at the smallest: "flat"
+
+
+def sizes(workers: list[int], keys: list[int]) -> list[tuple[int, int]]:
+    """Every worker count at the fewest keys, then every key count at the most workers
+    (as ``--simulate`` sizes its runs)."""
+    return [(w, keys[0]) for w in workers] + [(workers[-1], k) for k in keys[1:]]
 
 
 def phases(args) -> int:
@@ -115,6 +120,7 @@ def _one_size(args, report: Report, progress: Progress, workers: int, keys: int)
         def start(rid: int) -> bytes:
             return p.encode(p.Get(id=rid, group=GROUP, key=f"new-{rid}"))
 
+        report.info[f"hellos, {size}"] = f"welcomed in {stand.hello_seconds:.1f} s"
         stand.wait_placing(start(0), args.timeout)
         stand.drive(miss, RAMP[-1], args.seconds, args.timeout)  # a warm-up: what the hellos left (a collection)
         cpu, t = leader_cpu(pid), clock()
