@@ -210,6 +210,26 @@ def _bench_options(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="with --failover: the daemons log at INFO; their logs and etcd's are copied to DIR",
     )
+    p.add_argument(
+        "--saturation",
+        action="store_true",
+        help="one leader's capacity instead: misses and starts per second until its throughput stops growing, and "
+        "its CPU per miss and per start (a leader of its own, stand-in workers in this process)",
+    )
+    p.add_argument(
+        "--sat-workers",
+        type=_counts,
+        default=[10, 100, 1000],
+        metavar="N,N,..",
+        help="with --saturation: stand-in worker counts (default 10,100,1000)",
+    )
+    p.add_argument(
+        "--sat-keys",
+        type=_counts,
+        default=[10_000, 100_000, 1_000_000],
+        metavar="N,N,..",
+        help="with --saturation: registered keys, at the most workers (default 10000,100000,1000000)",
+    )
     p.add_argument("--profile", metavar="DIR", help="run the local daemons under cProfile, one .prof per daemon in DIR")
     _simulate_options(p)
 

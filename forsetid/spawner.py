@@ -275,6 +275,7 @@ class _Zygote:
     def __init__(self, sock: socket.socket, daemon_pid: int, lease: bool = False) -> None:
         self.sock = sock
         self.children: set[int] = set()
+        self.execs: dict[int, tuple[int, int]] = {}  # a command child's exec pipe -> (token, pid), until it execs
         # With a lease: until when the processes may live (lease_clock); none held yet.
         self.until: float | None = float("-inf") if lease else None
         self.lapsed = lease  # the last lease has ended (and what it covered was killed)
@@ -313,9 +314,12 @@ class _Zygote:
         import select
 
         while True:
-            readable, _, _ = select.select([self.sock, wake_r], [], [], self.lease_left())
+            readable, _, _ = select.select([self.sock, wake_r, *self.execs], [], [], self.lease_left())
             if self.until is not None and not self.lapsed and lease_clock() >= self.until:
                 self.lapse()
+            for fd in readable:
+                if fd in self.execs:
+                    self.exec_done(fd)
             if wake_r in readable:
                 while True:
                     try:
@@ -381,7 +385,7 @@ class _Zygote:
             try:
                 self.sock.close()
                 ours.close()
-                for fd in self.own_fds:
+                for fd in (*self.own_fds, *self.execs):
                     os.close(fd)
                 _setup(zygote)
                 _rehearse(self.resolved)
@@ -435,7 +439,7 @@ class _Zygote:
             return
         if pid == 0:
             self.sock.close()
-            for fd in (*own_fds, err_r):
+            for fd in (*own_fds, err_r, *self.execs):
                 os.close(fd)
             _child(entry, command, args, env, key, log, ready_w, err_w, zygote)
         os.close(ready_w)
@@ -443,10 +447,19 @@ class _Zygote:
         self.children.add(pid)
         if command is None:  # an entry child reports its own failures on its ready pipe
             os.close(err_r)
+            self.send(["spawned", token, pid])
+        else:  # told once the exec is done (EOF) or has failed (why): meanwhile, the next start
+            self.execs[err_r] = (token, pid)
+
+    def exec_done(self, err_r: int) -> None:
+        """A command child has exec'd (EOF on its close-on-exec pipe) or said why it
+        could not (one write, then its exit): ``spawned`` or ``failed``."""
+        token, pid = self.execs.pop(err_r)
+        try:
+            error = os.read(err_r, 65536)
+        except OSError:
             error = b""
-        else:
-            with os.fdopen(err_r, "rb") as f:
-                error = f.read()  # returns at the exec: a command that cannot run says why
+        os.close(err_r)
         if error:
             self.send(["failed", token, error.decode(errors="replace")])
         else:
@@ -461,6 +474,9 @@ class _Zygote:
             if pid == 0:
                 return
             self.children.discard(pid)
+            for err_r, (_, child) in list(self.execs.items()):
+                if child == pid:  # its start is told before its exit
+                    self.exec_done(err_r)
             self.send(["exited", pid, os.waitstatus_to_exitcode(status)])
 
     def bury(self, seconds: float = 2.0) -> None:
@@ -575,12 +591,32 @@ def _child(entry, command, args, env, key, log, ready_w: int, err_w: int, zygote
             os.environ[READY_FD_ENV] = str(ready_w)
         argv = [*command, *(str(a) for a in args)]
         try:
+            path = _which(argv[0])
+            if path is not None:
+                try:
+                    os.execv(path, argv)
+                except (OSError, ValueError):
+                    pass  # execvp's own search says why
             os.execvp(argv[0], argv)
         except (OSError, ValueError) as exc:
             os.write(err_w, f"cannot run {argv[0]!r}: {getattr(exc, 'strerror', None) or exc}".encode())
             os._exit(127)
     finally:
         os._exit(1)
+
+
+def _which(name: str) -> str | None:
+    """The file that ``execvp`` would run for ``name``: the first on PATH that this
+    process may execute (None: none). execvp finds it by trying ``execve`` in every
+    folder before it, each try converting the whole environment and raising in Python:
+    that was half of a command's start here (1.2 of 2.3 ms: 9 folders before /usr/bin)."""
+    if os.sep in name:
+        return name
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(folder or os.curdir, name)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return path
+    return None
 
 
 def _redirect(log: str | None) -> None:

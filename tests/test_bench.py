@@ -200,3 +200,33 @@ def test_bench_failover_refuses_a_cluster_of_someone_else_and_another_mode():
         assert done.returncode == 2, done.stderr.decode()
         assert json.loads(done.stdout)["error"] == "usage"
         assert named in done.stderr, done.stderr
+
+
+def test_bench_saturation_json_smoke():
+    # A leader of its own and stand-in workers, at a tiny size: the rows are there and
+    # sane; how fast is for the benchmark to say.
+    done = bench("--saturation", "--sat-workers", "2,3", "--sat-keys", "20,40", "--seconds", "0.05")
+    assert done.stderr == b""
+    report = json.loads(done.stdout)
+    assert set(report) == {"info", "baselines", "results"}
+    assert report["info"]["workers"].startswith("protocol-speaking stand-ins")
+    assert report["baselines"]["raw pipelined echo/s"]["value"] > 0
+    names = [r["name"] for r in report["results"]]
+    for size in ("2 workers, 20 keys", "3 workers, 20 keys", "3 workers, 40 keys"):  # workers, then keys
+        for name in ("misses/s at saturation", "leader CPU per miss", "misses/s one leader core takes",
+                     "starts/s at saturation", "leader CPU per start", "starts/s one leader core takes"):  # fmt: skip
+            assert f"{name}, {size}" in names
+    for r in report["results"]:
+        assert r["value"] > 0 and r["ratio"] > 0 and r["ok"] in (True, False), r
+        assert r["baseline"] in report["baselines"]
+    assert report["baselines"]["leader CPU per start (2 workers, 20 keys)"]["value"] > 0
+
+
+def test_bench_saturation_refuses_a_hello_too_large():
+    cmd = [sys.executable, "-m", "forsetictl", "bench", "--saturation", "--sat-workers", "1", "--sat-keys", "20000"]
+    done = subprocess.run(cmd, capture_output=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 3
+    assert done.stderr.decode().strip().splitlines() == [
+        "forsetictl: bench: 20,000 keys over 1 workers: at most 10,000 a worker (its hello must fit in one message); "
+        "give more workers"
+    ]

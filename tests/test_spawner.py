@@ -162,3 +162,22 @@ def test_the_fork_server_leaves_no_zombie_behind():
     finally:
         sp.close()  # it kills what it started and reaps it before it exits
     assert not os.path.exists(f"/proc/{spare}") and not os.path.exists(f"/proc/{started}")
+
+
+def test_command_starts_overlap_and_each_is_told_before_its_exit(spawner):
+    # The fork server does not wait for one command's exec before it forks the next:
+    # each is told "spawned" (or "failed") when its exec is done, and before its exit.
+    fds = [spawner.spawn(20 + i, None, ["true"] if i % 2 else ["no-such-command-here"], [], {}, f"t{i}")[0]
+           for i in range(12)]  # fmt: skip
+    got = reports(spawner, lambda got: sum(r[0] in ("spawned", "failed") for r in got) == 12)
+    pids = {r[2] for r in got if r[0] == "spawned"}
+    assert sorted(r[1] for r in got if r[0] == "failed") == list(range(20, 32, 2))  # (in any order)
+    assert all("cannot run 'no-such-command-here'" in r[2] for r in got if r[0] == "failed")
+    assert len(pids) == 6
+    got += reports(spawner, lambda more: pids <= {r[1] for r in got + more if r[0] == "exited"})
+    for pid in pids:  # ("true" exits at once: its exit may be reaped before its exec was told)
+        spawned = next(i for i, r in enumerate(got) if r[0] == "spawned" and r[2] == pid)
+        exited = next(i for i, r in enumerate(got) if r[0] == "exited" and r[1] == pid)
+        assert spawned < exited
+    for fd in fds:
+        os.close(fd)

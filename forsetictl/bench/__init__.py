@@ -12,6 +12,9 @@ plain and a CURVE cluster of its own side by side, and a raw CURVE echo (``curve
 ``--failover`` measures a cluster with backend "etcd" instead: from the loss of its
 leader (SIGKILL, SIGTERM) to the first successful get of a new key, and cached find and
 starts against backend memory, on etcds and clusters of its own (``failover.py``).
+``--saturation`` measures one leader's capacity instead: misses and starts per second
+until its throughput stops growing, and its CPU per miss and per start, from 10 to
+1,000 workers and 10k to 1M keys (a leader of its own, stand-in workers: ``saturation.py``).
 
 ``report.py`` the figures and the table, ``timing.py`` the bounded loops,
 ``baselines.py`` the machine's own costs, ``measure.py`` the cluster's, ``clients.py``
@@ -40,6 +43,8 @@ from .failover import failover_bench
 from .failover import phases as failover_phases
 from .measure import COMMAND_GROUP, ENTRY_GROUP, GROUPS, Bench
 from .report import BenchError, Progress, Report
+from .saturation import phases as saturation_phases
+from .saturation import saturation_bench
 from .simulate import simulate
 
 USAGE, FAILED = 2, 3  # exit statuses, as forsetictl's
@@ -48,6 +53,7 @@ USAGE, FAILED = 2, 3  # exit statuses, as forsetictl's
 OWN_ONLY = {  # the modes that measure clusters of their own
     "curve": "plain and with CURVE",
     "failover": "each with its own etcd",
+    "saturation": "a leader and stand-in workers",
 }
 
 
@@ -69,13 +75,20 @@ def run(args) -> int:
     if args.simulate:
         return simulate(args)
     own = not (args.config or args.endpoint)
-    phases = CURVE_PHASES if args.curve else failover_phases(args) if args.failover else 13 + 3 * own + TALK_PHASES
+    if args.curve:
+        phases = CURVE_PHASES
+    elif args.failover or args.saturation:
+        phases = failover_phases(args) if args.failover else saturation_phases(args)
+    else:
+        phases = 13 + 3 * own + TALK_PHASES
     progress = Progress(not args.json, phases=phases)
     try:
         if args.curve:
             report = curve_bench(args, progress)
         elif args.failover:
             report = failover_bench(args, progress)
+        elif args.saturation:
+            report = saturation_bench(args, progress)
         else:
             report = _bench(args, progress, own)
     except (BenchError, ForsetiError, ClusterError, ConfigError) as exc:
