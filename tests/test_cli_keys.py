@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from cluster import ROOT, line_within
 from hypothesis import given
@@ -79,7 +80,8 @@ def test_every_command_prints_odd_keys_safely(make_cluster):
         calls={"sock": {"entry": "forsetid.examples:sleeper", "endpoint": "ipc:///tmp/forseti-keys/{key}.sock"}},
     )
     ep = c.endpoint("node1")
-    for key, plain in ODD.items():
+
+    def each(key: str, plain: str) -> None:
         r = ctl("get", "sock", key, endpoint=ep)
         assert r.returncode == 0, r
         assert re.fullmatch(rf"sock/{re.escape(plain)} node=node1 pid=\d+ endpoint=.+ started={DATE}\n", r.stdout), r
@@ -87,6 +89,9 @@ def test_every_command_prints_odd_keys_safely(make_cluster):
         assert r.stdout.startswith(f"sock/{plain} node=node1 "), r
         assert ctl("--wide", "find", "sock", key, endpoint=ep).stdout.startswith(f"sock/{shown(key)} node=node1 ")
         assert json.loads(ctl("find", "sock", key, "--json", endpoint=ep).stdout)["key"] == key
+
+    with ThreadPoolExecutor(4) as pool:  # (each key's commands in turn; the keys side by side)
+        list(pool.map(each, ODD, ODD.values()))
     header, *rows = ctl("ls", endpoint=ep).stdout.splitlines()
     assert len(rows) == len(ODD)  # no key made a line of its own
     node = display_width(header[: header.index("NODE")])
