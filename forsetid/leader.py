@@ -133,11 +133,15 @@ class Leader(Hellos, Restarting, Admin, ClientRequests, WorkerReports):
         times = [t for t in (end, self.members.next_silent, self.fences.deadline()) if t is not None]
         return min(times) if times else None
 
-    def expire(self) -> Out:
+    def expire(self, caught_up: bool = True) -> Out:
         """Take every worker that has been silent too long for dead; end a recovery
-        that has lasted long enough and place the keys it held; place the restarts due."""
+        that has lasted long enough and place the keys it held; place the restarts due.
+        Not ``caught_up`` (messages wait unread: a storm of hellos from a large cluster
+        takes seconds to read), no worker is taken for dead: its word may be among them.
+        Later is always safe; a live worker taken for dead is not (with "keep" its keys
+        would start twice)."""
         out: Out = []
-        for node in self.members.silent():
+        for node in self.members.silent() if caught_up else ():
             # (with "stop": fenced until its silence has lasted self.silence)
             out += self.node_down(node, fence=self.members.last_seen[node] + self.silence)
         for peer, msg in self.fences.released():

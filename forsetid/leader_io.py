@@ -215,8 +215,9 @@ class LeaderIO(Candidacy, Part):
                 self._snapshot()
         elif now < (self.leader.next_deadline() or float("inf")):
             return
-        if self.metrics is not None:  # the starts under way on the workers about to be taken for down
+        caught_up = self.router not in self.loop.behind  # (silence it has not read yet is no silence)
+        if self.metrics is not None and caught_up:  # the starts under way on the workers about to be taken for down
             for node in self.leader.members.silent():
                 for (group, _), _ in self.leader.starts.of_node(node):
                     self.metrics.start_failures.labels(group, "node-down").inc()
-        self.carry_out(self.leader.expire())
+        self.carry_out(self.leader.expire(caught_up))

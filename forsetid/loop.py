@@ -152,6 +152,7 @@ class Loop:
         self.poller = select.poll()
         self.handlers: dict[int, tuple] = {}  # fd -> (what to call when readable, socket or fd)
         self.unchecked: set[zmq.Socket] = set()
+        self.behind: set[zmq.Socket] = set()  # whose last read took a whole batch: more may wait unread
         self.fds: dict[zmq.Socket, int] = {}
         self.parts: list[Part] = []  # the roles' parts, in the order they take their turns
         self.stopping = False
@@ -225,8 +226,10 @@ class Loop:
             yield frames
         if n == BATCH:
             self.unchecked.add(sock)  # more may wait: look again before sleeping
+            self.behind.add(sock)
         else:
             self.unchecked.discard(sock)  # ZMQ_EVENTS said "nothing": its fd is armed again
+            self.behind.discard(sock)
 
     def receive(self, sock: zmq.Socket):
         """Decoded (peer, message) pairs from a ROUTER; bad input, and with CURVE a

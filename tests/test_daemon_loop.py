@@ -84,3 +84,29 @@ def test_an_event_handler_that_raises_once_does_not_stop_the_event_stream(loop):
 
     worker.on_event = buggy
     turn_until(loop, lambda: len(seen) >= 5)  # ticks every 0.1 s keep coming in
+
+
+def test_a_socket_read_a_whole_batch_at_a_time_counts_as_behind_until_it_is_drained(loop, tmp_path):
+    """What the leader looks at before it takes a silent worker for down: messages may
+    still wait unread on its socket (``Loop.behind``)."""
+    from forsetid.loop import BATCH
+
+    (leader_io,) = [part for part in loop.parts if hasattr(part, "router")]
+    turn_until(loop, lambda: worker_of(loop).welcomed)
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(f"ipc://{tmp_path}/leader")
+        for i in range(4 * BATCH):  # (at least one read takes a whole batch, however they arrive)
+            sock.send(p.encode(p.Info(id=i + 1)))
+        seen: list[bool] = []
+
+        def drained():
+            seen.append(leader_io.router in loop.behind)
+            while sock.poll(0):
+                sock.recv()
+            return not seen[-1] and True in seen
+
+        turn_until(loop, drained)  # behind after a full batch, caught up once the rest is read
+    finally:
+        sock.close()

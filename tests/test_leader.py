@@ -34,8 +34,8 @@ class Leader(decisions.Leader):
     def handle(self, peer, msg):
         return pairs(super().handle(peer, msg))
 
-    def expire(self):
-        return pairs(super().expire())
+    def expire(self, caught_up: bool = True):
+        return pairs(super().expire(caught_up))
 
 
 CALLS = {"users": p.Call(command=["true", "{key}"]), "other": p.Call(entry="pkg.mod:func")}
@@ -460,6 +460,25 @@ def test_silent_worker_is_dropped_with_node_down():
     assert {n: i.state for n, i in node_info(leader).items()} == {"node1": "down", "node2": "up"}
     assert spawn_of(get(leader, "c"))[0] == "node2"
     assert only(leader.handle(peer("node1"), p.Ping(id=1)))[1].known is False
+
+
+def test_a_leader_behind_on_its_input_takes_no_worker_for_down():
+    """Messages waiting unread (a storm of hellos from a large cluster) may hold a silent
+    worker's ping: it is taken for down only once the leader has caught up."""
+    now = [0.0]
+    leader = Leader(CALLS, heartbeat=1.0, liveness=3, clock=lambda: 1.0, monotonic=lambda: now[0])
+    hello(leader, "node1")
+    a = start(leader, "a")
+    now[0] = 10.0
+    assert leader.expire(caught_up=False) == []
+    assert {n: i.state for n, i in node_info(leader).items()} == {"node1": "up"}
+    leader.handle(peer("node1"), p.Ping())  # its word, read at last
+    assert (
+        leader.expire(caught_up=True) == []
+        and only(leader.handle(CLIENT, p.Find(id=2, group="users", key="a")))[1].location == a
+    )
+    now[0] = 13.5
+    assert [(e.kind, e.location, e.reason) for e in events(leader.expire())] == [("exited", a, "node-down")]
 
 
 # -- reconciling what workers report (found in review) --
