@@ -208,6 +208,7 @@ class Loop:
         if isinstance(sock_or_fd, zmq.Socket):
             fd = self.fds.pop(sock_or_fd)
             self.unchecked.discard(sock_or_fd)
+            self.behind.discard(sock_or_fd)
         self.handlers.pop(fd, None)
         self.poller.unregister(fd)
 
