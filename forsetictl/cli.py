@@ -216,22 +216,20 @@ def _bench_options(p: argparse.ArgumentParser) -> None:
         help="one leader's capacity instead: misses and starts per second until its throughput stops growing, and "
         "its CPU per miss and per start (a leader of its own, stand-in workers in this process)",
     )
-    p.add_argument(
-        "--sat-workers",
-        type=_counts,
-        default=[10, 100, 1000],
-        metavar="N,N,..",
-        help="with --saturation: stand-in worker counts (default 10,100,1000)",
-    )
-    p.add_argument(
-        "--sat-keys",
-        type=_counts,
-        default=[10_000, 100_000, 1_000_000],
-        metavar="N,N,..",
-        help="with --saturation: registered keys, at the most workers (default 10000,100000,1000000)",
+    _sizes(
+        p, "sat", "with --saturation: stand-in worker counts", "with --saturation: registered keys, at the most workers"
     )
     p.add_argument("--profile", metavar="DIR", help="run the local daemons under cProfile, one .prof per daemon in DIR")
     _simulate_options(p)
+
+
+def _sizes(p: argparse.ArgumentParser, prefix: str, workers: str, keys: str) -> None:
+    """--PREFIX-workers and --PREFIX-keys: the sizes a scale measurement runs at."""
+    for what, default, text in (("workers", [10, 100, 1000], workers), ("keys", [10_000, 100_000, 1_000_000], keys)):
+        shown = ",".join(str(n) for n in default)
+        p.add_argument(
+            f"--{prefix}-{what}", type=_counts, default=default, metavar="N,N,..", help=f"{text} (default {shown})"
+        )
 
 
 def _simulate_options(p: argparse.ArgumentParser) -> None:
@@ -240,20 +238,7 @@ def _simulate_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the leader's decisions at scale, no sockets (python -m forsetid.simulate), instead",
     )
-    p.add_argument(
-        "--sim-workers",
-        type=_counts,
-        default=[10, 100, 1000],
-        metavar="N,N,..",
-        help="simulated worker counts (default 10,100,1000)",
-    )
-    p.add_argument(
-        "--sim-keys",
-        type=_counts,
-        default=[10_000, 100_000, 1_000_000],
-        metavar="N,N,..",
-        help="registered keys (default 10000,100000,1000000)",
-    )
+    _sizes(p, "sim", "simulated worker counts", "registered keys")
     p.add_argument("--sim-ops", type=int, default=20_000, help="decisions and lookups timed per size (default 20000)")
 
 
