@@ -25,10 +25,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from cluster import Cluster
+from cluster import Cluster, wait_for
 
 from forsetictl import Client, ForsetiError
 from forsetictl.localetcd import etcd_binary, member_args
@@ -209,13 +208,7 @@ class SplitCluster(Cluster):
                 self.etcds.append(subprocess.Popen(net.exec(i, [binary, *args]), stdout=log, stderr=subprocess.STDOUT))
 
     def _wait_etcd_leader(self, timeout: float = 20.0) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.etcd_leader()
-            if found is not None:
-                return found
-            time.sleep(0.1)
-        raise AssertionError(f"etcd elected no leader within {timeout} s (logs in {self.etcd_dir})")
+        return wait_for(self.etcd_leader, timeout, 0.1, f"etcd to elect a leader (logs in {self.etcd_dir})")
 
     def etcd_leader(self) -> int | None:
         """The machine whose etcd member is etcd's raft leader, as machine 1..3 sees it."""
@@ -253,13 +246,11 @@ class SplitCluster(Cluster):
             return "", 0
 
     def wait_leader_seen(self, name: str, timeout: float = 15.0, by: str | None = None) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            leader, _ = self.seen_leader(by or name)
-            if leader == name:
-                return leader
-            time.sleep(0.05)
-        raise AssertionError(f"{name} not seen leading within {timeout} s (logs in {self.dir})")
+        def seen() -> bool:
+            return self.seen_leader(by or name)[0] == name
+
+        wait_for(seen, timeout, 0.05, f"{name} seen leading (logs in {self.dir})")
+        return name
 
     def close(self) -> list[int]:
         orphans = super().close() if hasattr(self, "procs") else []
