@@ -5,7 +5,7 @@ killed its processes when the lease ended, by the worker's clock, so no answer m
 them any more. But their keys are placed again only once the silence has lasted
 ``heartbeat`` x ``liveness``: the lease's margin (half a heartbeat) is for the kill to
 be carried out and for the two machines' clocks, and a copy started elsewhere within it
-might live beside the old one (README, "Partitions: the timing argument"). Until then
+might live beside the old one (docs/internals/partitions.md). Until then
 each of those keys is fenced: a ``get`` of it waits here, and is placed as if it came
 then; a restart of it is put off to then (``Restarts.not_before``).
 """
