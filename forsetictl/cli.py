@@ -15,7 +15,7 @@ import time
 
 import msgspec
 
-from forsetid.const import GROUP_MAX, GROUP_PATTERN, GROUP_RULE
+from forsetid.const import GROUP_MAX, GROUP_PATTERN, GROUP_RULE, SCALE_KEYS, SCALE_WORKERS
 
 from .client import AccessDenied, BadEndpoint, Client, Event, ForsetiError, NotFound, Timeout, Unreachable
 from .completion import SHELLS, commands, script
@@ -225,11 +225,9 @@ def _bench_options(p: argparse.ArgumentParser) -> None:
 
 def _sizes(p: argparse.ArgumentParser, prefix: str, workers: str, keys: str) -> None:
     """--PREFIX-workers and --PREFIX-keys: the sizes a scale measurement runs at."""
-    for what, default, text in (("workers", [10, 100, 1000], workers), ("keys", [10_000, 100_000, 1_000_000], keys)):
-        shown = ",".join(str(n) for n in default)
-        p.add_argument(
-            f"--{prefix}-{what}", type=_counts, default=default, metavar="N,N,..", help=f"{text} (default {shown})"
-        )
+    for what, default, text in (("workers", SCALE_WORKERS, workers), ("keys", SCALE_KEYS, keys)):
+        text += f" (default {','.join(str(n) for n in default)})"
+        p.add_argument(f"--{prefix}-{what}", type=_counts, default=list(default), metavar="N,N,..", help=text)
 
 
 def _simulate_options(p: argparse.ArgumentParser) -> None:

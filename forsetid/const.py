@@ -34,3 +34,13 @@ def ready_line(tag: str, text: str = "") -> bytes:
 
 # /proc/PID/comm of a spare: an entry process forked ahead, waiting for its key.
 SPARE_NAME = b"forseti-spare"
+
+# The sizes the scale measurements run at (forsetid.simulate, forsetictl bench --simulate
+# and --saturation): worker counts, and registered keys.
+SCALE_WORKERS = (10, 100, 1000)
+SCALE_KEYS = (10_000, 100_000, 1_000_000)
+
+
+def scale_sizes(workers, keys) -> list[tuple[int, int]]:
+    """Every worker count at the fewest keys, then every key count at the most workers."""
+    return [(w, keys[0]) for w in workers] + [(workers[-1], k) for k in keys[1:]]

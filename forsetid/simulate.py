@@ -18,6 +18,7 @@ import sys
 import time
 
 from . import protocol as p
+from .const import SCALE_KEYS, SCALE_WORKERS, scale_sizes
 from .effects import Reply
 from .leader import Leader
 
@@ -28,11 +29,6 @@ def replies(effects) -> list[tuple[bytes, p.Msg]]:
     """The (peer, message) replies among what ``Leader.handle`` returned, events left
     out: the one place here that knows what an effect looks like."""
     return [(e.peer, e.msg) for e in effects if isinstance(e, Reply)]
-
-
-def sizes(workers: list[int], keys: list[int]) -> list[tuple[int, int]]:
-    """Every worker count at the fewest keys, then every key count at the most workers."""
-    return [(w, keys[0]) for w in workers] + [(workers[-1], k) for k in keys[1:]]
 
 
 def simulate_one(workers: int, keys: int, ops: int) -> dict:
@@ -132,11 +128,11 @@ def _counts(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m forsetid.simulate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--workers", type=_counts, default=[10, 100, 1000], metavar="N,N,..")
-    ap.add_argument("--keys", type=_counts, default=[10_000, 100_000, 1_000_000], metavar="N,N,..")
+    ap.add_argument("--workers", type=_counts, default=list(SCALE_WORKERS), metavar="N,N,..")
+    ap.add_argument("--keys", type=_counts, default=list(SCALE_KEYS), metavar="N,N,..")
     ap.add_argument("--ops", type=int, default=20_000, help="decisions and lookups timed per size")
     args = ap.parse_args(argv)
-    for workers, keys in sizes(args.workers, args.keys):
+    for workers, keys in scale_sizes(args.workers, args.keys):
         try:
             row = in_child(simulate_one, workers, keys, args.ops)
         except RuntimeError as exc:

@@ -30,6 +30,7 @@ import time
 import zmq
 
 from forsetid import protocol as p
+from forsetid.const import scale_sizes
 
 from ..localcluster import LocalCluster
 from .baselines import EchoServer, raw_round_trips
@@ -48,18 +49,12 @@ MAX_PER_WORKER = 10_000  # keys a stand-in registers in its hello (~70 B each)
 FLAT = 1.5  # CPU per request at any size, x that at the smallest: "flat"
 
 
-def sizes(workers: list[int], keys: list[int]) -> list[tuple[int, int]]:
-    """Every worker count at the fewest keys, then every key count at the most workers
-    (as ``--simulate`` sizes its runs)."""
-    return [(w, keys[0]) for w in workers] + [(workers[-1], k) for k in keys[1:]]
-
-
 def phases(args) -> int:
-    return 1 + 2 * len(sizes(args.sat_workers, args.sat_keys))
+    return 1 + 2 * len(scale_sizes(args.sat_workers, args.sat_keys))
 
 
 def saturation_bench(args, progress: Progress) -> Report:
-    for workers, keys in sizes(args.sat_workers, args.sat_keys):
+    for workers, keys in scale_sizes(args.sat_workers, args.sat_keys):
         if keys // workers > MAX_PER_WORKER:
             raise BenchError(
                 f"{keys:,} keys over {workers:,} workers: at most {MAX_PER_WORKER:,} a worker (its hello must fit in "
@@ -72,7 +67,7 @@ def saturation_bench(args, progress: Progress) -> Report:
         "cpus": os.cpu_count(),
     }
     _baseline(args, report, progress)
-    for workers, keys in sizes(args.sat_workers, args.sat_keys):
+    for workers, keys in scale_sizes(args.sat_workers, args.sat_keys):
         _one_size(args, report, progress, workers, keys)
     return report
 
